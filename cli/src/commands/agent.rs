@@ -1,0 +1,178 @@
+//! `skein agent`: parses the node's flags and runs it until Ctrl-C/SIGTERM.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use skein_node::agent::{self, AgentConfig};
+use skein_node::executor::ExecutorConfig;
+use skein_protocol::quantity::{parse_cpu_millis, parse_memory_bytes};
+use skein_protocol::spec::ResourceVec;
+use tracing_subscriber::EnvFilter;
+
+/// Flags of `skein agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Directory for the node id, the Raft log and state (redb). Defaults to
+    /// /var/lib/skein for root, ~/.local/share/skein otherwise.
+    #[arg(long, env = "SKEIN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Address the HTTP API listens on. Port 0 picks a free port; the
+    /// chosen address is written to DATA_DIR/api.addr.
+    #[arg(long, env = "SKEIN_API_LISTEN", default_value = "127.0.0.1:7420")]
+    api: SocketAddr,
+
+    /// Development mode: keep all state in a fresh temporary directory
+    /// that is deleted on exit.
+    #[arg(long)]
+    dev: bool,
+
+    /// Node name shown in listings (default: the hostname).
+    #[arg(long)]
+    name: Option<String>,
+
+    /// Node label KEY=VALUE (repeatable), e.g. --label zone=eu-1; jobs can
+    /// require labels with `constraints` / `nodeSelector`.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+
+    /// Host ports handed out to replicas whose ports have no fixed hostPort.
+    #[arg(long, default_value = "20000-32767", value_name = "FIRST-LAST")]
+    port_range: String,
+
+    /// CPU to offer to the scheduler (e.g. 2 or 1500m) instead of all cores.
+    #[arg(long)]
+    cpu: Option<String>,
+
+    /// Memory to offer to the scheduler (e.g. 4Gi) instead of all memory.
+    #[arg(long)]
+    memory: Option<String>,
+
+    /// Longest delay between restarts of a crashing container, in seconds.
+    #[arg(long, default_value_t = 30)]
+    max_restart_backoff: u64,
+}
+
+/// Runs the agent.
+pub async fn run(args: AgentArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let labels = args
+        .labels
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--label {l:?}: expected KEY=VALUE"))
+        })
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    let port_range = parse_port_range(&args.port_range)?;
+    let capacity = match (&args.cpu, &args.memory) {
+        (None, None) => None,
+        (cpu, mem) => {
+            let host = sys_capacity();
+            Some(ResourceVec::new(
+                match cpu {
+                    Some(c) => parse_cpu_millis(c).map_err(|e| anyhow::anyhow!("--cpu: {e}"))?,
+                    None => host.cpu_millis,
+                },
+                match mem {
+                    Some(m) => {
+                        parse_memory_bytes(m).map_err(|e| anyhow::anyhow!("--memory: {e}"))?
+                    }
+                    None => host.memory_bytes,
+                },
+            ))
+        }
+    };
+    let temp = if args.dev {
+        Some(tempfile::Builder::new().prefix("skein-dev-").tempdir()?)
+    } else {
+        None
+    };
+    let data_dir = match (&temp, args.data_dir) {
+        (Some(t), _) => t.path().to_path_buf(),
+        (None, Some(d)) => d,
+        (None, None) => crate::default_data_dir(),
+    };
+    let name = args.name.unwrap_or_else(hostname);
+    let cfg = AgentConfig {
+        data_dir,
+        api: args.api,
+        name,
+        labels,
+        port_range,
+        capacity,
+        executor: ExecutorConfig {
+            backoff_max: std::time::Duration::from_secs(args.max_restart_backoff.max(1)),
+            ..ExecutorConfig::default()
+        },
+    };
+    agent::run(cfg, shutdown_signal()).await
+}
+
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {
+    let (a, b) = s
+        .split_once('-')
+        .with_context(|| format!("--port-range {s:?}: expected FIRST-LAST, e.g. 20000-32767"))?;
+    let a: u16 = a.trim().parse().with_context(|| format!("--port-range {s:?}: bad first port"))?;
+    let b: u16 = b.trim().parse().with_context(|| format!("--port-range {s:?}: bad last port"))?;
+    if a == 0 || a > b {
+        bail!("--port-range {s:?}: need 1 <= FIRST <= LAST <= 65535");
+    }
+    Ok(a..=b)
+}
+
+/// What the host has, for flags that override only one dimension.
+fn sys_capacity() -> ResourceVec {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    ResourceVec::new(cpus * 1000, mem)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "skein-node".to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,155 @@
+//! `skein`: one binary for the agent and the client commands.
+//!
+//! This crate only parses arguments and prints; the node crate does the
+//! work and the protocol crate holds the types both sides speak.
+
+mod client;
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use output::Format;
+
+/// Skein: a peer-to-peer container orchestrator. Every host runs the same
+/// node; jobs can be submitted to any of them.
+#[derive(Debug, Parser)]
+#[command(name = "skein", version, propagate_version = true)]
+struct Cli {
+    /// API address of the node to talk to (host:port or http://host:port).
+    #[arg(long, env = "SKEIN_ADDR", default_value = "127.0.0.1:7420", global = false)]
+    api: String,
+
+    /// Output format: `table` for people, `json` for scripts.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table", global = true)]
+    output: Format,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node (the agent) on this host.
+    Agent(commands::agent::AgentArgs),
+    /// Create or update the jobs in a YAML file (native jobs or Kubernetes
+    /// Deployments), then follow their replicas until they run.
+    Apply(commands::apply::ApplyArgs),
+    /// Inspect and control jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Inspect allocations (the replicas placed on nodes).
+    #[command(subcommand)]
+    Alloc(AllocCommand),
+    /// Inspect nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Print (and with -f follow) the output of an allocation's container.
+    Logs(commands::logs::LogsArgs),
+    /// Restart an allocation, or every allocation of a job.
+    Restart {
+        /// An allocation id or a job name.
+        target: String,
+    },
+    /// Set a job's replica count.
+    Scale {
+        /// Job name.
+        job: String,
+        /// New replica count.
+        replicas: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobCommand {
+    /// List jobs with desired and running replicas.
+    Ls,
+    /// Show one job and its allocations.
+    Status {
+        /// Job name.
+        name: String,
+    },
+    /// Stop a job: its containers are removed, its spec is kept.
+    Stop {
+        /// Job name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AllocCommand {
+    /// List allocations with node, state, exit code and restarts.
+    Ls {
+        /// Only allocations of this job.
+        #[arg(long)]
+        job: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// List nodes with capacity, usage and health.
+    Ls,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let fmt = cli.output;
+    if let Command::Agent(args) = cli.command {
+        commands::agent::run(args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let client = client::Client::new(&cli.api)?;
+    match cli.command {
+        Command::Agent(_) => unreachable!("handled above"),
+        Command::Apply(args) => return commands::apply::run(&client, fmt, args).await,
+        Command::Job(JobCommand::Ls) => commands::read::job_ls(&client, fmt).await?,
+        Command::Job(JobCommand::Status { name }) => {
+            commands::read::job_status(&client, fmt, &name).await?
+        }
+        Command::Job(JobCommand::Stop { name }) => {
+            commands::write::stop(&client, fmt, &name).await?
+        }
+        Command::Alloc(AllocCommand::Ls { job }) => {
+            commands::read::alloc_ls(&client, fmt, job.as_deref()).await?
+        }
+        Command::Node(NodeCommand::Ls) => commands::read::node_ls(&client, fmt).await?,
+        Command::Logs(args) => commands::logs::run(&client, args).await?,
+        Command::Restart { target } => commands::write::restart(&client, fmt, &target).await?,
+        Command::Scale { job, replicas } => {
+            commands::write::scale(&client, fmt, &job, replicas).await?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Default data dir: system-wide for root, per user otherwise.
+fn default_data_dir() -> PathBuf {
+    if std::env::var("USER").as_deref() == Ok("root") || std::env::var("HOME").as_deref() == Ok("/root") {
+        PathBuf::from("/var/lib/skein")
+    } else if let Some(home) = std::env::var_os("HOME") {
+        PathBuf::from(home).join(".local/share/skein")
+    } else {
+        PathBuf::from("skein-data")
+    }
+}

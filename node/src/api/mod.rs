@@ -1,0 +1,287 @@
+//! The HTTP/JSON API every node serves (axum). Handlers validate input,
+//! call [`Control`] for writes (which return only after the Raft commit)
+//! and read the local state for queries. Routes are listed in
+//! [`skein_protocol::api`].
+
+pub mod error;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bollard::Docker;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use skein_protocol::api::{
+    AllocView, ApplyRequest, ApplyResponse, JobView, NodeView, ScaleRequest, StatusView,
+    MAX_BODY_BYTES,
+};
+use skein_protocol::spec::SpecError;
+
+use crate::control::Control;
+use crate::executor::{self, StatusBoard};
+use crate::membership::local::LocalNode;
+use crate::membership::Membership;
+use crate::raft::StateHandle;
+use crate::state::node_id_str;
+pub use error::ApiErr;
+
+/// Everything a handler may use.
+pub struct ApiCtx {
+    /// Write path.
+    pub control: Arc<Control>,
+    /// Applied state.
+    pub state: Arc<StateHandle>,
+    /// Allocation statuses.
+    pub board: StatusBoard,
+    /// Node records.
+    pub membership: Arc<Membership>,
+    /// This node.
+    pub local: LocalNode,
+    /// Docker, for logs and the local inventory.
+    pub docker: Docker,
+}
+
+type Ctx = State<Arc<ApiCtx>>;
+
+/// The API router.
+pub fn router(ctx: Arc<ApiCtx>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/jobs", get(jobs).post(apply))
+        .route("/v1/jobs/{name}", get(job).delete(stop_job))
+        .route("/v1/jobs/{name}/scale", post(scale))
+        .route("/v1/jobs/{name}/restart", post(restart_job))
+        .route("/v1/allocs", get(allocs))
+        .route("/v1/allocs/{id}/restart", post(restart_alloc))
+        .route("/v1/allocs/{id}/logs", get(logs))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(ctx)
+}
+
+/// Parses a JSON body, turning size and syntax problems into [`ApiErr`].
+fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiErr> {
+    let bytes = body.map_err(|r| {
+        let status = r.status();
+        let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("request body is larger than the {MAX_BODY_BYTES} byte limit")
+        } else {
+            r.body_text()
+        };
+        ApiErr::new(status, msg)
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiErr::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON body: {e}"),
+        )
+    })
+}
+
+async fn status(State(ctx): Ctx) -> Json<StatusView> {
+    let m = ctx.control.raft().metrics().borrow().clone();
+    Json(StatusView {
+        node_id: node_id_str(ctx.local.id),
+        node_name: ctx.local.name.clone(),
+        leader_id: m.current_leader.map(node_id_str),
+        term: m.current_term,
+        last_applied: m.last_applied.map_or(0, |l| l.index),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+async fn nodes(State(ctx): Ctx) -> Json<Vec<NodeView>> {
+    let m = ctx.control.raft().metrics().borrow().clone();
+    let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+    let state = ctx.state.snapshot().await;
+    let views = ctx
+        .membership
+        .all()
+        .await
+        .iter()
+        .map(|n| {
+            let role = if m.current_leader == Some(n.id) {
+                "leader"
+            } else if voters.contains(&n.id) {
+                "voter"
+            } else {
+                "worker"
+            };
+            views::node_view(n, &state, role)
+        })
+        .collect();
+    Json(views)
+}
+
+async fn jobs(State(ctx): Ctx) -> Json<Vec<JobView>> {
+    let state = ctx.state.snapshot().await;
+    let nodes = ctx.membership.all().await;
+    let statuses = ctx.board.all().await;
+    Json(
+        state
+            .jobs
+            .values()
+            .map(|j| views::job_view(j, &state, &nodes, &statuses))
+            .collect(),
+    )
+}
+
+async fn job(State(ctx): Ctx, Path(name): Path<String>) -> Result<Json<JobView>, ApiErr> {
+    let state = ctx.state.snapshot().await;
+    let job = state
+        .jobs
+        .get(&name)
+        .ok_or_else(|| ApiErr::not_found(format!("job {name} not found")))?;
+    let nodes = ctx.membership.all().await;
+    let statuses = ctx.board.all().await;
+    Ok(Json(views::job_view(job, &state, &nodes, &statuses)))
+}
+
+async fn apply(
+    State(ctx): Ctx,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ApplyResponse>, ApiErr> {
+    let req: ApplyRequest = json_body(body)?;
+    if req.jobs.is_empty() {
+        return Err(ApiErr::new(StatusCode::BAD_REQUEST, "no jobs in request"));
+    }
+    let mut details = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for (i, spec) in req.jobs.iter().enumerate() {
+        if let Err(errs) = spec.validate() {
+            details.extend(errs.into_iter().map(|e| SpecError {
+                field: format!("jobs[{i}].{}", e.field),
+                message: e.message,
+            }));
+        }
+        if !names.insert(spec.name.as_str()) {
+            details.push(SpecError {
+                field: format!("jobs[{i}].name"),
+                message: format!("job {} appears twice in one request", spec.name),
+            });
+        }
+    }
+    if !details.is_empty() {
+        return Err(ApiErr::invalid("invalid job spec", details));
+    }
+    // Images built a moment ago must count: refresh our own record first.
+    if let Ok(record) = ctx.local.read(&ctx.docker).await {
+        ctx.membership.upsert(record).await;
+    }
+    Ok(Json(ctx.control.apply(req.jobs).await?))
+}
+
+async fn stop_job(State(ctx): Ctx, Path(name): Path<String>) -> Result<StatusCode, ApiErr> {
+    ctx.control.stop(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn scale(
+    State(ctx): Ctx,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiErr> {
+    let req: ScaleRequest = json_body(body)?;
+    if req.replicas > skein_protocol::spec::MAX_REPLICAS {
+        return Err(ApiErr::invalid(
+            "invalid replica count",
+            vec![SpecError {
+                field: "replicas".into(),
+                message: format!(
+                    "at most {} replicas are allowed",
+                    skein_protocol::spec::MAX_REPLICAS
+                ),
+            }],
+        ));
+    }
+    ctx.control.scale(&name, req.replicas).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restart_job(
+    State(ctx): Ctx,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<String>>, ApiErr> {
+    Ok(Json(ctx.control.restart_job(&name).await?))
+}
+
+#[derive(Deserialize)]
+struct AllocQuery {
+    job: Option<String>,
+}
+
+async fn allocs(State(ctx): Ctx, Query(q): Query<AllocQuery>) -> Json<Vec<AllocView>> {
+    let state = ctx.state.snapshot().await;
+    let nodes = ctx.membership.all().await;
+    let statuses = ctx.board.all().await;
+    let mut v: Vec<AllocView> = state
+        .allocs
+        .values()
+        .filter(|a| q.job.as_ref().is_none_or(|j| &a.job == j))
+        .map(|a| views::alloc_view(a, &nodes, &statuses))
+        .collect();
+    v.sort_by(|a, b| (&a.job, a.index).cmp(&(&b.job, b.index)));
+    Json(v)
+}
+
+async fn restart_alloc(State(ctx): Ctx, Path(id): Path<String>) -> Result<StatusCode, ApiErr> {
+    if !ctx.state.read(|s| s.allocs.contains_key(&id)).await {
+        return Err(ApiErr::not_found(format!("allocation {id} not found")));
+    }
+    ctx.control.restart_alloc(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+    tail: Option<u32>,
+}
+
+async fn logs(
+    State(ctx): Ctx,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, ApiErr> {
+    let owner = ctx
+        .state
+        .read(|s| s.allocs.get(&id).map(|a| a.node))
+        .await
+        .ok_or_else(|| ApiErr::not_found(format!("allocation {id} not found")))?;
+    if owner != ctx.local.id {
+        return Err(ApiErr::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "allocation {id} runs on node {}; ask that node for its logs",
+                node_id_str(owner)
+            ),
+        ));
+    }
+    // Probe once so a missing container is a clean 404, not a broken stream.
+    let mut stream = Box::pin(executor::logs(&ctx.docker, &id, q.follow, q.tail));
+    let first = stream.next().await;
+    let first = match first {
+        Some(Err(e)) => {
+            return Err(ApiErr::not_found(format!(
+                "no container for allocation {id} yet: {}",
+                executor::docker_message(&e)
+            )))
+        }
+        other => other,
+    };
+    let body = futures::stream::iter(first).chain(stream);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}

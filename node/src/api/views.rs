@@ -1,0 +1,76 @@
+//! Read models: joins the committed state with observed statuses and
+//! node records into the shapes the API returns.
+
+use std::collections::HashMap;
+
+use skein_protocol::api::{AllocState, AllocStatus, AllocView, JobView, NodeView};
+
+use crate::membership::NodeRecord;
+use crate::state::{node_id_str, Allocation, ClusterState, Job, NodeId};
+
+/// Observed statuses, per node then allocation.
+pub type Statuses = HashMap<NodeId, HashMap<String, AllocStatus>>;
+
+/// The view of one allocation.
+pub fn alloc_view(a: &Allocation, nodes: &[NodeRecord], statuses: &Statuses) -> AllocView {
+    let status = statuses
+        .get(&a.node)
+        .and_then(|m| m.get(&a.id))
+        .cloned()
+        .unwrap_or_default();
+    AllocView {
+        id: a.id.clone(),
+        job: a.job.clone(),
+        index: a.index,
+        job_version: a.job_version,
+        node_id: node_id_str(a.node),
+        node_name: nodes
+            .iter()
+            .find(|n| n.id == a.node)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| node_id_str(a.node)),
+        ports: a.ports.clone(),
+        status,
+    }
+}
+
+/// The view of one job with its allocations.
+pub fn job_view(
+    job: &Job,
+    state: &ClusterState,
+    nodes: &[NodeRecord],
+    statuses: &Statuses,
+) -> JobView {
+    let allocations: Vec<AllocView> = state
+        .allocs_of(&job.spec.name)
+        .map(|a| alloc_view(a, nodes, statuses))
+        .collect();
+    let running = allocations
+        .iter()
+        .filter(|a| a.status.state == AllocState::Running)
+        .count();
+    JobView {
+        spec: job.spec.clone(),
+        version: job.version,
+        stopped: job.stopped,
+        desired: if job.stopped { 0 } else { job.spec.replicas },
+        running: u32::try_from(running).unwrap_or(u32::MAX),
+        allocations,
+    }
+}
+
+/// The view of one node.
+pub fn node_view(n: &NodeRecord, state: &ClusterState, role: &str) -> NodeView {
+    NodeView {
+        id: node_id_str(n.id),
+        name: n.name.clone(),
+        address: n.addr.clone(),
+        health: n.health,
+        role: role.to_string(),
+        capacity: n.capacity,
+        allocated: state.allocated_on(n.id),
+        allocations: u32::try_from(state.allocs_on(n.id).count()).unwrap_or(u32::MAX),
+        labels: n.labels.clone(),
+        version: n.version.clone(),
+    }
+}

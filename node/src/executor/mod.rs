@@ -1,0 +1,468 @@
+//! The executor: makes this node's Docker match the allocations Raft
+//! placed on it.
+//!
+//! A level-triggered loop: on every state change (and every tick) it lists
+//! the containers labelled with this node's id, then creates what is
+//! missing, replaces what is outdated, restarts what exited (per restart
+//! policy, with exponential backoff) and removes what is no longer wanted.
+//! Because containers are found by label, an agent restart simply adopts
+//! the containers that are still running: no duplicates, no orphans.
+
+pub mod container;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::{Stream, StreamExt};
+use skein_protocol::api::{AllocState, AllocStatus};
+use skein_protocol::spec::JobSpec;
+use tracing::{debug, info, warn};
+
+use crate::raft::StateHandle;
+use crate::state::{node_id_str, Allocation, NodeId};
+use container::{container_name, create_body, is_current, LABEL_ALLOC, LABEL_NODE};
+pub use status::StatusBoard;
+
+/// Timing knobs of the executor.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// First restart delay; doubles per consecutive quick exit.
+    pub backoff_base: Duration,
+    /// Longest restart delay.
+    pub backoff_max: Duration,
+    /// A container that ran this long before exiting restarts without delay
+    /// growth (its backoff is reset).
+    pub backoff_reset_after: Duration,
+    /// Grace period between SIGTERM and SIGKILL when stopping.
+    pub stop_timeout: Duration,
+    /// Reconcile at least this often, even without state changes.
+    pub tick: Duration,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            backoff_reset_after: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(5),
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the executor remembers per allocation between passes.
+#[derive(Debug, Default)]
+struct Track {
+    restarts: u32,
+    /// Consecutive quick failures; drives the backoff.
+    backoff_exp: u32,
+    /// When an exited (or uncreatable) allocation may be retried.
+    retry_at: Option<Instant>,
+    running_since: Option<Instant>,
+    last_exit: Option<i64>,
+    message: Option<String>,
+}
+
+/// The executor of one node.
+pub struct Executor {
+    docker: Docker,
+    node: NodeId,
+    state: Arc<StateHandle>,
+    board: StatusBoard,
+    cfg: ExecutorConfig,
+    tracks: HashMap<String, Track>,
+    last_error: Option<String>,
+}
+
+impl Executor {
+    /// An executor for `node`, reporting into `board`.
+    pub fn new(
+        docker: Docker,
+        node: NodeId,
+        state: Arc<StateHandle>,
+        board: StatusBoard,
+        cfg: ExecutorConfig,
+    ) -> Self {
+        Self {
+            docker,
+            node,
+            state,
+            board,
+            cfg,
+            tracks: HashMap::new(),
+            last_error: None,
+        }
+    }
+
+    /// Runs until the task is dropped.
+    pub async fn run(mut self) {
+        let mut changes = self.state.subscribe();
+        loop {
+            match self.reconcile().await {
+                Ok(()) => {
+                    if self.last_error.take().is_some() {
+                        info!("executor: docker reachable again");
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    // One line per distinct failure, not one per tick.
+                    if self.last_error.as_deref() != Some(&msg) {
+                        warn!(error = %msg, "executor: reconcile failed");
+                        self.last_error = Some(msg);
+                    }
+                }
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(self.cfg.tick) => {}
+            }
+        }
+    }
+
+    /// One pass: compare desired allocations with containers and act.
+    pub async fn reconcile(&mut self) -> Result<(), bollard::errors::Error> {
+        let node = self.node;
+        let desired: Vec<(Allocation, JobSpec)> = self
+            .state
+            .read(|s| {
+                s.allocs_on(node)
+                    .filter_map(|a| {
+                        let job = s.jobs.get(&a.job)?;
+                        (job.version == a.job_version).then(|| (a.clone(), job.spec.clone()))
+                    })
+                    .collect()
+            })
+            .await;
+
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_NODE}={}", node_id_str(node))],
+        )]);
+        let opts = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let mut by_alloc: HashMap<String, Vec<ContainerSummary>> = HashMap::new();
+        for c in self.docker.list_containers(Some(opts)).await? {
+            let alloc = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_ALLOC))
+                .cloned()
+                .unwrap_or_default();
+            by_alloc.entry(alloc).or_default().push(c);
+        }
+
+        let mut doomed = Vec::new();
+        let mut statuses = HashMap::new();
+        for (alloc, spec) in &desired {
+            let mut found = by_alloc.remove(&alloc.id).unwrap_or_default();
+            // Keep the best container (current and running first); any other
+            // is a duplicate from an interrupted create and goes.
+            found.sort_by_key(|c| {
+                let current = c.labels.as_ref().is_some_and(|l| is_current(l, alloc));
+                let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
+                (!current, !running)
+            });
+            let mut found = found.into_iter();
+            let keep = found.next();
+            doomed.extend(found.map(|c| (alloc.id.clone(), c)));
+            let status = self.drive(alloc, spec, keep).await;
+            statuses.insert(alloc.id.clone(), status);
+        }
+        for (alloc, cs) in by_alloc {
+            doomed.extend(cs.into_iter().map(|c| (alloc.clone(), c)));
+        }
+        let removals = doomed.into_iter().map(|(alloc, c)| {
+            let docker = self.docker.clone();
+            let timeout = self.cfg.stop_timeout;
+            async move {
+                let id = c.id.unwrap_or_default();
+                info!(alloc = %alloc, container = %short(&id), "stopping container: allocation no longer placed here");
+                remove(&docker, &id, timeout).await
+            }
+        });
+        for r in futures::future::join_all(removals).await {
+            if let Err(e) = r {
+                warn!(error = %e, "executor: could not remove container");
+            }
+        }
+        self.tracks.retain(|id, _| statuses.contains_key(id));
+        self.board.set_node(node, statuses).await;
+        Ok(())
+    }
+
+    /// Moves one allocation one step towards running and reports its status.
+    async fn drive(
+        &mut self,
+        alloc: &Allocation,
+        spec: &JobSpec,
+        container: Option<ContainerSummary>,
+    ) -> AllocStatus {
+        let now = Instant::now();
+        let docker = self.docker.clone();
+        let cfg = self.cfg.clone();
+        let node = self.node;
+        let track = self.tracks.entry(alloc.id.clone()).or_default();
+        let mut status = AllocStatus {
+            state: AllocState::Pending,
+            exit_code: track.last_exit,
+            restarts: track.restarts,
+            container_id: None,
+            message: None,
+        };
+
+        let container = match container {
+            Some(c) if !c.labels.as_ref().is_some_and(|l| is_current(l, alloc)) => {
+                let id = c.id.unwrap_or_default();
+                info!(alloc = %alloc.id, container = %short(&id), "replacing container: job updated or restart requested");
+                if let Err(e) = remove(&docker, &id, cfg.stop_timeout).await {
+                    warn!(alloc = %alloc.id, error = %e, "could not remove outdated container");
+                    status.message = Some(e.to_string());
+                    return status;
+                }
+                *track = Track {
+                    restarts: track.restarts,
+                    ..Track::default()
+                };
+                None
+            }
+            other => other,
+        };
+
+        let Some(c) = container else {
+            if track.retry_at.is_some_and(|t| now < t) {
+                status.state = AllocState::Failed;
+                status.message = track.message.clone();
+                return status;
+            }
+            match create_and_start(&docker, node, alloc, spec).await {
+                Ok(id) => {
+                    info!(alloc = %alloc.id, job = %alloc.job, container = %short(&id), image = %spec.image, "container started");
+                    track.retry_at = None;
+                    track.message = None;
+                    track.running_since = Some(now);
+                    status.state = AllocState::Running;
+                    status.container_id = Some(id);
+                }
+                Err(e) => {
+                    let delay = backoff(&cfg, track.backoff_exp);
+                    track.backoff_exp += 1;
+                    track.retry_at = Some(now + delay);
+                    let msg = format!("cannot start container: {}", docker_message(&e));
+                    if track.message.as_deref() != Some(&msg) {
+                        warn!(alloc = %alloc.id, error = %msg, retry_in = ?delay, "container failed to start");
+                    }
+                    track.message = Some(msg.clone());
+                    status.state = AllocState::Failed;
+                    status.message = Some(msg);
+                }
+            }
+            return status;
+        };
+
+        let id = c.id.clone().unwrap_or_default();
+        status.container_id = Some(id.clone());
+        match c.state {
+            Some(ContainerSummaryStateEnum::RUNNING)
+            | Some(ContainerSummaryStateEnum::PAUSED)
+            | Some(ContainerSummaryStateEnum::RESTARTING) => {
+                let since = *track.running_since.get_or_insert(now);
+                if now.duration_since(since) >= cfg.backoff_reset_after {
+                    track.backoff_exp = 0;
+                }
+                track.retry_at = None;
+                status.state = AllocState::Running;
+            }
+            Some(ContainerSummaryStateEnum::CREATED) => {
+                // Created but never started (crash between the two calls).
+                match docker.start_container(&id, None).await {
+                    Ok(()) => {
+                        track.running_since = Some(now);
+                        status.state = AllocState::Running;
+                    }
+                    Err(e) => status.message = Some(docker_message(&e)),
+                }
+            }
+            Some(ContainerSummaryStateEnum::EXITED) | Some(ContainerSummaryStateEnum::DEAD) => {
+                let code = match docker.inspect_container(&id, None).await {
+                    Ok(i) => i.state.and_then(|s| s.exit_code).unwrap_or(-1),
+                    Err(e) => {
+                        status.message = Some(docker_message(&e));
+                        return status;
+                    }
+                };
+                track.last_exit = Some(code);
+                status.exit_code = Some(code);
+                if !spec.restart.should_restart(code) {
+                    track.running_since = None;
+                    status.state = if code == 0 {
+                        AllocState::Complete
+                    } else {
+                        AllocState::Failed
+                    };
+                    status.message = Some(format!(
+                        "exited with code {code}; restart policy {} does not restart it",
+                        spec.restart
+                    ));
+                    return status;
+                }
+                let Some(at) = track.retry_at else {
+                    // First time we see this exit: schedule the restart.
+                    if let Some(since) = track.running_since.take() {
+                        if now.duration_since(since) >= cfg.backoff_reset_after {
+                            track.backoff_exp = 0;
+                        }
+                    }
+                    let delay = backoff(&cfg, track.backoff_exp);
+                    track.backoff_exp += 1;
+                    track.retry_at = Some(now + delay);
+                    info!(alloc = %alloc.id, exit_code = code, restart_in = ?delay, "container exited; restarting per policy {}", spec.restart);
+                    status.state = AllocState::Restarting;
+                    return status;
+                };
+                if now < at {
+                    status.state = AllocState::Restarting;
+                    return status;
+                }
+                match docker.start_container(&id, None).await {
+                    Ok(()) => {
+                        track.restarts += 1;
+                        track.retry_at = None;
+                        track.running_since = Some(now);
+                        status.restarts = track.restarts;
+                        status.state = AllocState::Running;
+                        debug!(alloc = %alloc.id, restarts = track.restarts, "container restarted");
+                    }
+                    Err(e) => {
+                        track.retry_at = Some(now + backoff(&cfg, track.backoff_exp));
+                        status.state = AllocState::Restarting;
+                        status.message = Some(docker_message(&e));
+                    }
+                }
+            }
+            _ => {}
+        }
+        status
+    }
+}
+
+/// Restart delay after `exp` consecutive quick failures.
+fn backoff(cfg: &ExecutorConfig, exp: u32) -> Duration {
+    cfg.backoff_base
+        .saturating_mul(1u32.checked_shl(exp.min(16)).unwrap_or(u32::MAX))
+        .min(cfg.backoff_max)
+}
+
+async fn create_and_start(
+    docker: &Docker,
+    node: NodeId,
+    alloc: &Allocation,
+    spec: &JobSpec,
+) -> Result<String, bollard::errors::Error> {
+    let name = container_name(&alloc.id);
+    let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+    let created = match docker
+        .create_container(Some(opts.clone()), create_body(node, alloc, spec))
+        .await
+    {
+        Ok(c) => c.id,
+        // A leftover with our name (e.g. from an older agent run whose
+        // labels do not match): replace it.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {
+            remove(docker, &name, Duration::from_secs(1)).await?;
+            docker
+                .create_container(Some(opts), create_body(node, alloc, spec))
+                .await?
+                .id
+        }
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = docker.start_container(&created, None).await {
+        // Do not leave a created-but-broken container (e.g. port in use).
+        let _ = remove(docker, &created, Duration::from_secs(1)).await;
+        return Err(e);
+    }
+    Ok(created)
+}
+
+/// Stops (SIGTERM, then SIGKILL after `timeout`) and removes a container;
+/// a container that is already gone is not an error.
+pub async fn remove(
+    docker: &Docker,
+    id: &str,
+    timeout: Duration,
+) -> Result<(), bollard::errors::Error> {
+    let t = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+    match docker
+        .stop_container(id, Some(StopContainerOptionsBuilder::new().t(t).build()))
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if is_not_found(&e) => return Ok(()),
+        // 304 = already stopped; other errors: force removal below anyway.
+        Err(_) => {}
+    }
+    match docker
+        .remove_container(id, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// The daemon's message without bollard's wrapping.
+pub fn docker_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// Streams the logs of an allocation's container (stdout and stderr
+/// interleaved as Docker stores them).
+pub fn logs(
+    docker: &Docker,
+    alloc_id: &str,
+    follow: bool,
+    tail: Option<u32>,
+) -> impl Stream<Item = Result<bytes::Bytes, bollard::errors::Error>> + Send + 'static {
+    let tail = tail.map_or_else(|| "all".to_string(), |n| n.to_string());
+    let opts = LogsOptionsBuilder::new()
+        .follow(follow)
+        .stdout(true)
+        .stderr(true)
+        .tail(&tail)
+        .build();
+    docker
+        .logs(&container_name(alloc_id), Some(opts))
+        .map(|r| r.map(|o| o.into_bytes()))
+}

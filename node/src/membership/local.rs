@@ -1,0 +1,66 @@
+//! This node's own record, read from Docker: CPU and memory for capacity,
+//! and the image tags present (the scheduler only places a job where its
+//! image is, since edge nodes may not reach any registry).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::RangeInclusive;
+use std::time::Instant;
+
+use bollard::query_parameters::ListImagesOptionsBuilder;
+use bollard::Docker;
+use skein_protocol::api::NodeHealth;
+use skein_protocol::spec::ResourceVec;
+
+use super::NodeRecord;
+use crate::state::NodeId;
+
+/// Static facts about this node, fixed at start.
+#[derive(Debug, Clone)]
+pub struct LocalNode {
+    /// Node id.
+    pub id: NodeId,
+    /// Human name.
+    pub name: String,
+    /// API address others reach this node on.
+    pub addr: String,
+    /// Operator-given labels.
+    pub labels: BTreeMap<String, String>,
+    /// Dynamic host port range.
+    pub port_range: RangeInclusive<u16>,
+    /// Overrides Docker's CPU/memory figures (tests, reserved capacity).
+    pub capacity_override: Option<ResourceVec>,
+}
+
+impl LocalNode {
+    /// Reads capacity and images from Docker and builds the record.
+    pub async fn read(&self, docker: &Docker) -> Result<NodeRecord, bollard::errors::Error> {
+        let capacity = match self.capacity_override {
+            Some(c) => c,
+            None => {
+                let info = docker.info().await?;
+                let cpus = u64::try_from(info.ncpu.unwrap_or(1)).unwrap_or(1);
+                let mem = u64::try_from(info.mem_total.unwrap_or(0)).unwrap_or(0);
+                ResourceVec::new(cpus.saturating_mul(1000), mem)
+            }
+        };
+        let images: BTreeSet<String> = docker
+            .list_images(Some(ListImagesOptionsBuilder::new().build()))
+            .await?
+            .into_iter()
+            .flat_map(|i| i.repo_tags)
+            .filter(|t| t != "<none>:<none>")
+            .collect();
+        Ok(NodeRecord {
+            id: self.id,
+            name: self.name.clone(),
+            addr: self.addr.clone(),
+            labels: self.labels.clone(),
+            capacity,
+            port_range: self.port_range.clone(),
+            images,
+            health: NodeHealth::Ready,
+            last_seen: Instant::now(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+    }
+}

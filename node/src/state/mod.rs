@@ -1,0 +1,308 @@
+//! The orchestration state that Raft replicates: jobs and allocations.
+//!
+//! Plain data with a pure [`ClusterState::apply`], so every transition can be
+//! unit-tested without Raft, Docker or a network. The leader computes *plans*
+//! against a snapshot of this state and submits them with the state
+//! `version` they were computed from; `apply` rejects a plan whose base is
+//! stale, which makes planning race-free even across leader changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use skein_protocol::api::PortMapping;
+use skein_protocol::spec::{JobSpec, ResourceVec};
+
+/// Raft and cluster identity of a node. `Copy + Default` as openraft needs;
+/// the human name and addresses live in [`crate::raft::RaftPeer`].
+pub type NodeId = u64;
+
+/// Formats a node id the way users see it (16 hex digits).
+pub fn node_id_str(id: NodeId) -> String {
+    format!("{id:016x}")
+}
+
+/// A committed job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// The spec as validated at the API.
+    pub spec: JobSpec,
+    /// Bumped whenever the spec changes (not on scale).
+    pub version: u64,
+    /// Stopped jobs keep their spec (for `job ls`) but have no allocations.
+    pub stopped: bool,
+}
+
+/// One replica of a job, placed on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// `<job>-<index>-<suffix>`; unique for the life of the cluster.
+    pub id: String,
+    /// Job name.
+    pub job: String,
+    /// Replica index (0-based) within the job.
+    pub index: u32,
+    /// Job version whose spec this allocation runs.
+    pub job_version: u64,
+    /// Owning node.
+    pub node: NodeId,
+    /// Resources reserved on the node.
+    pub resources: ResourceVec,
+    /// Host ports reserved on the node.
+    pub ports: Vec<PortMapping>,
+    /// Bumped by `skein restart`; the executor recreates the container
+    /// when the container's epoch label differs.
+    pub restart_epoch: u64,
+}
+
+/// A change to the state, as replicated through the Raft log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A leader plan: applied only if the state is still at `base_version`.
+    Plan(Plan),
+    /// Bump the restart epoch of these allocations (no version check:
+    /// restarting is idempotent and does not change placement).
+    Restart {
+        /// Allocation ids.
+        allocs: Vec<String>,
+    },
+}
+
+/// A set of job and allocation changes computed from one state version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// State version the plan was computed against.
+    pub base_version: u64,
+    /// Jobs to insert or replace.
+    pub put_jobs: Vec<Job>,
+    /// Allocations to remove (their containers get stopped).
+    pub remove_allocs: Vec<String>,
+    /// Allocations to add.
+    pub add_allocs: Vec<Allocation>,
+}
+
+impl Plan {
+    /// True when applying the plan would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.put_jobs.is_empty() && self.remove_allocs.is_empty() && self.add_allocs.is_empty()
+    }
+}
+
+/// Outcome of applying a [`Command`], returned to the writer after commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Applied; the state is now at `version`.
+    Applied {
+        /// New state version.
+        version: u64,
+    },
+    /// Refused without changing anything.
+    Rejected {
+        /// Why (stale plan, unknown id, …).
+        reason: String,
+        /// True when the plan was stale and may be recomputed and retried.
+        stale: bool,
+    },
+}
+
+/// Everything Raft holds about the workload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Jobs by name.
+    pub jobs: BTreeMap<String, Job>,
+    /// Allocations by id.
+    pub allocs: BTreeMap<String, Allocation>,
+    /// Bumped on every applied change; plans are checked against it.
+    pub version: u64,
+}
+
+impl ClusterState {
+    /// Applies one command. Deterministic: every replica reaches the same
+    /// state from the same log, and a rejected command changes nothing.
+    pub fn apply(&mut self, cmd: &Command) -> CommandResult {
+        match cmd {
+            Command::Plan(plan) => self.apply_plan(plan),
+            Command::Restart { allocs } => {
+                if let Some(missing) = allocs.iter().find(|id| !self.allocs.contains_key(*id)) {
+                    return reject(format!("allocation {missing} does not exist"), false);
+                }
+                for id in allocs {
+                    if let Some(a) = self.allocs.get_mut(id) {
+                        a.restart_epoch += 1;
+                    }
+                }
+                self.version += 1;
+                CommandResult::Applied {
+                    version: self.version,
+                }
+            }
+        }
+    }
+
+    fn apply_plan(&mut self, plan: &Plan) -> CommandResult {
+        if plan.base_version != self.version {
+            return reject(
+                format!(
+                    "plan computed at version {} but state is at {}",
+                    plan.base_version, self.version
+                ),
+                true,
+            );
+        }
+        // Check everything first so that a bad plan leaves no trace.
+        let removing: BTreeSet<&str> = plan.remove_allocs.iter().map(String::as_str).collect();
+        if let Some(id) = removing.iter().find(|id| !self.allocs.contains_key(**id)) {
+            return reject(format!("allocation {id} does not exist"), true);
+        }
+        let mut adding = BTreeSet::new();
+        for a in &plan.add_allocs {
+            let known_job = plan.put_jobs.iter().any(|j| j.spec.name == a.job)
+                || self.jobs.contains_key(&a.job);
+            if !known_job {
+                return reject(format!("allocation {} names unknown job {}", a.id, a.job), false);
+            }
+            if !adding.insert(a.id.as_str())
+                || (self.allocs.contains_key(&a.id) && !removing.contains(a.id.as_str()))
+            {
+                return reject(format!("allocation id {} is not unique", a.id), false);
+            }
+        }
+        for j in &plan.put_jobs {
+            self.jobs.insert(j.spec.name.clone(), j.clone());
+        }
+        for id in &plan.remove_allocs {
+            self.allocs.remove(id);
+        }
+        for a in &plan.add_allocs {
+            self.allocs.insert(a.id.clone(), a.clone());
+        }
+        self.version += 1;
+        CommandResult::Applied {
+            version: self.version,
+        }
+    }
+
+    /// Allocations of `job`, in replica-index order.
+    pub fn allocs_of<'a>(&'a self, job: &'a str) -> impl Iterator<Item = &'a Allocation> + 'a {
+        let mut v: Vec<_> = self.allocs.values().filter(move |a| a.job == job).collect();
+        v.sort_by_key(|a| (a.index, a.id.clone()));
+        v.into_iter()
+    }
+
+    /// Allocations placed on `node`.
+    pub fn allocs_on(&self, node: NodeId) -> impl Iterator<Item = &Allocation> + '_ {
+        self.allocs.values().filter(move |a| a.node == node)
+    }
+
+    /// Sum of the requests of allocations placed on `node`.
+    pub fn allocated_on(&self, node: NodeId) -> ResourceVec {
+        self.allocs_on(node)
+            .fold(ResourceVec::default(), |acc, a| acc.saturating_add(a.resources))
+    }
+}
+
+fn reject(reason: String, stale: bool) -> CommandResult {
+    CommandResult::Rejected { reason, stale }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skein_protocol::spec::{PlacementStrategy, Resources, RestartPolicy};
+
+    fn spec(name: &str) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            replicas: 1,
+            image: "img".into(),
+            command: vec![],
+            args: vec![],
+            env: Default::default(),
+            ports: vec![],
+            resources: Resources::default(),
+            restart: RestartPolicy::Always,
+            labels: Default::default(),
+            constraints: Default::default(),
+            placement: PlacementStrategy::Spread,
+        }
+    }
+
+    fn alloc(id: &str, job: &str) -> Allocation {
+        Allocation {
+            id: id.into(),
+            job: job.into(),
+            index: 0,
+            job_version: 1,
+            node: 1,
+            resources: ResourceVec::new(100, 1 << 20),
+            ports: vec![],
+            restart_epoch: 0,
+        }
+    }
+
+    fn job(name: &str) -> Job {
+        Job {
+            spec: spec(name),
+            version: 1,
+            stopped: false,
+        }
+    }
+
+    #[test]
+    fn plan_applies_and_bumps_version() {
+        let mut s = ClusterState::default();
+        let r = s.apply(&Command::Plan(Plan {
+            base_version: 0,
+            put_jobs: vec![job("web")],
+            remove_allocs: vec![],
+            add_allocs: vec![alloc("web-0-a", "web")],
+        }));
+        assert_eq!(r, CommandResult::Applied { version: 1 });
+        assert_eq!(s.allocated_on(1), ResourceVec::new(100, 1 << 20));
+        assert_eq!(s.allocs_on(2).count(), 0);
+    }
+
+    #[test]
+    fn stale_or_bad_plans_change_nothing() {
+        let mut s = ClusterState::default();
+        let before = s.clone();
+        let stale = s.apply(&Command::Plan(Plan {
+            base_version: 5,
+            ..Plan::default()
+        }));
+        assert!(matches!(stale, CommandResult::Rejected { stale: true, .. }));
+        let orphan = s.apply(&Command::Plan(Plan {
+            base_version: 0,
+            add_allocs: vec![alloc("x-0", "x")],
+            ..Plan::default()
+        }));
+        assert!(matches!(orphan, CommandResult::Rejected { stale: false, .. }));
+        let dup = s.apply(&Command::Plan(Plan {
+            base_version: 0,
+            put_jobs: vec![job("web")],
+            add_allocs: vec![alloc("a", "web"), alloc("a", "web")],
+            ..Plan::default()
+        }));
+        assert!(matches!(dup, CommandResult::Rejected { .. }));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn restart_bumps_epoch() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::Plan(Plan {
+            base_version: 0,
+            put_jobs: vec![job("web")],
+            add_allocs: vec![alloc("a", "web")],
+            ..Plan::default()
+        }));
+        let r = s.apply(&Command::Restart {
+            allocs: vec!["a".into()],
+        });
+        assert_eq!(r, CommandResult::Applied { version: 2 });
+        assert_eq!(s.allocs["a"].restart_epoch, 1);
+        let r = s.apply(&Command::Restart {
+            allocs: vec!["nope".into()],
+        });
+        assert!(matches!(r, CommandResult::Rejected { .. }));
+    }
+}

@@ -1,0 +1,257 @@
+//! Types of the HTTP/JSON API every node serves and the CLI speaks.
+//!
+//! Paths (all under `/v1`): `GET status`, `GET nodes`, `GET jobs`,
+//! `POST jobs` ([`ApplyRequest`]), `GET jobs/{name}`, `DELETE jobs/{name}`
+//! (stop), `POST jobs/{name}/scale` ([`ScaleRequest`]),
+//! `POST jobs/{name}/restart`, `GET allocs`, `POST allocs/{id}/restart`,
+//! `GET allocs/{id}/logs?follow=&tail=`. Errors are [`ApiError`] bodies
+//! with a 4xx/5xx status.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{JobSpec, PortProtocol, ResourceVec, SpecError};
+
+/// Largest request body the API accepts; a manifest of many jobs is a few
+/// KiB, so 1 MiB leaves room while refusing floods.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Body of `POST /v1/jobs`: all jobs of one file, applied atomically.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    /// The jobs to create or update.
+    pub jobs: Vec<JobSpec>,
+}
+
+/// What applying one job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// The job did not exist (or was stopped) before.
+    Created,
+    /// The spec changed; its allocations were replaced or rescaled.
+    Updated,
+    /// The spec was identical; nothing was written.
+    Unchanged,
+}
+
+/// Result of applying one job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobApplyResult {
+    /// Job name.
+    pub name: String,
+    /// What happened.
+    pub change: ChangeKind,
+    /// Job version after the apply (bumped on every spec change).
+    pub version: u64,
+    /// Allocation ids the job has after the apply.
+    pub allocations: Vec<String>,
+}
+
+/// Body returned by `POST /v1/jobs`, sent only after the Raft commit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyResponse {
+    /// One entry per applied job, in request order.
+    pub jobs: Vec<JobApplyResult>,
+}
+
+/// Body of `POST /v1/jobs/{name}/scale`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    /// New replica count.
+    pub replicas: u32,
+}
+
+/// Lifecycle of one allocation as its node observes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllocState {
+    /// Placed, container not started yet (creating, or node not reporting).
+    Pending,
+    /// Container running.
+    Running,
+    /// Container exited and waits for its backoff before a restart.
+    Restarting,
+    /// Container exited and will not be restarted, or could not be created.
+    Failed,
+    /// Container exited 0 and the policy does not restart it.
+    Complete,
+}
+
+impl fmt::Display for AllocState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AllocState::Pending => "pending",
+            AllocState::Running => "running",
+            AllocState::Restarting => "restarting",
+            AllocState::Failed => "failed",
+            AllocState::Complete => "complete",
+        })
+    }
+}
+
+/// A published port of an allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// Port name from the spec, if any.
+    pub name: Option<String>,
+    /// Port inside the container.
+    pub container_port: u16,
+    /// Port on the node.
+    pub host_port: u16,
+    /// Transport protocol.
+    pub protocol: PortProtocol,
+}
+
+/// What the owning node reports about an allocation's container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocStatus {
+    /// Current state.
+    pub state: AllocState,
+    /// Exit code of the last exit, if the container ever exited.
+    pub exit_code: Option<i64>,
+    /// Restarts done by the executor since the agent started.
+    pub restarts: u32,
+    /// Docker container id.
+    pub container_id: Option<String>,
+    /// Why the allocation is not running, when it is not.
+    pub message: Option<String>,
+}
+
+impl Default for AllocStatus {
+    fn default() -> Self {
+        Self {
+            state: AllocState::Pending,
+            exit_code: None,
+            restarts: 0,
+            container_id: None,
+            message: None,
+        }
+    }
+}
+
+/// One allocation: a replica of a job placed on a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AllocView {
+    /// Allocation id (`<job>-<index>-<suffix>`).
+    pub id: String,
+    /// Job name.
+    pub job: String,
+    /// Replica index within the job.
+    pub index: u32,
+    /// Job version this allocation runs.
+    pub job_version: u64,
+    /// Owning node id.
+    pub node_id: String,
+    /// Owning node's name.
+    pub node_name: String,
+    /// Published ports.
+    pub ports: Vec<PortMapping>,
+    /// Last status reported by the owning node.
+    pub status: AllocStatus,
+}
+
+/// A job with its live replica counts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobView {
+    /// The committed spec.
+    pub spec: JobSpec,
+    /// Bumped on every spec change.
+    pub version: u64,
+    /// Whether the job was stopped (`skein job stop`).
+    pub stopped: bool,
+    /// Replicas wanted.
+    pub desired: u32,
+    /// Replicas whose container runs.
+    pub running: u32,
+    /// The job's allocations.
+    pub allocations: Vec<AllocView>,
+}
+
+/// Health of a node as the cluster sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeHealth {
+    /// Reporting on time.
+    Ready,
+    /// Late or failing pings; still holds its work.
+    Suspect,
+    /// Gone; its work is rescheduled.
+    Dead,
+}
+
+impl fmt::Display for NodeHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeHealth::Ready => "ready",
+            NodeHealth::Suspect => "suspect",
+            NodeHealth::Dead => "dead",
+        })
+    }
+}
+
+/// A node with capacity and usage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Node id (hex).
+    pub id: String,
+    /// Human name (hostname unless `--name`).
+    pub name: String,
+    /// Address other nodes and clients reach it on.
+    pub address: String,
+    /// Health.
+    pub health: NodeHealth,
+    /// Role in the control plane: `leader`, `voter` or `worker`.
+    pub role: String,
+    /// What the node offers.
+    pub capacity: ResourceVec,
+    /// What placed allocations request on it.
+    pub allocated: ResourceVec,
+    /// Number of allocations placed on it.
+    pub allocations: u32,
+    /// Node labels (region, zone, …).
+    pub labels: BTreeMap<String, String>,
+    /// Skein version the node runs.
+    pub version: String,
+}
+
+/// `GET /v1/status`: this node and the control plane as it sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    /// This node's id (hex).
+    pub node_id: String,
+    /// This node's name.
+    pub node_name: String,
+    /// Current Raft leader's id (hex), if known.
+    pub leader_id: Option<String>,
+    /// Current Raft term.
+    pub term: u64,
+    /// Index of the last applied log entry.
+    pub last_applied: u64,
+    /// Skein version.
+    pub version: String,
+}
+
+/// Error body of every failed call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    /// One-line summary.
+    pub error: String,
+    /// Per-field problems, when the input was invalid.
+    #[serde(default)]
+    pub details: Vec<SpecError>,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.error)?;
+        for d in &self.details {
+            write!(f, "\n  - {d}")?;
+        }
+        Ok(())
+    }
+}

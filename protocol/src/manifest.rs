@@ -1,0 +1,360 @@
+//! YAML manifests → [`JobSpec`]s, with errors that point at file, line and column.
+//!
+//! A manifest file holds one or more YAML documents. A document with an
+//! `apiVersion` key is a Kubernetes object (only `apps/v1 Deployment` is
+//! supported, see `kubernetes.rs`); any other mapping is a native Skein job
+//! (see `native.rs`). Every document must convert and pass
+//! [`JobSpec::validate`], or the whole file is refused, so `skein apply`
+//! never applies half a file.
+//!
+//! Errors are located in the user's file, not in Skein's types: `locate.rs`
+//! indexes where every YAML path is, so a validation error on `ports[0].host_port`
+//! is reported at the line of `hostPort:` in the Deployment that produced it.
+
+mod kubernetes;
+mod locate;
+mod native;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::MessageFormatter;
+
+use crate::quantity;
+use crate::spec::{
+    JobSpec, ResourceVec, Resources, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES, MAX_REPLICAS,
+};
+pub use kubernetes::PLACEMENT_ANNOTATION;
+use locate::{Document, Pos, Root};
+
+/// Largest manifest accepted: far more than any real job file, small enough
+/// that parsing a hostile one stays cheap.
+pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
+/// Most documents one file may hold (empty ones included).
+pub const MAX_DOCUMENTS: usize = 1000;
+/// Most alias-replayed events per document: real manifests need a few
+/// hundred; billion-laughs payloads need millions.
+const MAX_REPLAYED_EVENTS: usize = 10_000;
+
+/// A manifest problem, located as precisely as the input allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestError {
+    /// The file name as given by the caller.
+    pub file: String,
+    /// 1-based line in the whole file, when the problem has a place.
+    pub line: Option<usize>,
+    /// 1-based column (in characters), when known.
+    pub column: Option<usize>,
+    /// The YAML path of the offending value, e.g. `spec.replicas`.
+    pub path: Option<String>,
+    /// What is wrong and, where possible, what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        if let Some(path) = &self.path {
+            write!(f, ": {path}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+/// Parses every YAML document in `text` (read from `file`, used only in
+/// error messages) into job specs, validated and with unique names.
+pub fn parse_manifests(file: &str, text: &str) -> Result<Vec<JobSpec>, ManifestError> {
+    let whole_file = |message: String| ManifestError {
+        file: file.to_string(),
+        line: None,
+        column: None,
+        path: None,
+        message,
+    };
+    if text.len() > MAX_MANIFEST_BYTES {
+        return Err(whole_file(format!(
+            "the file is {} bytes, more than the 1 MiB ({MAX_MANIFEST_BYTES} bytes) a manifest \
+             may have; split it into several files",
+            text.len()
+        )));
+    }
+    let docs = locate::index_documents(text).map_err(|e| ManifestError {
+        line: Some(e.pos.line),
+        column: Some(e.pos.column),
+        message: format!("invalid YAML: {}", clean(&e.message)),
+        ..whole_file(String::new())
+    })?;
+    if docs.len() > MAX_DOCUMENTS {
+        return Err(whole_file(format!(
+            "{} documents is more than the {MAX_DOCUMENTS} a manifest may have",
+            docs.len()
+        )));
+    }
+
+    let mut specs = Vec::new();
+    let mut first_line_of: HashMap<String, usize> = HashMap::new();
+    for doc in &docs {
+        let ctx = Ctx { file, doc };
+        match doc.root {
+            Root::Null => continue,
+            Root::Mapping => {}
+            Root::Other(what) => {
+                return Err(ctx.error(
+                    doc.root_pos(),
+                    None,
+                    format!(
+                        "expected a mapping (a Skein job or an apps/v1 Deployment), found a {what}"
+                    ),
+                ))
+            }
+        }
+        let (spec, source_paths): (JobSpec, fn(&str) -> Vec<String>) = if doc.has("apiVersion") {
+            (kubernetes::convert(&ctx)?, kubernetes::source_paths)
+        } else {
+            (native::convert(&ctx)?, native::source_paths)
+        };
+        if let Some(e) = spec
+            .validate()
+            .err()
+            .and_then(|errs| errs.into_iter().next())
+        {
+            return Err(ctx.at_field(&source_paths(&e.field), e.message));
+        }
+        let name_paths = source_paths("name");
+        if let Some(line) = first_line_of.get(&spec.name) {
+            return Err(ctx.at_field(
+                &name_paths,
+                format!(
+                    "job name {:?} is already used on line {line}; names must be unique",
+                    spec.name
+                ),
+            ));
+        }
+        let name_line = name_paths
+            .first()
+            .map_or(doc.root_pos(), |p| doc.nearest_pos(p));
+        first_line_of.insert(spec.name.clone(), name_line.line);
+        specs.push(spec);
+    }
+    if specs.is_empty() {
+        return Err(whole_file(format!("no jobs found in {file}")));
+    }
+    Ok(specs)
+}
+
+/// One document being converted: builds errors in file coordinates.
+pub(crate) struct Ctx<'a> {
+    file: &'a str,
+    doc: &'a Document<'a>,
+}
+
+impl Ctx<'_> {
+    fn error(&self, pos: Pos, path: Option<&str>, message: impl Into<String>) -> ManifestError {
+        ManifestError {
+            file: self.file.to_string(),
+            line: Some(pos.line),
+            column: Some(pos.column),
+            path: path.filter(|p| !p.is_empty()).map(clean),
+            message: clean(&message.into()),
+        }
+    }
+
+    /// An error about the value at `path` (or its nearest existing ancestor).
+    pub(crate) fn at_value(&self, path: &str, message: impl Into<String>) -> ManifestError {
+        self.error(self.doc.nearest_pos(path), Some(path), message)
+    }
+
+    /// An error about the key of `path` (unknown fields, unsupported keys).
+    pub(crate) fn at_key(&self, path: &str, message: impl Into<String>) -> ManifestError {
+        let pos = self
+            .doc
+            .key_pos(path)
+            .unwrap_or_else(|| self.doc.nearest_pos(path));
+        self.error(pos, Some(path), message)
+    }
+
+    /// An error about a spec field that may come from any of `candidates`
+    /// (source paths, most specific first): the first present one is named.
+    fn at_field(&self, candidates: &[String], message: impl Into<String>) -> ManifestError {
+        match candidates
+            .iter()
+            .find(|p| self.doc.has(p))
+            .or(candidates.first())
+        {
+            Some(path) => self.at_value(path, message),
+            None => self.error(self.doc.root_pos(), None, message),
+        }
+    }
+
+    /// Deserializes the document, refusing keys the target type ignored
+    /// (k8s-openapi skips unknown keys; a typo must not silently do nothing).
+    pub(crate) fn deserialize<T: DeserializeOwned>(
+        &self,
+        schema: &str,
+    ) -> Result<T, ManifestError> {
+        let mut options = serde_saphyr::Options::default();
+        options.with_snippet = false;
+        options.alias_limits.max_total_replayed_events = MAX_REPLAYED_EVENTS;
+        let mut ignored = Vec::new();
+        let value =
+            serde_saphyr::with_deserializer_from_str_with_options(self.doc.text, options, |de| {
+                serde_ignored::deserialize(de, |path| ignored.push(ignored_path(&path)))
+            })
+            .map_err(|e| self.yaml_error(&e))?;
+        match ignored.first() {
+            Some(path) => Err(self.at_key(
+                path,
+                format!("unknown field (not in the {schema} schema; check the spelling)"),
+            )),
+            None => Ok(value),
+        }
+    }
+
+    /// Turns a serde-saphyr error (positions relative to the document) into a
+    /// located error, naming the YAML path found at that position.
+    fn yaml_error(&self, err: &serde_saphyr::Error) -> ManifestError {
+        let mut inner = err.without_snippet();
+        while let serde_saphyr::Error::AliasError { error, .. } = inner {
+            inner = error.without_snippet();
+        }
+        let pos = err.location().filter(|l| l.line() > 0).map(|l| Pos {
+            line: usize::try_from(l.line())
+                .unwrap_or(usize::MAX)
+                .saturating_add(self.doc.line_offset),
+            column: usize::try_from(l.column()).unwrap_or(1).max(1),
+        });
+        let unknown_field = matches!(inner, serde_saphyr::Error::SerdeUnknownField { .. });
+        let path = pos.and_then(|p| self.doc.path_at(p, unknown_field));
+        let message = describe(inner);
+        match pos {
+            Some(pos) => self.error(pos, path, message),
+            None => self.error(self.doc.root_pos(), None, message),
+        }
+    }
+}
+
+/// Words a serde-saphyr error for people: "invalid i32" says little.
+fn describe(err: &serde_saphyr::Error) -> String {
+    if let serde_saphyr::Error::InvalidScalar { ty, .. } = err {
+        let expected = match *ty {
+            "u8" => "a whole number from 0 to 255",
+            "u16" => "a whole number from 0 to 65535",
+            "u32" | "u64" | "usize" => "a whole number, 0 or more",
+            "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+            "boolean" | "bool" => "true or false",
+            "floating point" | "f32" | "f64" => "a number",
+            other => return format!("expected a valid {other}"),
+        };
+        return format!("expected {expected}");
+    }
+    if let serde_saphyr::Error::Unexpected { expected, .. } = err {
+        match *expected {
+            "sequence start" => return "expected a list".into(),
+            "mapping start" => return "expected a mapping".into(),
+            "string scalar" => return "expected a string".into(),
+            _ => {}
+        }
+    }
+    serde_saphyr::UserMessageFormatter
+        .format_message(err)
+        .into_owned()
+}
+
+/// Escapes control characters: messages quote user input and end up on terminals.
+fn clean(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => locate::index_path(&ignored_path(parent), *index),
+        Path::Map { parent, key } => locate::key_path(&ignored_path(parent), key),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_path(parent),
+    }
+}
+
+/// Replica count from a manifest; errors point at `path`.
+pub(crate) fn replicas(
+    ctx: &Ctx<'_>,
+    path: &str,
+    value: Option<i64>,
+) -> Result<u32, ManifestError> {
+    match value {
+        None => Ok(1),
+        Some(n) if n < 0 => Err(ctx.at_value(path, format!("must be 0 or more, got {n}"))),
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|n| *n <= MAX_REPLICAS)
+            .ok_or_else(|| {
+                ctx.at_value(
+                    path,
+                    format!("{n} replicas is more than the allowed maximum of {MAX_REPLICAS}"),
+                )
+            }),
+    }
+}
+
+/// Raw quantity strings of one container, as written.
+#[derive(Default)]
+pub(crate) struct Amounts<'a> {
+    pub requests_cpu: Option<&'a str>,
+    pub requests_memory: Option<&'a str>,
+    pub limits_cpu: Option<&'a str>,
+    pub limits_memory: Option<&'a str>,
+}
+
+/// Parses requests and limits under `base` (the YAML path of `resources`).
+/// A missing request falls back to the limit, as in Kubernetes, then to the
+/// spec defaults.
+pub(crate) fn resources(
+    ctx: &Ctx<'_>,
+    base: &str,
+    a: &Amounts<'_>,
+) -> Result<Resources, ManifestError> {
+    let parse = |section: &str, name: &str, raw: Option<&str>| {
+        let parser = if name == "cpu" {
+            quantity::parse_cpu_millis
+        } else {
+            quantity::parse_memory_bytes
+        };
+        raw.map(|q| {
+            parser(q).map_err(|e| ctx.at_value(&format!("{base}.{section}.{name}"), e.to_string()))
+        })
+        .transpose()
+    };
+    let limit_cpu = parse("limits", "cpu", a.limits_cpu)?;
+    let limit_memory = parse("limits", "memory", a.limits_memory)?;
+    let cpu = parse("requests", "cpu", a.requests_cpu)?.or(limit_cpu);
+    let memory = parse("requests", "memory", a.requests_memory)?.or(limit_memory);
+    Ok(Resources {
+        requests: ResourceVec::new(
+            cpu.unwrap_or(DEFAULT_CPU_MILLIS),
+            memory.unwrap_or(DEFAULT_MEMORY_BYTES),
+        ),
+        limit_cpu_millis: limit_cpu,
+        limit_memory_bytes: limit_memory,
+    })
+}

@@ -1,0 +1,441 @@
+//! The job spec: what a user wants running, in Skein's own terms.
+//!
+//! Every input format (native YAML jobs, Kubernetes `Deployment` manifests)
+//! is converted into a [`JobSpec`] at the edge, so the control plane, the
+//! scheduler and the executor only ever see this one shape. The API also
+//! receives specs as JSON from any client, so [`JobSpec::validate`] is the
+//! single gate every spec passes before it can reach Raft.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Default CPU request when a spec gives none: enough to schedule, small
+/// enough that a 1-core edge box still fits several replicas.
+pub const DEFAULT_CPU_MILLIS: u64 = 100;
+/// Default memory request when a spec gives none (64 MiB).
+pub const DEFAULT_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
+/// Upper bound on replicas of one job; guards the scheduler against typos
+/// such as `replicas: 30000000`.
+pub const MAX_REPLICAS: u32 = 10_000;
+
+/// A job: `replicas` identical containers of one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Unique job name; a DNS label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, ≤ 63).
+    pub name: String,
+    /// How many containers should run.
+    pub replicas: u32,
+    /// Docker image reference, e.g. `skein-demo/web:latest`.
+    pub image: String,
+    /// Overrides the image's entrypoint (Kubernetes `command`).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Overrides the image's cmd (Kubernetes `args`).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Ports the container listens on and how they are published.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// What the scheduler reserves and what Docker enforces.
+    #[serde(default)]
+    pub resources: Resources,
+    /// What happens when a container exits.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Free-form labels, copied onto containers as `skein.label.<key>`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Node labels a node must carry to receive this job (`nodeSelector`).
+    #[serde(default)]
+    pub constraints: BTreeMap<String, String>,
+    /// How replicas are spread over nodes.
+    #[serde(default)]
+    pub placement: PlacementStrategy,
+}
+
+/// One container port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    /// Optional name (`http`), used by services and SRV records.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Port inside the container.
+    pub container_port: u16,
+    /// Fixed host port. `None` means the scheduler picks a free one from the
+    /// node's dynamic range, so every replica is reachable from other hosts.
+    #[serde(default)]
+    pub host_port: Option<u16>,
+    /// Transport protocol.
+    #[serde(default)]
+    pub protocol: PortProtocol,
+}
+
+/// Transport protocol of a port.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    /// TCP (the default, as in Kubernetes).
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl fmt::Display for PortProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PortProtocol::Tcp => "tcp",
+            PortProtocol::Udp => "udp",
+        })
+    }
+}
+
+/// A point in resource space: what a replica needs or a node offers.
+///
+/// Ports are not part of the vector because they are discrete; the
+/// scheduler checks them separately.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ResourceVec {
+    /// CPU in millicores (1000 = one core).
+    pub cpu_millis: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+}
+
+impl ResourceVec {
+    /// A vector of `cpu_millis` and `memory_bytes`.
+    pub const fn new(cpu_millis: u64, memory_bytes: u64) -> Self {
+        Self {
+            cpu_millis,
+            memory_bytes,
+        }
+    }
+
+    /// Component-wise sum, saturating so that hostile input cannot wrap.
+    pub fn saturating_add(self, other: Self) -> Self {
+        Self::new(
+            self.cpu_millis.saturating_add(other.cpu_millis),
+            self.memory_bytes.saturating_add(other.memory_bytes),
+        )
+    }
+
+    /// Component-wise difference, floored at zero.
+    pub fn saturating_sub(self, other: Self) -> Self {
+        Self::new(
+            self.cpu_millis.saturating_sub(other.cpu_millis),
+            self.memory_bytes.saturating_sub(other.memory_bytes),
+        )
+    }
+
+    /// True when `self` fits inside `available` in every dimension.
+    pub fn fits_in(self, available: Self) -> bool {
+        self.cpu_millis <= available.cpu_millis && self.memory_bytes <= available.memory_bytes
+    }
+}
+
+/// Requests (scheduled) and limits (enforced by Docker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Reserved on the node by the scheduler.
+    pub requests: ResourceVec,
+    /// CPU cap in millicores; `None` = no cap.
+    #[serde(default)]
+    pub limit_cpu_millis: Option<u64>,
+    /// Memory cap in bytes; `None` = no cap.
+    #[serde(default)]
+    pub limit_memory_bytes: Option<u64>,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Self {
+            requests: ResourceVec::new(DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES),
+            limit_cpu_millis: None,
+            limit_memory_bytes: None,
+        }
+    }
+}
+
+/// What the executor does when a container exits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart whatever the exit code (Kubernetes `Always`, the default).
+    #[default]
+    Always,
+    /// Restart only on a non-zero exit code.
+    OnFailure,
+    /// Never restart; the allocation ends as complete or failed.
+    Never,
+}
+
+impl RestartPolicy {
+    /// Whether a container that exited with `exit_code` should be started again.
+    pub fn should_restart(self, exit_code: i64) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => exit_code != 0,
+            RestartPolicy::Never => false,
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        })
+    }
+}
+
+/// How the scheduler chooses among feasible nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementStrategy {
+    /// Spread replicas across nodes (and zones): the default, because losing
+    /// one edge box should not take a whole service down.
+    #[default]
+    Spread,
+    /// Pack replicas onto the fullest node that fits, leaving whole nodes free.
+    Binpack,
+}
+
+/// One problem found in a spec: where (a path such as `ports[0].host_port`)
+/// and what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecError {
+    /// Dotted path of the offending field in [`JobSpec`] terms.
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// True for a DNS label as Kubernetes defines it (RFC 1123).
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+impl JobSpec {
+    /// Checks every rule a spec must satisfy before it may be committed;
+    /// returns all problems, not only the first.
+    pub fn validate(&self) -> Result<(), Vec<SpecError>> {
+        let mut errs = Vec::new();
+        let mut err = |field: &str, message: String| {
+            errs.push(SpecError {
+                field: field.to_string(),
+                message,
+            })
+        };
+        if !is_dns_label(&self.name) {
+            err(
+                "name",
+                format!(
+                    "{:?} is not a valid name: use 1-63 lowercase letters, digits or '-', \
+                     starting and ending with a letter or digit",
+                    self.name
+                ),
+            );
+        }
+        if self.replicas > MAX_REPLICAS {
+            err(
+                "replicas",
+                format!(
+                    "{} replicas is more than the allowed maximum of {MAX_REPLICAS}",
+                    self.replicas
+                ),
+            );
+        }
+        if self.image.trim().is_empty() {
+            err(
+                "image",
+                "an image is required (e.g. skein-demo/web:latest)".into(),
+            );
+        } else if self.image.chars().any(char::is_whitespace) {
+            err(
+                "image",
+                format!("{:?} is not a valid image reference", self.image),
+            );
+        }
+        for key in self.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                err(
+                    "env",
+                    format!("{key:?} is not a valid variable name (no '=' or NUL)"),
+                );
+            }
+        }
+        let mut seen_host = std::collections::BTreeSet::new();
+        let mut seen_names = std::collections::BTreeSet::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            if p.container_port == 0 {
+                err(
+                    &format!("ports[{i}].container_port"),
+                    "must be between 1 and 65535".into(),
+                );
+            }
+            if let Some(h) = p.host_port {
+                if h == 0 {
+                    err(
+                        &format!("ports[{i}].host_port"),
+                        "must be between 1 and 65535".into(),
+                    );
+                } else if !seen_host.insert((h, p.protocol)) {
+                    err(
+                        &format!("ports[{i}].host_port"),
+                        format!("host port {h}/{} is used twice", p.protocol),
+                    );
+                }
+            }
+            if let Some(n) = &p.name {
+                if !is_dns_label(n) || n.len() > 15 {
+                    err(
+                        &format!("ports[{i}].name"),
+                        format!("{n:?} is not a valid port name (1-15 lowercase letters, digits, '-')"),
+                    );
+                } else if !seen_names.insert(n.clone()) {
+                    err(
+                        &format!("ports[{i}].name"),
+                        format!("port name {n:?} is used twice"),
+                    );
+                }
+            }
+        }
+        let r = &self.resources;
+        if r.requests.cpu_millis == 0 {
+            err(
+                "resources.requests.cpu",
+                "must be greater than zero (e.g. 100m)".into(),
+            );
+        }
+        if r.requests.memory_bytes < 1024 * 1024 {
+            err(
+                "resources.requests.memory",
+                "must be at least 1Mi (e.g. 64Mi)".into(),
+            );
+        }
+        if let Some(l) = r.limit_cpu_millis {
+            if l < r.requests.cpu_millis {
+                err(
+                    "resources.limits.cpu",
+                    format!(
+                        "limit {l}m is below the request {}m",
+                        r.requests.cpu_millis
+                    ),
+                );
+            }
+        }
+        if let Some(l) = r.limit_memory_bytes {
+            // Docker refuses memory limits under 6 MiB.
+            if l < 6 * 1024 * 1024 {
+                err(
+                    "resources.limits.memory",
+                    "must be at least 6Mi (Docker's minimum)".into(),
+                );
+            } else if l < r.requests.memory_bytes {
+                err(
+                    "resources.limits.memory",
+                    format!(
+                        "limit {l} bytes is below the request {} bytes",
+                        r.requests.memory_bytes
+                    ),
+                );
+            }
+        }
+        for (k, v) in self.labels.iter().chain(self.constraints.iter()) {
+            if k.is_empty() || k.len() > 253 || v.len() > 253 {
+                err(
+                    "labels",
+                    format!("label {k:?}={v:?}: keys must be 1-253 chars, values ≤ 253"),
+                );
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> JobSpec {
+        JobSpec {
+            name: "web".into(),
+            replicas: 3,
+            image: "skein-demo/web:latest".into(),
+            command: vec![],
+            args: vec![],
+            env: BTreeMap::new(),
+            ports: vec![PortSpec {
+                name: Some("http".into()),
+                container_port: 80,
+                host_port: None,
+                protocol: PortProtocol::Tcp,
+            }],
+            resources: Resources::default(),
+            restart: RestartPolicy::Always,
+            labels: BTreeMap::new(),
+            constraints: BTreeMap::new(),
+            placement: PlacementStrategy::Spread,
+        }
+    }
+
+    #[test]
+    fn sample_is_valid() {
+        assert_eq!(sample().validate(), Ok(()));
+    }
+
+    #[test]
+    fn collects_every_problem() {
+        let mut s = sample();
+        s.name = "Web_1".into();
+        s.image = " ".into();
+        s.ports[0].container_port = 0;
+        let errs = s.validate().unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["name", "image", "ports[0].container_port"]);
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("my-nginx"));
+        assert!(!is_dns_label("-x"));
+        assert!(!is_dns_label("x-"));
+        assert!(!is_dns_label("X"));
+        assert!(!is_dns_label(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn restart_policy_decisions() {
+        assert!(RestartPolicy::Always.should_restart(0));
+        assert!(!RestartPolicy::OnFailure.should_restart(0));
+        assert!(RestartPolicy::OnFailure.should_restart(3));
+        assert!(!RestartPolicy::Never.should_restart(3));
+    }
+}

@@ -1,0 +1,490 @@
+//! End-to-end tests of `parse_manifests`: conversions, and the exact file
+//! position of every class of error.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use skein_protocol::manifest::{parse_manifests, ManifestError, MAX_MANIFEST_BYTES};
+use skein_protocol::spec::{
+    JobSpec, PlacementStrategy, PortProtocol, PortSpec, ResourceVec, Resources, RestartPolicy,
+    DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES,
+};
+
+/// The Deployment from the article (section 4.2), byte for byte.
+const SEED: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: my-nginx
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: my-nginx
+  template:
+    metadata:
+      labels:
+        app: my-nginx
+    spec:
+      containers:
+      - name: my-nginx
+        image: my-nginx:latest
+        ports:
+        - containerPort: 80
+";
+
+const NATIVE: &str = "\
+name: web
+replicas: 3
+image: skein-demo/web:latest
+command: [\"/bin/httpd\"]
+args: [\"-f\", \"-p\", \"80\"]
+env: { GREETING: hello }
+ports:
+  - name: http
+    container_port: 80
+    host_port: 8080      # optional
+    protocol: tcp        # optional
+resources:
+  requests: { cpu: 250m, memory: 64Mi }
+  limits: { cpu: \"1\", memory: 128Mi }
+restart: on-failure      # always | on-failure | never
+labels: { tier: frontend }
+constraints: { region: eu-west }
+placement: spread        # spread | binpack
+";
+
+fn err(text: &str) -> ManifestError {
+    parse_manifests("deployment.yaml", text).unwrap_err()
+}
+
+/// Asserts line, column and path, and returns the message.
+fn located(text: &str, line: usize, column: usize, path: Option<&str>) -> String {
+    let e = err(text);
+    assert_eq!(
+        (e.line, e.column, e.path.as_deref()),
+        (Some(line), Some(column), path),
+        "{e}"
+    );
+    e.message
+}
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn seed_deployment_converts() {
+    let specs = parse_manifests("deployment.yaml", SEED).unwrap();
+    assert_eq!(
+        specs,
+        [JobSpec {
+            name: "my-nginx".into(),
+            replicas: 3,
+            image: "my-nginx:latest".into(),
+            command: vec![],
+            args: vec![],
+            env: BTreeMap::new(),
+            ports: vec![PortSpec {
+                name: None,
+                container_port: 80,
+                host_port: None,
+                protocol: PortProtocol::Tcp,
+            }],
+            resources: Resources {
+                requests: ResourceVec::new(DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES),
+                limit_cpu_millis: None,
+                limit_memory_bytes: None,
+            },
+            restart: RestartPolicy::Always,
+            labels: map(&[("app", "my-nginx")]),
+            constraints: BTreeMap::new(),
+            placement: PlacementStrategy::Spread,
+        }]
+    );
+}
+
+#[test]
+fn native_job_converts_every_field() {
+    let specs = parse_manifests("web.yaml", NATIVE).unwrap();
+    assert_eq!(
+        specs,
+        [JobSpec {
+            name: "web".into(),
+            replicas: 3,
+            image: "skein-demo/web:latest".into(),
+            command: vec!["/bin/httpd".into()],
+            args: vec!["-f".into(), "-p".into(), "80".into()],
+            env: map(&[("GREETING", "hello")]),
+            ports: vec![PortSpec {
+                name: Some("http".into()),
+                container_port: 80,
+                host_port: Some(8080),
+                protocol: PortProtocol::Tcp,
+            }],
+            resources: Resources {
+                requests: ResourceVec::new(250, 64 << 20),
+                limit_cpu_millis: Some(1000),
+                limit_memory_bytes: Some(128 << 20),
+            },
+            restart: RestartPolicy::OnFailure,
+            labels: map(&[("tier", "frontend")]),
+            constraints: map(&[("region", "eu-west")]),
+            placement: PlacementStrategy::Spread,
+        }]
+    );
+}
+
+#[test]
+fn multi_document_file_gives_every_spec_and_skips_empty_documents() {
+    let text = format!("---\n{SEED}---\n# a comment only\n---\n{NATIVE}---\n");
+    let specs = parse_manifests("all.yaml", &text).unwrap();
+    let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["my-nginx", "web"]);
+}
+
+#[test]
+fn deployment_quantities_and_options_convert_exactly() {
+    let text = SEED
+        .replace(
+            "        ports:",
+            "        command: [nginx]\n        args: [-g, daemon off;]\n        \
+             env:\n        - name: MODE\n          value: prod\n        \
+             resources:\n          requests: {cpu: 500m, memory: 128Mi}\n          \
+             limits: {cpu: 1, memory: 1.5Gi, ephemeral-storage: 1Gi}\n        \
+             imagePullPolicy: Always\n        livenessProbe: {httpGet: {path: /, port: 80}}\n        ports:",
+        )
+        .replace(
+            "  name: my-nginx\n",
+            "  name: my-nginx\n  namespace: web\n  annotations:\n    skein.io/placement: binpack\n",
+        )
+        .replace(
+            "      containers:",
+            "      restartPolicy: OnFailure\n      nodeSelector: {zone: a}\n      \
+             terminationGracePeriodSeconds: 5\n      containers:",
+        )
+        .replace(
+            "        - containerPort: 80\n",
+            "        - containerPort: 80\n          hostPort: 8080\n          name: http\n          \
+             protocol: UDP\n",
+        );
+    let spec = &parse_manifests("d.yaml", &text).unwrap()[0];
+    assert_eq!(
+        spec.resources,
+        Resources {
+            requests: ResourceVec::new(500, 134_217_728),
+            limit_cpu_millis: Some(1000),
+            limit_memory_bytes: Some(1_610_612_736),
+        }
+    );
+    assert_eq!(spec.command, ["nginx"]);
+    assert_eq!(spec.args, ["-g", "daemon off;"]);
+    assert_eq!(spec.env, map(&[("MODE", "prod")]));
+    assert_eq!(spec.restart, RestartPolicy::OnFailure);
+    assert_eq!(spec.constraints, map(&[("zone", "a")]));
+    assert_eq!(spec.placement, PlacementStrategy::Binpack);
+    assert_eq!(
+        spec.ports,
+        [PortSpec {
+            name: Some("http".into()),
+            container_port: 80,
+            host_port: Some(8080),
+            protocol: PortProtocol::Udp,
+        }]
+    );
+}
+
+#[test]
+fn missing_requests_fall_back_to_limits() {
+    let text = "name: web\nimage: x\nresources: {limits: {cpu: 0.5, memory: 32Mi}}\n";
+    let spec = &parse_manifests("w.yaml", text).unwrap()[0];
+    assert_eq!(spec.resources.requests, ResourceVec::new(500, 32 << 20));
+    let numbers = "name: web\nimage: x\nresources: {requests: {cpu: 2, memory: 134217728}}\n";
+    let spec = &parse_manifests("w.yaml", numbers).unwrap()[0];
+    assert_eq!(spec.resources.requests, ResourceVec::new(2000, 134_217_728));
+}
+
+#[test]
+fn display_has_file_line_column_path_and_message() {
+    let e = err(&SEED.replace("replicas: 3", "replicas: -1"));
+    assert_eq!(
+        e.to_string(),
+        "deployment.yaml:6:13: spec.replicas: must be 0 or more, got -1"
+    );
+    let e = err("");
+    assert_eq!(
+        e.to_string(),
+        "deployment.yaml: no jobs found in deployment.yaml"
+    );
+}
+
+#[test]
+fn malformed_yaml_is_located() {
+    let msg = located("name: web\nimage: x\nports: [1, 2\n", 3, 8, None);
+    assert!(msg.starts_with("invalid YAML"), "{msg}");
+}
+
+#[test]
+fn unknown_field_in_deployment_is_located_at_the_key() {
+    let msg = located(
+        &SEED.replace("replicas: 3", "replica: 3"),
+        6,
+        3,
+        Some("spec.replica"),
+    );
+    assert!(msg.starts_with("unknown field"), "{msg}");
+    located(
+        &SEED.replace("containerPort", "containerPortt"),
+        19,
+        11,
+        Some("spec.template.spec.containers[0].ports[0].containerPortt"),
+    );
+}
+
+#[test]
+fn unknown_field_in_native_job_lists_the_allowed_ones() {
+    let msg = located("name: web\nimage: x\nreplica: 2\n", 3, 1, Some("replica"));
+    assert!(msg.contains("unknown field `replica`"), "{msg}");
+    assert!(msg.contains("replicas"), "{msg}");
+    located(
+        "name: web\nimage: x\nports:\n  - containerPort: 80\n",
+        4,
+        5,
+        Some("ports[0].containerPort"),
+    );
+}
+
+#[test]
+fn wrong_types_are_located_at_the_value() {
+    let msg = located(
+        &SEED.replace("replicas: 3", "replicas: three"),
+        6,
+        13,
+        Some("spec.replicas"),
+    );
+    assert_eq!(msg, "expected a whole number");
+    let msg = located(
+        "name: web\nimage: x\nports:\n- container_port: 70000\n",
+        4,
+        19,
+        Some("ports[0].container_port"),
+    );
+    assert_eq!(msg, "expected a whole number from 0 to 65535");
+    let msg = located(
+        "name: web\nimage: x\nrestart: sometimes\n",
+        3,
+        10,
+        Some("restart"),
+    );
+    assert!(msg.contains("always, on-failure, never"), "{msg}");
+    located("name: web\nimage: x\nports: {a: 1}\n", 3, 8, Some("ports"));
+}
+
+#[test]
+fn negative_replicas_are_located() {
+    let msg = located(
+        "name: web\nimage: x\nreplicas: -2\n",
+        3,
+        11,
+        Some("replicas"),
+    );
+    assert_eq!(msg, "must be 0 or more, got -2");
+}
+
+#[test]
+fn bad_quantities_are_located_at_the_value() {
+    let text = SEED.replace(
+        "        ports:",
+        "        resources:\n          requests:\n            cpu: 250m\n            \
+         memory: 128MB\n        ports:",
+    );
+    let msg = located(
+        &text,
+        21,
+        21,
+        Some("spec.template.spec.containers[0].resources.requests.memory"),
+    );
+    assert!(msg.contains("Ki, Mi, Gi"), "{msg}");
+    let msg = located(
+        "name: web\nimage: x\nresources: {limits: {cpu: 0.0001}}\n",
+        3,
+        27,
+        Some("resources.limits.cpu"),
+    );
+    assert!(msg.contains("millicore"), "{msg}");
+}
+
+#[test]
+fn missing_image_is_located_at_the_container() {
+    let msg = located(
+        &SEED.replace("        image: my-nginx:latest\n", ""),
+        16,
+        9,
+        Some("spec.template.spec.containers[0].image"),
+    );
+    assert!(msg.contains("an image is required"), "{msg}");
+    located("name: web\nreplicas: 1\n", 1, 1, Some("image"));
+}
+
+#[test]
+fn unsupported_kinds_name_what_is_supported() {
+    let msg = located(
+        &SEED.replace("kind: Deployment", "kind: Service"),
+        2,
+        7,
+        Some("kind"),
+    );
+    assert_eq!(
+        msg,
+        "kind Service is not supported yet; supported: apps/v1 Deployment"
+    );
+    let msg = located(
+        &SEED.replace("apps/v1", "extensions/v1beta1"),
+        1,
+        13,
+        Some("apiVersion"),
+    );
+    assert!(msg.contains("supported: apps/v1 Deployment"), "{msg}");
+}
+
+#[test]
+fn validation_errors_map_back_to_the_source() {
+    // Deployment: JobSpec `ports[1].host_port` is `containerPort`'s sibling `hostPort`.
+    let text = SEED.replace(
+        "        - containerPort: 80\n",
+        "        - containerPort: 80\n          hostPort: 8080\n        \
+         - containerPort: 81\n          hostPort: 8080\n",
+    );
+    let msg = located(
+        &text,
+        22,
+        21,
+        Some("spec.template.spec.containers[0].ports[1].hostPort"),
+    );
+    assert_eq!(msg, "host port 8080/tcp is used twice");
+    located(
+        &SEED.replace("name: my-nginx\nspec", "name: My_Nginx\nspec"),
+        4,
+        9,
+        Some("metadata.name"),
+    );
+    located(
+        &SEED.replace(
+            "ports:\n",
+            "resources: {limits: {memory: 1Mi}}\n        ports:\n",
+        ),
+        18,
+        38,
+        Some("spec.template.spec.containers[0].resources.limits.memory"),
+    );
+    // Native: the paths are JobSpec's own.
+    located(
+        "name: web\nimage: x\nports: [{container_port: 80, host_port: 0}]\n",
+        3,
+        41,
+        Some("ports[0].host_port"),
+    );
+}
+
+#[test]
+fn container_count_and_unsupported_fields_are_errors() {
+    let msg = located(
+        &SEED.replace(
+            "      - name: my-nginx",
+            "      - name: side\n        image: x\n      - name: my-nginx",
+        ),
+        18,
+        9,
+        Some("spec.template.spec.containers"),
+    );
+    assert!(msg.contains("exactly one container"), "{msg}");
+    let msg = located(
+        &SEED.replace(
+            "        ports:",
+            "        env:\n        - name: A\n          valueFrom: {fieldRef: {fieldPath: x}}\n        ports:",
+        ),
+        20,
+        11,
+        Some("spec.template.spec.containers[0].env[0].valueFrom"),
+    );
+    assert!(msg.contains("not supported"), "{msg}");
+    let msg = located(
+        &SEED.replace(
+            "- containerPort: 80",
+            "- containerPort: 80\n          protocol: SCTP",
+        ),
+        20,
+        21,
+        Some("spec.template.spec.containers[0].ports[0].protocol"),
+    );
+    assert!(msg.contains("use TCP or UDP"), "{msg}");
+}
+
+#[test]
+fn errors_in_later_documents_use_whole_file_lines() {
+    let text = format!("{SEED}---\nname: web\nimage: x\nreplicas: -1\n");
+    located(&text, 23, 11, Some("replicas"));
+    let crlf = text.replace('\n', "\r\n");
+    located(&crlf, 23, 11, Some("replicas"));
+    // The directive between documents belongs to neither slice.
+    let directives = format!("{SEED}...\n%YAML 1.2\n---\nname: web\nimage: x\nreplicas: -1\n");
+    located(&directives, 25, 11, Some("replicas"));
+}
+
+#[test]
+fn duplicate_names_are_reported_at_the_second() {
+    let text = format!("{SEED}---\nimage: x\nname: my-nginx\n");
+    let msg = located(&text, 22, 7, Some("name"));
+    assert!(msg.contains("already used on line 4"), "{msg}");
+}
+
+#[test]
+fn files_without_jobs_are_errors() {
+    for text in ["", "# nothing\n", "---\n---\n", "~\n"] {
+        let e = err(text);
+        assert_eq!(e.message, "no jobs found in deployment.yaml", "{text:?}");
+        assert_eq!(e.line, None);
+    }
+    located("- a\n- b\n", 1, 1, None);
+}
+
+#[test]
+fn oversized_input_and_alias_bombs_are_refused() {
+    let big = format!("name: web\nimage: x\n#{}\n", "x".repeat(MAX_MANIFEST_BYTES));
+    assert!(err(&big).message.contains("1 MiB"));
+
+    let mut bomb = String::from("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n");
+    bomb.push_str("  l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        let p = format!("*l{}", i - 1);
+        bomb.push_str(&format!(
+            "  l{i}: &l{i} [{}]\n",
+            [p.as_str(); 10].join(", ")
+        ));
+    }
+    let started = std::time::Instant::now();
+    let e = err(&bomb);
+    assert!(e.message.contains("too large or too complex"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn arbitrary_input_never_panics(text in "[-a-z:{}\\[\\]&*!|>'\"#?, \n]{0,120}") {
+        let _ = parse_manifests("f.yaml", &text);
+    }
+
+    #[test]
+    fn every_error_line_is_inside_the_file(extra in "[a-z_]{1,8}", value in "[-0-9a-zA-Z.]{0,6}") {
+        let text = format!("{SEED}---\nname: web\nimage: x\n{extra}: {value}\n");
+        if let Err(e) = parse_manifests("f.yaml", &text) {
+            let lines = text.lines().count();
+            prop_assert!(e.line.is_some_and(|l| (21..=lines).contains(&l)), "{}", e);
+        }
+    }
+}
