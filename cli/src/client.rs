@@ -29,7 +29,12 @@ impl Client {
     }
 
     /// Sends a request and returns the raw response if it succeeded.
-    pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Response> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(b) = body {
@@ -64,7 +69,12 @@ impl Client {
     }
 
     /// POST (or other method) with a JSON body; returns the raw response.
-    pub async fn call<B: Serialize>(&self, method: Method, path: &str, body: &B) -> Result<Response> {
+    pub async fn call<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<Response> {
         self.send(method, path, Some(serde_json::to_vec(body)?))
             .await
     }

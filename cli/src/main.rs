@@ -20,11 +20,22 @@ use output::Format;
 #[command(name = "skein", version, propagate_version = true)]
 struct Cli {
     /// API address of the node to talk to (host:port or http://host:port).
-    #[arg(long, env = "SKEIN_ADDR", default_value = "127.0.0.1:7420", global = false)]
+    #[arg(
+        long,
+        env = "SKEIN_ADDR",
+        default_value = "127.0.0.1:7420",
+        global = false
+    )]
     api: String,
 
     /// Output format: `table` for people, `json` for scripts.
-    #[arg(short = 'o', long = "output", value_enum, default_value = "table", global = true)]
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        default_value = "table",
+        global = true
+    )]
     output: Format,
 
     #[command(subcommand)]
@@ -97,7 +108,10 @@ enum NodeCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -145,7 +159,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Default data dir: system-wide for root, per user otherwise.
 fn default_data_dir() -> PathBuf {
-    if std::env::var("USER").as_deref() == Ok("root") || std::env::var("HOME").as_deref() == Ok("/root") {
+    if std::env::var("USER").as_deref() == Ok("root")
+        || std::env::var("HOME").as_deref() == Ok("/root")
+    {
         PathBuf::from("/var/lib/skein")
     } else if let Some(home) = std::env::var_os("HOME") {
         PathBuf::from(home).join(".local/share/skein")

@@ -30,7 +30,10 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
     }
     // comfy-table pads the first column with a space; trim each line.
     for line in t.to_string().lines() {
-        println!("{}", line.trim_end().strip_prefix(' ').unwrap_or(line.trim_end()));
+        println!(
+            "{}",
+            line.trim_end().strip_prefix(' ').unwrap_or(line.trim_end())
+        );
     }
 }
 
@@ -52,7 +55,7 @@ pub fn bytes(n: u64) -> String {
 
 /// CPU millicores as cores or millicores, e.g. `1.5` or `250m`.
 pub fn cpu(millis: u64) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else if millis > 1000 {
         format!("{:.1}", millis as f64 / 1000.0)

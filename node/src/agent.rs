@@ -62,8 +62,9 @@ pub async fn run(
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let id = load_or_create_node_id(&cfg.data_dir)?;
 
-    let docker = Docker::connect_with_local_defaults()
-        .context("cannot reach Docker (is the daemon running and /var/run/docker.sock readable?)")?;
+    let docker = Docker::connect_with_local_defaults().context(
+        "cannot reach Docker (is the daemon running and /var/run/docker.sock readable?)",
+    )?;
     docker.ping().await.context(
         "cannot reach Docker (is the daemon running and /var/run/docker.sock readable?)",
     )?;
@@ -124,13 +125,27 @@ pub async fn run(
     membership.upsert(record).await;
 
     let board = StatusBoard::new();
-    let control = Arc::new(Control::new(raft.clone(), state.clone(), membership.clone()));
+    let control = Arc::new(Control::new(
+        raft.clone(),
+        state.clone(),
+        membership.clone(),
+    ));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(
-        Executor::new(docker.clone(), id, state.clone(), board.clone(), cfg.executor.clone())
-            .run(),
+        Executor::new(
+            docker.clone(),
+            id,
+            state.clone(),
+            board.clone(),
+            cfg.executor.clone(),
+        )
+        .run(),
     );
-    tasks.spawn(inventory_loop(local.clone(), docker.clone(), membership.clone()));
+    tasks.spawn(inventory_loop(
+        local.clone(),
+        docker.clone(),
+        membership.clone(),
+    ));
     tasks.spawn(heal_loop(raft.clone(), control.clone(), id));
 
     let ctx = Arc::new(ApiCtx {
@@ -182,8 +197,9 @@ fn load_or_create_node_id(dir: &Path) -> Result<NodeId> {
     let path = dir.join(NODE_ID_FILE);
     match std::fs::read_to_string(&path) {
         Ok(s) => {
-            let id = u64::from_str_radix(s.trim(), 16)
-                .with_context(|| format!("{} is corrupt: expected 16 hex digits", path.display()))?;
+            let id = u64::from_str_radix(s.trim(), 16).with_context(|| {
+                format!("{} is corrupt: expected 16 hex digits", path.display())
+            })?;
             if id == 0 {
                 bail!("{} holds the reserved id 0", path.display());
             }

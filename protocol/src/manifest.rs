@@ -1,7 +1,7 @@
 //! YAML manifests → [`JobSpec`]s, with errors that point at file, line and column.
 //!
 //! A manifest file holds one or more YAML documents. A document with an
-//! `apiVersion` key is a Kubernetes object (only `apps/v1 Deployment` is
+//! `apiVersion` (or `kind`) key is a Kubernetes object (only `apps/v1 Deployment` is
 //! supported, see `kubernetes.rs`); any other mapping is a native Skein job
 //! (see `native.rs`). Every document must convert and pass
 //! [`JobSpec::validate`], or the whole file is refused, so `skein apply`
@@ -118,11 +118,12 @@ pub fn parse_manifests(file: &str, text: &str) -> Result<Vec<JobSpec>, ManifestE
                 ))
             }
         }
-        let (spec, source_paths): (JobSpec, fn(&str) -> Vec<String>) = if doc.has("apiVersion") {
-            (kubernetes::convert(&ctx)?, kubernetes::source_paths)
-        } else {
-            (native::convert(&ctx)?, native::source_paths)
-        };
+        let (spec, source_paths): (JobSpec, fn(&str) -> Vec<String>) =
+            if doc.has("apiVersion") || doc.has("kind") {
+                (kubernetes::convert(&ctx)?, kubernetes::source_paths)
+            } else {
+                (native::convert(&ctx)?, native::source_paths)
+            };
         if let Some(e) = spec
             .validate()
             .err()

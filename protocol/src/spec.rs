@@ -313,7 +313,9 @@ impl JobSpec {
                 if !is_dns_label(n) || n.len() > 15 {
                     err(
                         &format!("ports[{i}].name"),
-                        format!("{n:?} is not a valid port name (1-15 lowercase letters, digits, '-')"),
+                        format!(
+                            "{n:?} is not a valid port name (1-15 lowercase letters, digits, '-')"
+                        ),
                     );
                 } else if !seen_names.insert(n.clone()) {
                     err(
@@ -340,10 +342,7 @@ impl JobSpec {
             if l < r.requests.cpu_millis {
                 err(
                     "resources.limits.cpu",
-                    format!(
-                        "limit {l}m is below the request {}m",
-                        r.requests.cpu_millis
-                    ),
+                    format!("limit {l}m is below the request {}m", r.requests.cpu_millis),
                 );
             }
         }

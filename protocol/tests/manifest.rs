@@ -348,6 +348,21 @@ fn unsupported_kinds_name_what_is_supported() {
         Some("apiVersion"),
     );
     assert!(msg.contains("supported: apps/v1 Deployment"), "{msg}");
+    let msg = located(
+        &SEED.replace("apiVersion: apps/v1\n", ""),
+        1,
+        1,
+        Some("apiVersion"),
+    );
+    assert_eq!(msg, "apiVersion is required; supported: apps/v1 Deployment");
+    // User text is quoted back, but never as raw control characters.
+    let msg = located(
+        "apiVersion: apps/v1\nkind: \"\\e[2J\"\n",
+        2,
+        7,
+        Some("kind"),
+    );
+    assert!(msg.starts_with("kind \\u{1b}[2J is not supported"), "{msg}");
 }
 
 #[test]

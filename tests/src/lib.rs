@@ -525,6 +525,21 @@ pub fn containers_with_label(filter: &str) -> Vec<String> {
     .collect()
 }
 
+/// Full ids of all containers matching *all* the label filters (each `key`
+/// or `key=value`), e.g. `&["skein.job=web", "skein.node=0123456789abcdef"]`.
+/// Filtering in `docker ps` avoids listing then inspecting containers that
+/// may vanish in between.
+#[track_caller]
+pub fn containers_with_labels(filters: &[&str]) -> Vec<String> {
+    let mut args = vec!["ps".to_string(), "-aq".into(), "--no-trunc".into()];
+    for f in filters {
+        args.push("--filter".into());
+        args.push(format!("label={f}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker(&args).lines().map(str::to_string).collect()
+}
+
 /// Force-removes (with volumes) every container matching the label filter;
 /// returns how many there were. Never panics: failures are printed.
 pub fn remove_containers_with_label(filter: &str) -> usize {
@@ -557,11 +572,32 @@ pub fn remove_containers_with_label(filter: &str) -> usize {
     removed
 }
 
-/// `docker inspect <id>`: the container's (or image's) inspect object.
+/// `docker inspect --type container <id>`: the container's inspect object.
+///
+/// # Panics
+///
+/// If it does not exist (any more): a container listed a moment ago may have
+/// been removed by the agent since; use [`try_container_inspect`] where that
+/// can happen.
 #[track_caller]
 pub fn container_inspect(id: &str) -> Value {
-    let out = docker(&["inspect", id]);
-    let v: Value = serde_json::from_str(&out)
+    let out = docker(&["inspect", "--type", "container", id]);
+    parse_inspect(id, &out)
+}
+
+/// Like [`container_inspect`], but `None` when there is no such container.
+#[track_caller]
+pub fn try_container_inspect(id: &str) -> Option<Value> {
+    match try_docker(&["inspect", "--type", "container", id]) {
+        Ok(out) => Some(parse_inspect(id, &out)),
+        Err(e) if e.to_lowercase().contains("no such") => None,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[track_caller]
+fn parse_inspect(id: &str, out: &str) -> Value {
+    let v: Value = serde_json::from_str(out)
         .unwrap_or_else(|e| panic!("docker inspect {id}: bad JSON ({e}): {out}"));
     match v {
         Value::Array(mut a) if !a.is_empty() => a.swap_remove(0),
@@ -570,10 +606,15 @@ pub fn container_inspect(id: &str) -> Value {
 }
 
 /// The labels of a container (`.Config.Labels`), image labels included.
+/// Panics if the container does not exist; see [`container_inspect`].
 #[track_caller]
 pub fn container_labels(id: &str) -> BTreeMap<String, String> {
-    let v = container_inspect(id);
-    v["Config"]["Labels"]
+    labels_of(&container_inspect(id))
+}
+
+/// The labels in an inspect object (`.Config.Labels`).
+pub fn labels_of(inspect: &Value) -> BTreeMap<String, String> {
+    inspect["Config"]["Labels"]
         .as_object()
         .map(|m| {
             m.iter()
@@ -902,6 +943,8 @@ impl Agent {
             .stderr(log_err)
             .current_dir(&self.scratch)
             .env("RUST_BACKTRACE", "1")
+            // Plain logs in agent.log (tracing-subscriber honours NO_COLOR).
+            .env("NO_COLOR", "1")
             .env("NO_PROXY", NO_PROXY)
             .env("no_proxy", NO_PROXY)
             .envs(self.opts.env.iter().map(|(k, v)| (k, v)));
@@ -1084,6 +1127,7 @@ impl Agent {
             .arg(&self.api)
             .args(args)
             .env_remove("SKEIN_ADDR")
+            .env("NO_COLOR", "1")
             .env("NO_PROXY", NO_PROXY)
             .env("no_proxy", NO_PROXY);
         c
@@ -1168,6 +1212,16 @@ impl Agent {
     #[track_caller]
     pub fn containers(&self) -> Vec<String> {
         containers_with_label(&format!("skein.node={}", self.node_id))
+    }
+
+    /// Full ids of this node's containers of `job` (labels `skein.node=<node
+    /// id>` and `skein.job=<job>`), filtered by Docker itself.
+    #[track_caller]
+    pub fn job_containers(&self, job: &str) -> Vec<String> {
+        containers_with_labels(&[
+            &format!("skein.node={}", self.node_id),
+            &format!("skein.job={job}"),
+        ])
     }
 
     /// Kills the agent with SIGKILL (no clean shutdown) and reaps it. Its

@@ -298,6 +298,8 @@ fn dropping_an_agent_removes_its_containers() {
         },
     );
     assert_eq!(a.containers(), ids);
+    assert_eq!(a.job_containers("fake"), ids);
+    assert!(a.job_containers("other").is_empty());
     let labels = container_labels(&ids[0]);
     assert_eq!(labels["skein.node"], a.node_id());
     assert_eq!(labels["skein.job"], "fake");
@@ -340,6 +342,11 @@ fn demo_image_serves_http() {
         DEMO_IMAGE,
     ]);
     assert_eq!(containers_with_label(&label), vec![c.id().to_string()]);
+    assert_eq!(
+        containers_with_labels(&[&label, "skein.demo=1"]),
+        vec![c.id().to_string()]
+    );
+    assert!(containers_with_labels(&[&label, "skein.demo=2"]).is_empty());
     let labels = container_labels(c.id());
     assert_eq!(labels.get("skein.demo").map(String::as_str), Some("1"));
     let inspect = container_inspect(c.id());
@@ -370,6 +377,13 @@ fn container_guard_removes_on_panic() {
     });
     assert!(r.is_err());
     assert!(containers_with_label(&label).is_empty());
+}
+
+#[test]
+fn inspecting_a_vanished_container() {
+    assert!(try_container_inspect("skein-e2e-no-such-container").is_none());
+    let r = catch_unwind(|| container_labels("skein-e2e-no-such-container"));
+    assert!(r.is_err());
 }
 
 #[test]

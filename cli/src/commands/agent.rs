@@ -124,8 +124,14 @@ fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {
     let (a, b) = s
         .split_once('-')
         .with_context(|| format!("--port-range {s:?}: expected FIRST-LAST, e.g. 20000-32767"))?;
-    let a: u16 = a.trim().parse().with_context(|| format!("--port-range {s:?}: bad first port"))?;
-    let b: u16 = b.trim().parse().with_context(|| format!("--port-range {s:?}: bad last port"))?;
+    let a: u16 = a
+        .trim()
+        .parse()
+        .with_context(|| format!("--port-range {s:?}: bad first port"))?;
+    let b: u16 = b
+        .trim()
+        .parse()
+        .with_context(|| format!("--port-range {s:?}: bad last port"))?;
     if a == 0 || a > b {
         bail!("--port-range {s:?}: need 1 <= FIRST <= LAST <= 65535");
     }

@@ -124,6 +124,10 @@ async fn follow(
     timeout: Duration,
 ) -> Result<(bool, Vec<JobView>)> {
     let deadline = Instant::now() + timeout;
+    // A container that dies right after starting looks "running" for a
+    // moment: only report success once everything stayed up this long.
+    let settle = Duration::from_millis(1500);
+    let mut all_running_since: Option<Instant> = None;
     let mut seen: HashMap<String, AllocState> = HashMap::new();
     loop {
         let mut views = Vec::new();
@@ -147,7 +151,9 @@ async fn follow(
                         let ports: Vec<String> = a
                             .ports
                             .iter()
-                            .map(|p| format!("{}->{}/{}", p.host_port, p.container_port, p.protocol))
+                            .map(|p| {
+                                format!("{}->{}/{}", p.host_port, p.container_port, p.protocol)
+                            })
                             .collect();
                         let detail = match (&a.status.message, a.status.exit_code) {
                             (Some(m), _) => m.clone(),
@@ -160,15 +166,18 @@ async fn follow(
                         );
                     }
                 }
-                let crash_looping =
-                    a.status.state == AllocState::Restarting && a.status.restarts >= 2;
+                let crash_looping = a.status.state == AllocState::Restarting;
                 if a.status.state == AllocState::Failed || crash_looping {
                     failure.get_or_insert_with(|| {
                         format!(
                             "replica {} of job {} is {}: {}",
                             a.id,
                             r.name,
-                            if crash_looping { "crash-looping" } else { "failing" },
+                            if crash_looping {
+                                "crashing (restarting per policy)"
+                            } else {
+                                "failing"
+                            },
                             a.status.message.clone().unwrap_or_else(|| format!(
                                 "exit code {}",
                                 a.status.exit_code.unwrap_or(-1)
@@ -186,10 +195,24 @@ async fn follow(
             eprintln!("error: {f}");
             return Ok((false, views));
         }
-        if all_done {
+        let settled = match (all_done, all_running_since) {
+            (false, _) => {
+                all_running_since = None;
+                false
+            }
+            (true, None) => {
+                all_running_since = Some(Instant::now());
+                false
+            }
+            (true, Some(t)) => t.elapsed() >= settle,
+        };
+        if settled {
             if fmt == Format::Table {
                 for v in &views {
-                    println!("{}: {}/{} replicas running", v.spec.name, v.running, v.desired);
+                    println!(
+                        "{}: {}/{} replicas running",
+                        v.spec.name, v.running, v.desired
+                    );
                 }
             }
             return Ok((true, views));

@@ -17,7 +17,11 @@ pub async fn job_ls(client: &Client, fmt: Format) -> Result<()> {
         .map(|j| {
             vec![
                 j.spec.name.clone(),
-                if j.stopped { "stopped".into() } else { job_state(j) },
+                if j.stopped {
+                    "stopped".into()
+                } else {
+                    job_state(j)
+                },
                 format!("{}/{}", j.running, j.desired),
                 j.version.to_string(),
                 j.spec.image.clone(),
@@ -52,9 +56,16 @@ pub async fn job_status(client: &Client, fmt: Format, name: &str) -> Result<()> 
     println!("job:       {}", s.name);
     println!(
         "status:    {}",
-        if job.stopped { "stopped".into() } else { job_state(&job) }
+        if job.stopped {
+            "stopped".into()
+        } else {
+            job_state(&job)
+        }
     );
-    println!("replicas:  {} running / {} desired", job.running, job.desired);
+    println!(
+        "replicas:  {} running / {} desired",
+        job.running, job.desired
+    );
     println!("version:   {}", job.version);
     println!("image:     {}", s.image);
     println!(
@@ -62,7 +73,9 @@ pub async fn job_status(client: &Client, fmt: Format, name: &str) -> Result<()> 
         output::cpu(s.resources.requests.cpu_millis),
         output::bytes(s.resources.requests.memory_bytes),
         s.resources.limit_cpu_millis.map_or("-".into(), output::cpu),
-        s.resources.limit_memory_bytes.map_or("-".into(), output::bytes),
+        s.resources
+            .limit_memory_bytes
+            .map_or("-".into(), output::bytes),
     );
     println!("restart:   {}", s.restart);
     println!();
@@ -107,7 +120,9 @@ fn print_allocs(allocs: &[AllocView]) {
         })
         .collect();
     output::table(
-        &["id", "job", "node", "state", "exit", "restarts", "ports", "message"],
+        &[
+            "id", "job", "node", "state", "exit", "restarts", "ports", "message",
+        ],
         rows,
     );
 }
@@ -147,7 +162,9 @@ pub async fn node_ls(client: &Client, fmt: Format) -> Result<()> {
         })
         .collect();
     output::table(
-        &["name", "id", "address", "health", "role", "cpu", "memory", "allocs", "labels"],
+        &[
+            "name", "id", "address", "health", "role", "cpu", "memory", "allocs", "labels",
+        ],
         rows,
     );
     Ok(())

@@ -78,12 +78,8 @@ fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result
         };
         ApiErr::new(status, msg)
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiErr::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid JSON body: {e}"),
-        )
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiErr::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
 async fn status(State(ctx): Ctx) -> Json<StatusView> {
@@ -280,7 +276,10 @@ async fn logs(
     };
     let body = futures::stream::iter(first).chain(stream);
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
         Body::from_stream(body),
     )
         .into_response())

@@ -177,7 +177,10 @@ impl Control {
             }
             match self.write(Command::Plan(plan)).await? {
                 CommandResult::Applied { .. } => return Ok(out),
-                CommandResult::Rejected { stale: true, reason } => last = reason,
+                CommandResult::Rejected {
+                    stale: true,
+                    reason,
+                } => last = reason,
                 CommandResult::Rejected { reason, .. } => {
                     return Err(ControlError::Rejected(reason))
                 }
@@ -206,9 +209,10 @@ impl Control {
     async fn write(&self, cmd: Command) -> Result<CommandResult, ControlError> {
         match self.raft.client_write(cmd).await {
             Ok(resp) => match resp.data {
-                CommandResult::Rejected { reason, stale: false } => {
-                    Err(ControlError::Rejected(reason))
-                }
+                CommandResult::Rejected {
+                    reason,
+                    stale: false,
+                } => Err(ControlError::Rejected(reason)),
                 other => Ok(other),
             },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {

@@ -322,7 +322,10 @@ mod tests {
 
     fn commit(state: &mut ClusterState, plan: Plan) {
         let r = state.apply(&crate::state::Command::Plan(plan));
-        assert!(matches!(r, crate::state::CommandResult::Applied { .. }), "{r:?}");
+        assert!(
+            matches!(r, crate::state::CommandResult::Applied { .. }),
+            "{r:?}"
+        );
     }
 
     fn candidates(state: &ClusterState, ids: &[NodeId]) -> Vec<NodeCandidate> {

@@ -65,7 +65,9 @@ pub fn create_body(node: NodeId, alloc: &Allocation, spec: &JobSpec) -> Containe
     let host_config = HostConfig {
         // Relative weight from the request, so busy nodes share CPU in
         // proportion to what each replica reserved.
-        cpu_shares: Some(i64::try_from((res.requests.cpu_millis * 1024 / 1000).max(2)).unwrap_or(i64::MAX)),
+        cpu_shares: Some(
+            i64::try_from((res.requests.cpu_millis * 1024 / 1000).max(2)).unwrap_or(i64::MAX),
+        ),
         nano_cpus: res
             .limit_cpu_millis
             .map(|m| i64::try_from(m.saturating_mul(1_000_000)).unwrap_or(i64::MAX)),

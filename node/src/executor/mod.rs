@@ -416,7 +416,10 @@ pub async fn remove(
         Err(_) => {}
     }
     match docker
-        .remove_container(id, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
+        .remove_container(
+            id,
+            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+        )
         .await
     {
         Ok(()) => Ok(()),

@@ -158,7 +158,10 @@ impl ClusterState {
             let known_job = plan.put_jobs.iter().any(|j| j.spec.name == a.job)
                 || self.jobs.contains_key(&a.job);
             if !known_job {
-                return reject(format!("allocation {} names unknown job {}", a.id, a.job), false);
+                return reject(
+                    format!("allocation {} names unknown job {}", a.id, a.job),
+                    false,
+                );
             }
             if !adding.insert(a.id.as_str())
                 || (self.allocs.contains_key(&a.id) && !removing.contains(a.id.as_str()))
@@ -195,8 +198,9 @@ impl ClusterState {
 
     /// Sum of the requests of allocations placed on `node`.
     pub fn allocated_on(&self, node: NodeId) -> ResourceVec {
-        self.allocs_on(node)
-            .fold(ResourceVec::default(), |acc, a| acc.saturating_add(a.resources))
+        self.allocs_on(node).fold(ResourceVec::default(), |acc, a| {
+            acc.saturating_add(a.resources)
+        })
     }
 }
 
@@ -275,7 +279,10 @@ mod tests {
             add_allocs: vec![alloc("x-0", "x")],
             ..Plan::default()
         }));
-        assert!(matches!(orphan, CommandResult::Rejected { stale: false, .. }));
+        assert!(matches!(
+            orphan,
+            CommandResult::Rejected { stale: false, .. }
+        ));
         let dup = s.apply(&Command::Plan(Plan {
             base_version: 0,
             put_jobs: vec![job("web")],

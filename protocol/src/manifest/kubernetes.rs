@@ -25,18 +25,18 @@ const CONTAINER: &str = "spec.template.spec.containers[0]";
 /// Deployment annotation choosing [`PlacementStrategy`] (Kubernetes has no equivalent).
 pub const PLACEMENT_ANNOTATION: &str = "skein.io/placement";
 
-/// Converts a document that has an `apiVersion` key.
+/// Converts a document that has an `apiVersion` or `kind` key.
 pub(super) fn convert(ctx: &Ctx<'_>) -> Result<JobSpec, ManifestError> {
     match (ctx.doc.api_version.as_deref(), ctx.doc.kind.as_deref()) {
         (Some("apps/v1"), Some("Deployment")) => {}
         (_, None) => return Err(ctx.at_value("kind", format!("kind is required; {SUPPORTED}"))),
-        (api, Some("Deployment")) => {
+        (None, _) => {
+            return Err(ctx.at_value("apiVersion", format!("apiVersion is required; {SUPPORTED}")))
+        }
+        (Some(api), Some("Deployment")) => {
             return Err(ctx.at_value(
                 "apiVersion",
-                format!(
-                    "apiVersion {} is not supported; {SUPPORTED}",
-                    api.unwrap_or("(empty)")
-                ),
+                format!("apiVersion {api} is not supported; {SUPPORTED}"),
             ))
         }
         (_, Some(kind)) => {

@@ -1,0 +1,360 @@
+//! One node, real Docker: the foundation slice (issue #2).
+//!
+//! Each test starts its own agent (own data dir, API port and host-port
+//! range), so the tests run in parallel; the harness removes every
+//! container of an agent when the test ends, pass or fail.
+
+use std::time::Duration;
+
+use skein_e2e::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The seed article's deployment.yaml, as shipped in examples/.
+fn seed_deployment() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/deployment.yaml");
+    std::fs::read_to_string(path).expect("examples/deployment.yaml")
+}
+
+/// Allocations of `job` as JSON.
+fn allocs(agent: &Agent, job: &str) -> Vec<Value> {
+    agent
+        .cli_json(&["alloc", "ls", "--job", job])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn state(a: &Value) -> &str {
+    a["status"]["state"].as_str().unwrap_or("")
+}
+
+fn job_containers(agent: &Agent, job: &str) -> Vec<String> {
+    containers_with_label(&format!("skein.job={job}"))
+        .into_iter()
+        .filter(|id| {
+            container_labels(id).get("skein.node").map(String::as_str) == Some(agent.node_id())
+        })
+        .collect()
+}
+
+#[test]
+fn seed_deployment_runs_three_labelled_replicas_and_stop_removes_them() {
+    require_demo_image();
+    let agent = Agent::start(AgentOpts::default());
+    let file = agent.write_manifest("deployment.yaml", &seed_deployment());
+    let out = agent.cli(&[
+        "apply",
+        "-f",
+        file.to_str().unwrap(),
+        "--image",
+        "my-nginx=skein-demo/web:latest",
+    ]);
+    out.assert_success();
+    assert!(
+        out.stdout.contains("my-nginx: 3/3 replicas running"),
+        "{}",
+        out.stdout
+    );
+
+    let ids = job_containers(&agent, "my-nginx");
+    assert_eq!(ids.len(), 3, "three containers");
+    let view = agent.cli_json(&["job", "status", "my-nginx"]);
+    assert_eq!(view["running"], 3);
+    for a in view["allocations"].as_array().unwrap() {
+        let alloc = a["id"].as_str().unwrap();
+        let cid = a["status"]["container_id"].as_str().unwrap();
+        let labels = container_labels(cid);
+        assert_eq!(labels["skein.job"], "my-nginx");
+        assert_eq!(labels["skein.alloc"], alloc);
+        assert_eq!(labels["skein.node"], agent.node_id());
+        // Every replica answers on its published host port.
+        let port = a["ports"][0]["host_port"].as_u64().unwrap();
+        assert!(agent.port_range().contains(port as u16));
+        let (code, body) = poll_until_ok("replica answers over HTTP", WAIT, || {
+            http_get_url(&format!("http://127.0.0.1:{port}/"))
+        });
+        assert_eq!(code, 200);
+        assert_eq!(body.trim(), format!("hello from {alloc}"));
+    }
+
+    agent.cli(&["job", "stop", "my-nginx"]).assert_success();
+    poll_until("containers of the stopped job are removed", WAIT, || {
+        job_containers(&agent, "my-nginx").is_empty().then_some(())
+    });
+    let jobs = agent.cli_json(&["job", "ls"]);
+    assert_eq!(jobs[0]["stopped"], true);
+    assert_eq!(jobs[0]["running"], 0);
+}
+
+#[test]
+fn deployment_resources_become_docker_limits() {
+    require_demo_image();
+    let agent = Agent::start(AgentOpts::default());
+    let name = unique_name("lim");
+    let yaml = format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+      - name: web
+        image: skein-demo/web:latest
+        env:
+        - name: GREETING
+          value: hi
+        ports:
+        - containerPort: 80
+        resources:
+          requests: {{cpu: 250m, memory: 32Mi}}
+          limits: {{cpu: 500m, memory: 64Mi}}
+"
+    );
+    let file = agent.write_manifest("limits.yaml", &yaml);
+    agent
+        .cli(&["apply", "-f", file.to_str().unwrap()])
+        .assert_success();
+    let ids = job_containers(&agent, &name);
+    assert_eq!(ids.len(), 2);
+    for id in ids {
+        let i = container_inspect(&id);
+        assert_eq!(i["HostConfig"]["NanoCpus"], 500_000_000i64);
+        assert_eq!(i["HostConfig"]["Memory"], 64i64 << 20);
+        assert_eq!(i["HostConfig"]["CpuShares"], 256);
+        let env: Vec<&str> = i["Config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(env.contains(&"GREETING=hi"), "{env:?}");
+    }
+    let nodes = agent.cli_json(&["node", "ls"]);
+    assert_eq!(nodes[0]["allocated"]["cpu_millis"], 500);
+}
+
+#[test]
+fn kill9_and_restart_adopts_the_same_containers() {
+    require_demo_image();
+    let mut agent = Agent::start(AgentOpts::default());
+    let name = unique_name("adopt");
+    let file = agent.write_manifest(
+        "job.yaml",
+        &format!("name: {name}\nreplicas: 2\nimage: skein-demo/web:latest\nports:\n  - container_port: 80\n"),
+    );
+    agent
+        .cli(&["apply", "-f", file.to_str().unwrap()])
+        .assert_success();
+    let mut before = job_containers(&agent, &name);
+    before.sort();
+    assert_eq!(before.len(), 2);
+
+    agent.kill9();
+    // The containers outlive the agent.
+    for id in &before {
+        assert_eq!(container_inspect(id)["State"]["Running"], true);
+    }
+    agent.restart();
+
+    let view = poll_until("job runs again after restart", WAIT, || {
+        let v = agent.cli_json(&["job", "status", &name]);
+        (v["running"] == 2).then_some(v)
+    });
+    assert_eq!(view["desired"], 2);
+    let mut after = job_containers(&agent, &name);
+    after.sort();
+    assert_eq!(after, before, "the same containers are adopted, none added");
+    // Several executor passes later, still exactly the same containers.
+    poll_until("executor settled", WAIT, || {
+        let a = allocs(&agent, &name);
+        a.iter().all(|a| state(a) == "running").then_some(())
+    });
+    let mut again = job_containers(&agent, &name);
+    again.sort();
+    assert_eq!(again, before);
+}
+
+#[test]
+fn crashing_container_is_restarted_and_shows_its_exit_code() {
+    require_demo_image();
+    let agent = Agent::start(AgentOpts::default().arg("--max-restart-backoff").arg("1"));
+    let name = unique_name("crash");
+    let file = agent.write_manifest(
+        "crash.yaml",
+        &format!(
+            "name: {name}\nimage: skein-demo/web:latest\ncommand: [/bin/sh, -c, 'echo boom; exit 3']\nrestart: on-failure\n"
+        ),
+    );
+    let out = agent.cli(&["apply", "-f", file.to_str().unwrap()]);
+    out.assert_failure();
+    assert!(out.stderr.contains("exit code 3"), "{}", out.stderr);
+
+    let a = poll_until("restarted at least twice", WAIT, || {
+        let a = allocs(&agent, &name).pop()?;
+        (a["status"]["restarts"].as_u64()? >= 2).then_some(a)
+    });
+    assert_eq!(a["status"]["exit_code"], 3);
+    let table = agent.cli(&["alloc", "ls", "--job", &name]);
+    table.assert_success();
+    assert!(
+        table.stdout.contains(" 3 "),
+        "exit code column: {}",
+        table.stdout
+    );
+    // Restarts reuse the container: logs accumulate.
+    let id = a["id"].as_str().unwrap();
+    let logs = agent.cli(&["logs", id]);
+    logs.assert_success();
+    assert!(logs.stdout.matches("boom").count() >= 2, "{}", logs.stdout);
+
+    // A policy that does not restart ends the allocation as failed.
+    let never = unique_name("never");
+    let file = agent.write_manifest(
+        "never.yaml",
+        &format!("name: {never}\nimage: skein-demo/web:latest\ncommand: [/bin/sh, -c, 'exit 7']\nrestart: never\n"),
+    );
+    agent
+        .cli(&["apply", "-f", file.to_str().unwrap(), "--detach"])
+        .assert_success();
+    let a = poll_until("allocation failed for good", WAIT, || {
+        let a = allocs(&agent, &never).pop()?;
+        (state(&a) == "failed").then_some(a)
+    });
+    assert_eq!(a["status"]["exit_code"], 7);
+    assert_eq!(a["status"]["restarts"], 0);
+}
+
+#[test]
+fn scale_restart_and_logs() {
+    require_demo_image();
+    let agent = Agent::start(AgentOpts::default());
+    let name = unique_name("ops");
+    let file = agent.write_manifest(
+        "job.yaml",
+        &format!("name: {name}\nreplicas: 1\nimage: skein-demo/web:latest\nports:\n  - container_port: 80\n"),
+    );
+    agent
+        .cli(&["apply", "-f", file.to_str().unwrap()])
+        .assert_success();
+    let first = allocs(&agent, &name)[0].clone();
+    let first_id = first["id"].as_str().unwrap().to_string();
+
+    agent.cli(&["scale", &name, "3"]).assert_success();
+    poll_until("3 replicas running", WAIT, || {
+        let a = allocs(&agent, &name);
+        (a.len() == 3 && a.iter().all(|a| state(a) == "running")).then_some(())
+    });
+    assert!(
+        allocs(&agent, &name)
+            .iter()
+            .any(|a| a["id"] == first_id.as_str()),
+        "scale keeps replicas"
+    );
+    agent.cli(&["scale", &name, "1"]).assert_success();
+    poll_until("scaled down to 1 container", WAIT, || {
+        (job_containers(&agent, &name).len() == 1).then_some(())
+    });
+
+    // Restarting the job replaces its container.
+    let old = job_containers(&agent, &name);
+    agent.cli(&["restart", &name]).assert_success();
+    poll_until("container replaced", WAIT, || {
+        let now = job_containers(&agent, &name);
+        (now.len() == 1
+            && now != old
+            && allocs(&agent, &name).iter().all(|a| state(a) == "running"))
+        .then_some(())
+    });
+
+    // httpd -v logs each answered request ("response:200") to stderr.
+    let port = first["ports"][0]["host_port"].as_u64().unwrap();
+    poll_until_ok("replica answers", WAIT, || {
+        http_get_url(&format!("http://127.0.0.1:{port}/"))
+    });
+    let out = poll_until("request shows in logs", WAIT, || {
+        let o = agent.cli(&["logs", &first_id]);
+        (o.success() && o.stdout.contains("response:200")).then_some(o)
+    });
+    assert!(out.stdout.contains("response:200"));
+    agent.cli(&["logs", "nope-0-zzzzzz"]).assert_failure();
+}
+
+#[test]
+fn bad_input_is_refused_with_location_and_changes_nothing() {
+    require_demo_image();
+    let agent = Agent::start(AgentOpts::default());
+    let cases: &[(&str, &str, &str)] = &[
+        ("malformed.yaml", "name: x\n  replicas: [1\n", "malformed.yaml:2:"),
+        ("unknown.yaml", "name: x\nimage: skein-demo/web:latest\nreplica: 2\n", "unknown.yaml:3:1: replica: unknown field"),
+        (
+            "quantity.yaml",
+            "name: x\nimage: skein-demo/web:latest\nresources:\n  requests:\n    memory: 12MB\n",
+            "quantity.yaml:5:13: resources.requests.memory: \"12MB\" is not a memory quantity",
+        ),
+        ("negative.yaml", "name: x\nreplicas: -1\nimage: skein-demo/web:latest\n", "negative.yaml:2:11: replicas: must be 0 or more"),
+        ("noimage.yaml", "name: x\nreplicas: 1\n", "noimage.yaml:1:1: image: an image is required"),
+        (
+            "k8s-typo.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  replica: 2\n  template:\n    spec:\n      containers: [{name: x, image: skein-demo/web:latest}]\n",
+            "k8s-typo.yaml:5:3: spec.replica: unknown field",
+        ),
+        (
+            "missing-image.yaml",
+            "name: x\nimage: skein-demo/does-not-exist:1\n",
+            "image skein-demo/does-not-exist:1 is not present on any eligible node",
+        ),
+    ];
+    for (file, yaml, expect) in cases {
+        let path = agent.write_manifest(file, yaml);
+        let out = agent.cli(&["apply", "-f", path.to_str().unwrap()]);
+        out.assert_failure();
+        assert!(
+            out.stderr.contains(expect),
+            "{file}: expected {expect:?} in {:?}",
+            out.stderr
+        );
+    }
+    // A file whose second document is bad applies nothing at all.
+    let path = agent.write_manifest(
+        "multi.yaml",
+        "name: good\nimage: skein-demo/web:latest\n---\nname: bad\nimage: skein-demo/web:latest\nreplicas: -2\n",
+    );
+    let out = agent.cli(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(out.stderr.contains("multi.yaml:6:11"), "{}", out.stderr);
+
+    // Straight to the API: invalid specs, oversized and malformed bodies.
+    let (code, body) = agent.http_post(
+        "/v1/jobs",
+        br#"{"jobs":[{"name":"Bad_Name","replicas":1,"image":""}]}"#,
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("jobs[0].name") && body.contains("jobs[0].image"),
+        "{body}"
+    );
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let (code, body) = agent.http_post("/v1/jobs", &big);
+    assert_eq!(code, 413, "{body}");
+    let (code, _) = agent.http_post("/v1/jobs", b"{not json");
+    assert_eq!(code, 400);
+    let (code, _) = agent.http_post("/v1/jobs/x/scale", br#"{"replicas":-1}"#);
+    assert_eq!(code, 400);
+
+    // Nothing reached the state or Docker.
+    assert_eq!(agent.cli_json(&["job", "ls"]), json!([]));
+    assert_eq!(agent.cli_json(&["alloc", "ls"]), json!([]));
+    assert!(agent.containers().is_empty());
+    assert_eq!(
+        agent.status()["last_applied"].as_u64(),
+        Some(1),
+        "only raft's own entry"
+    );
+}
