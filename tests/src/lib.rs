@@ -544,8 +544,12 @@ pub fn containers_with_labels(filters: &[&str]) -> Vec<String> {
 /// returns how many there were. Never panics: failures are printed.
 pub fn remove_containers_with_label(filter: &str) -> usize {
     let mut removed = 0;
-    // A second round catches containers created while the first ran.
-    for _ in 0..2 {
+    // A killed agent may have a create request still in flight inside the
+    // daemon: keep sweeping until the label has stayed empty for a second
+    // (bounded, so a broken daemon cannot hang the suite).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut empty_since: Option<Instant> = None;
+    while Instant::now() < deadline {
         let ids = match try_docker(&[
             "ps",
             "-aq",
@@ -560,8 +564,14 @@ pub fn remove_containers_with_label(filter: &str) -> usize {
             }
         };
         if ids.is_empty() {
-            break;
+            let since = *empty_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_secs(1) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
         }
+        empty_since = None;
         let mut args = vec!["rm", "-f", "-v"];
         args.extend(ids.iter().map(String::as_str));
         match try_docker(&args) {

@@ -4,6 +4,7 @@
 //! range), so the tests run in parallel; the harness removes every
 //! container of an agent when the test ends, pass or fail.
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use skein_e2e::*;
@@ -29,15 +30,6 @@ fn state(a: &Value) -> &str {
     a["status"]["state"].as_str().unwrap_or("")
 }
 
-fn job_containers(agent: &Agent, job: &str) -> Vec<String> {
-    containers_with_label(&format!("skein.job={job}"))
-        .into_iter()
-        .filter(|id| {
-            container_labels(id).get("skein.node").map(String::as_str) == Some(agent.node_id())
-        })
-        .collect()
-}
-
 #[test]
 fn seed_deployment_runs_three_labelled_replicas_and_stop_removes_them() {
     require_demo_image();
@@ -57,7 +49,7 @@ fn seed_deployment_runs_three_labelled_replicas_and_stop_removes_them() {
         out.stdout
     );
 
-    let ids = job_containers(&agent, "my-nginx");
+    let ids = agent.job_containers("my-nginx");
     assert_eq!(ids.len(), 3, "three containers");
     let view = agent.cli_json(&["job", "status", "my-nginx"]);
     assert_eq!(view["running"], 3);
@@ -80,7 +72,7 @@ fn seed_deployment_runs_three_labelled_replicas_and_stop_removes_them() {
 
     agent.cli(&["job", "stop", "my-nginx"]).assert_success();
     poll_until("containers of the stopped job are removed", WAIT, || {
-        job_containers(&agent, "my-nginx").is_empty().then_some(())
+        agent.job_containers("my-nginx").is_empty().then_some(())
     });
     let jobs = agent.cli_json(&["job", "ls"]);
     assert_eq!(jobs[0]["stopped"], true);
@@ -122,7 +114,7 @@ spec:
     agent
         .cli(&["apply", "-f", file.to_str().unwrap()])
         .assert_success();
-    let ids = job_containers(&agent, &name);
+    let ids = agent.job_containers(&name);
     assert_eq!(ids.len(), 2);
     for id in ids {
         let i = container_inspect(&id);
@@ -153,7 +145,7 @@ fn kill9_and_restart_adopts_the_same_containers() {
     agent
         .cli(&["apply", "-f", file.to_str().unwrap()])
         .assert_success();
-    let mut before = job_containers(&agent, &name);
+    let mut before = agent.job_containers(&name);
     before.sort();
     assert_eq!(before.len(), 2);
 
@@ -169,7 +161,7 @@ fn kill9_and_restart_adopts_the_same_containers() {
         (v["running"] == 2).then_some(v)
     });
     assert_eq!(view["desired"], 2);
-    let mut after = job_containers(&agent, &name);
+    let mut after = agent.job_containers(&name);
     after.sort();
     assert_eq!(after, before, "the same containers are adopted, none added");
     // Several executor passes later, still exactly the same containers.
@@ -177,7 +169,7 @@ fn kill9_and_restart_adopts_the_same_containers() {
         let a = allocs(&agent, &name);
         a.iter().all(|a| state(a) == "running").then_some(())
     });
-    let mut again = job_containers(&agent, &name);
+    let mut again = agent.job_containers(&name);
     again.sort();
     assert_eq!(again, before);
 }
@@ -260,14 +252,14 @@ fn scale_restart_and_logs() {
     );
     agent.cli(&["scale", &name, "1"]).assert_success();
     poll_until("scaled down to 1 container", WAIT, || {
-        (job_containers(&agent, &name).len() == 1).then_some(())
+        (agent.job_containers(&name).len() == 1).then_some(())
     });
 
     // Restarting the job replaces its container.
-    let old = job_containers(&agent, &name);
+    let old = agent.job_containers(&name);
     agent.cli(&["restart", &name]).assert_success();
     poll_until("container replaced", WAIT, || {
-        let now = job_containers(&agent, &name);
+        let now = agent.job_containers(&name);
         (now.len() == 1
             && now != old
             && allocs(&agent, &name).iter().all(|a| state(a) == "running"))
@@ -340,9 +332,25 @@ fn bad_input_is_refused_with_location_and_changes_nothing() {
         body.contains("jobs[0].name") && body.contains("jobs[0].image"),
         "{body}"
     );
-    let big = vec![b' '; 2 * 1024 * 1024];
-    let (code, body) = agent.http_post("/v1/jobs", &big);
-    assert_eq!(code, 413, "{body}");
+    // An oversized body is refused once the limit is crossed; the server
+    // answers without reading the rest, so read the answer after sending
+    // just over the limit (a client that keeps writing gets EPIPE).
+    let mut conn = std::net::TcpStream::connect(agent.api()).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        conn,
+        "POST /v1/jobs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        2 * 1024 * 1024
+    )
+    .unwrap();
+    let _ = conn.write_all(&vec![b' '; 1024 * 1024 + 4096]);
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("larger than the 1048576 byte limit"),
+        "{answer}"
+    );
     let (code, _) = agent.http_post("/v1/jobs", b"{not json");
     assert_eq!(code, 400);
     let (code, _) = agent.http_post("/v1/jobs/x/scale", br#"{"replicas":-1}"#);
