@@ -10,6 +10,7 @@ pub mod api;
 pub mod control;
 pub mod executor;
 pub mod membership;
+pub mod mesh;
 pub mod raft;
 pub mod scheduler;
 pub mod state;

@@ -1,0 +1,3 @@
+//! The mesh (being written).
+
+pub mod wire;

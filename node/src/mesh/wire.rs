@@ -1,0 +1,153 @@
+//! Messages nodes exchange over the mesh.
+//!
+//! Request-response carries [`WireRequest`]/[`WireResponse`] (Raft RPCs,
+//! API calls forwarded to the leader, assignment fetches); gossip carries
+//! one [`NodeStatus`] per node per second. Everything is encoded with
+//! [`skein_protocol::codec`] and decoded with size limits, so a peer can
+//! never make a node panic or allocate without bound.
+
+use std::collections::BTreeMap;
+
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use skein_protocol::api::AllocStatus;
+use skein_protocol::spec::ResourceVec;
+
+use crate::raft::TypeConfig;
+use crate::state::{Allocation, Job, NodeId};
+
+/// Largest gossip message; a status with hundreds of allocations fits.
+pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
+
+/// A request to one peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WireRequest {
+    /// A Raft RPC between members.
+    Raft {
+        /// Sender's node id; members refuse RPCs from non-members.
+        from: NodeId,
+        /// The RPC.
+        rpc: RaftRequest,
+    },
+    /// An HTTP API call forwarded to the leader.
+    Api(ApiCall),
+    /// Long-poll for the allocations placed on `node`: answered once the
+    /// state version exceeds `known_version` (or after a timeout).
+    Assignments {
+        /// The asking node.
+        node: NodeId,
+        /// State version the asker already has.
+        known_version: u64,
+    },
+}
+
+/// The answer to a [`WireRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum WireResponse {
+    /// Answer to [`WireRequest::Raft`].
+    Raft(RaftResponse),
+    /// Answer to [`WireRequest::Api`].
+    Api(ApiReply),
+    /// Answer to [`WireRequest::Assignments`].
+    Assignments(Assignments),
+    /// The request could not be served (not leader, not a member, …).
+    Error(String),
+}
+
+/// Raft RPCs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RaftRequest {
+    /// Log replication and heartbeats.
+    Append(AppendEntriesRequest<TypeConfig>),
+    /// Elections.
+    Vote(VoteRequest<NodeId>),
+    /// Snapshot transfer (chunked).
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// Raft RPC results; remote errors travel as text (the caller retries).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftResponse {
+    /// Result of [`RaftRequest::Append`].
+    Append(Result<AppendEntriesResponse<NodeId>, String>),
+    /// Result of [`RaftRequest::Vote`].
+    Vote(Result<VoteResponse<NodeId>, String>),
+    /// Result of [`RaftRequest::Snapshot`].
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, String>),
+}
+
+/// An HTTP request, forwarded verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiCall {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+/// An HTTP response, returned verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiReply {
+    /// HTTP status code.
+    pub status: u16,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+/// What one node must run: its allocations and their jobs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignments {
+    /// State version these were read at.
+    pub version: u64,
+    /// Jobs referenced by `allocs`.
+    pub jobs: Vec<Job>,
+    /// Allocations placed on the node.
+    pub allocs: Vec<Allocation>,
+}
+
+/// A node's role in Raft, as it sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftRole {
+    /// Current term.
+    pub term: u64,
+    /// Leader it follows, if any.
+    pub leader: Option<NodeId>,
+    /// Current voter set, as this node knows it.
+    pub voters: Vec<NodeId>,
+}
+
+/// What every node gossips about itself once a second.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node id.
+    pub node_id: NodeId,
+    /// libp2p peer id (base58).
+    pub peer_id: String,
+    /// Human name.
+    pub name: String,
+    /// HTTP API address.
+    pub api_addr: String,
+    /// Mesh multiaddrs others can dial.
+    pub mesh_addrs: Vec<String>,
+    /// Node labels.
+    pub labels: BTreeMap<String, String>,
+    /// Schedulable resources.
+    pub capacity: ResourceVec,
+    /// Dynamic host port range (first, last).
+    pub port_range: (u16, u16),
+    /// Image references present locally.
+    pub images: Vec<String>,
+    /// Statuses of the allocations this node runs.
+    pub allocs: Vec<(String, AllocStatus)>,
+    /// Raft view.
+    pub raft: RaftRole,
+    /// Skein version.
+    pub version: String,
+    /// Increases with every message, so gossip never sees two equal ones.
+    pub seq: u64,
+}
