@@ -45,7 +45,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node (the agent) on this host.
-    Agent(commands::agent::AgentArgs),
+    Agent(Box<commands::agent::AgentArgs>),
     /// Create or update the jobs in a YAML file (native jobs or Kubernetes
     /// Deployments), then follow their replicas until they run.
     Apply(commands::apply::ApplyArgs),
@@ -64,6 +64,12 @@ enum Command {
     Restart {
         /// An allocation id or a job name.
         target: String,
+    },
+    /// Print a new cluster key (or write it to --out with mode 0600).
+    Keygen {
+        /// File to create instead of printing.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Set a job's replica count.
     Scale {
@@ -130,12 +136,22 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let fmt = cli.output;
     if let Command::Agent(args) = cli.command {
-        commands::agent::run(args).await?;
+        commands::agent::run(*args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Keygen { out } = &cli.command {
+        match out {
+            Some(path) => {
+                skein_node::mesh::key::write_new(path)?;
+                eprintln!("cluster key written to {}", path.display());
+            }
+            None => print!("{}", skein_node::mesh::key::generate()),
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let client = client::Client::new(&cli.api)?;
     match cli.command {
-        Command::Agent(_) => unreachable!("handled above"),
+        Command::Agent(_) | Command::Keygen { .. } => unreachable!("handled above"),
         Command::Apply(args) => return commands::apply::run(&client, fmt, args).await,
         Command::Job(JobCommand::Ls) => commands::read::job_ls(&client, fmt).await?,
         Command::Job(JobCommand::Status { name }) => {

@@ -1,9 +1,9 @@
-//! Starts a node: opens its data dir, storage and Raft, connects Docker,
-//! and runs the executor, the leader's healing loop and the API until
-//! shutdown. The only module that knows how the others are wired.
+//! Starts a node: opens its data dir, storage, mesh and Raft, connects
+//! Docker, and runs the gossip, executor, healing and voter loops and the
+//! API until shutdown. The only module that knows how the others are wired.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,26 +12,37 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bollard::Docker;
 use skein_protocol::spec::ResourceVec;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::api::{self, ApiCtx};
-use crate::control::Control;
+use crate::context::NodeCtx;
+use crate::control::{voters, Control};
 use crate::executor::{Executor, ExecutorConfig, StatusBoard};
 use crate::membership::local::LocalNode;
-use crate::membership::Membership;
+use crate::membership::{gossip, HealthTiming, Membership};
+use crate::mesh::{self, Mesh, MeshConfig};
 use crate::raft::log_store::{open_db, LogStore};
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
 use crate::state::{node_id_str, ClusterState, NodeId};
+use crate::{api, assignments, inbound};
 
 /// Everything `skein agent` can be told.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Where the node keeps its id, Raft log and state.
+    /// Where the node keeps its id, keys, Raft log and state.
     pub data_dir: PathBuf,
     /// Address the HTTP API listens on (port 0 = any free port).
     pub api: SocketAddr,
+    /// Address the mesh listens on.
+    pub mesh: SocketAddr,
+    /// IP other nodes should dial (default: derived from the listen address).
+    pub advertise: Option<IpAddr>,
+    /// Seed mesh addresses (`HOST:PORT`); empty = bootstrap a new cluster.
+    pub join: Vec<String>,
+    /// Cluster key file; `None` = DATA_DIR/cluster.key, created on bootstrap.
+    pub cluster_key: Option<PathBuf>,
     /// Human name of the node.
     pub name: String,
     /// Node labels (region, zone, …) for job constraints.
@@ -40,6 +51,10 @@ pub struct AgentConfig {
     pub port_range: RangeInclusive<u16>,
     /// Capacity to advertise instead of what Docker reports.
     pub capacity: Option<ResourceVec>,
+    /// Failure detection timing.
+    pub health: HealthTiming,
+    /// How long a voter may be dead before it is replaced.
+    pub voter_grace: Duration,
     /// Executor timing.
     pub executor: ExecutorConfig,
 }
@@ -48,10 +63,14 @@ pub struct AgentConfig {
 const NODE_ID_FILE: &str = "node-id";
 /// File in the data dir holding the API's actual address once it listens.
 pub const API_ADDR_FILE: &str = "api.addr";
+/// Default cluster key file in the data dir.
+pub const CLUSTER_KEY_FILE: &str = "cluster.key";
 /// How often the leader checks that every job has its replicas.
 const HEAL_INTERVAL: Duration = Duration::from_secs(2);
 /// How often this node re-reads its capacity and images from Docker.
 const INVENTORY_INTERVAL: Duration = Duration::from_secs(5);
+/// How often health is re-judged from gossip silence.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Runs a node until `shutdown` resolves.
 pub async fn run(
@@ -69,6 +88,19 @@ pub async fn run(
         "cannot reach Docker (is the daemon running and /var/run/docker.sock readable?)",
     )?;
 
+    let psk = load_cluster_key(&cfg)?;
+    let keypair = mesh::key::load_or_create_identity(&cfg.data_dir.join("node.key"))?;
+    let (mesh, mesh_events) = Mesh::start(MeshConfig {
+        listen: cfg.mesh,
+        advertise: cfg.advertise,
+        join: cfg.join.clone(),
+        psk,
+        keypair,
+        request_timeout: Duration::from_secs(10),
+    })
+    .await
+    .with_context(|| format!("cannot start the mesh on {}", cfg.mesh))?;
+
     let listener = tokio::net::TcpListener::bind(cfg.api)
         .await
         .with_context(|| format!("cannot listen on {} for the API", cfg.api))?;
@@ -81,84 +113,105 @@ pub async fn run(
     let sm = StateMachineStore::new(db, state.clone())
         .await
         .context("cannot restore state machine")?;
-
     let raft_config = openraft::Config {
         cluster_name: "skein".into(),
         heartbeat_interval: 150,
         election_timeout_min: 600,
         election_timeout_max: 1200,
+        install_snapshot_timeout: 2000,
         ..Default::default()
     }
     .validate()?;
-    let raft: SkeinRaft =
-        openraft::Raft::new(id, Arc::new(raft_config), Network, log_store, sm).await?;
-    let me = RaftPeer {
-        name: cfg.name.clone(),
-        addr: api_addr.to_string(),
-    };
-    if !raft.is_initialized().await? {
-        info!(node = %node_id_str(id), "first start: initialising a single-voter cluster");
-        raft.initialize(BTreeMap::from([(id, me)])).await?;
-    }
+    let raft: SkeinRaft = openraft::Raft::new(
+        id,
+        Arc::new(raft_config),
+        Network::new(mesh.clone(), id),
+        log_store,
+        sm,
+    )
+    .await?;
 
     let local = LocalNode {
         id,
+        peer_id: mesh.local_peer_id().to_string(),
         name: cfg.name.clone(),
         addr: api_addr.to_string(),
         labels: cfg.labels.clone(),
         port_range: cfg.port_range.clone(),
         capacity_override: cfg.capacity,
     };
-    let membership = Arc::new(Membership::new());
-    let record = local
-        .read(&docker)
-        .await
-        .context("cannot read node capacity from Docker")?;
-    info!(
-        node = %node_id_str(id),
-        name = %cfg.name,
-        cpu_millis = record.capacity.cpu_millis,
-        memory_bytes = record.capacity.memory_bytes,
-        images = record.images.len(),
-        "node capacity"
-    );
-    membership.upsert(record).await;
-
+    let membership = Arc::new(Membership::new(id, cfg.health));
+    let saved = assignments::load(&cfg.data_dir);
+    let (synced_tx, synced_rx) = watch::channel(saved.is_some());
+    let desired = StateHandle::new(saved.unwrap_or_default());
     let board = StatusBoard::new();
     let control = Arc::new(Control::new(
         raft.clone(),
         state.clone(),
         membership.clone(),
     ));
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(
-        Executor::new(
-            docker.clone(),
-            id,
-            state.clone(),
-            board.clone(),
-            cfg.executor.clone(),
-        )
-        .run(),
-    );
-    tasks.spawn(inventory_loop(
-        local.clone(),
-        docker.clone(),
-        membership.clone(),
-    ));
-    tasks.spawn(heal_loop(raft.clone(), control.clone(), id));
-
-    let ctx = Arc::new(ApiCtx {
-        control,
-        state,
-        board,
-        membership,
+    let ctx = Arc::new(NodeCtx {
         local,
+        raft: raft.clone(),
+        state,
+        desired,
+        control: control.clone(),
+        membership,
+        board,
+        mesh,
         docker,
     });
+    let record = ctx
+        .refresh_self()
+        .await
+        .context("cannot read node capacity from Docker")?;
+    info!(
+        node = %node_id_str(id),
+        name = %cfg.name,
+        peer = %record.peer_id,
+        mesh = ?record.mesh_addrs,
+        cpu_millis = record.capacity.cpu_millis,
+        memory_bytes = record.capacity.memory_bytes,
+        images = record.images.len(),
+        "node starting"
+    );
+
+    if !raft.is_initialized().await? {
+        if cfg.join.is_empty() {
+            info!(node = %node_id_str(id), "no --join: bootstrapping a new cluster with this node as its first voter");
+            let me = RaftPeer {
+                name: cfg.name.clone(),
+                addr: api_addr.to_string(),
+                peer_id: record.peer_id.clone(),
+                mesh_addrs: record.mesh_addrs.clone(),
+            };
+            raft.initialize(BTreeMap::from([(id, me)])).await?;
+        } else {
+            info!(seeds = ?cfg.join, "joining a cluster through its seeds");
+        }
+    }
+
+    let router = api::router(ctx.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(inbound::run(ctx.clone(), router.clone(), mesh_events));
+    tasks.spawn(publish_loop(ctx.clone()));
+    tasks.spawn(health_loop(ctx.clone()));
+    tasks.spawn(assignments::run(
+        ctx.clone(),
+        cfg.data_dir.clone(),
+        synced_tx,
+    ));
+    tasks.spawn(executor_when_synced(
+        ctx.clone(),
+        synced_rx,
+        cfg.executor.clone(),
+    ));
+    tasks.spawn(heal_loop(ctx.clone(), control, id));
+    tasks.spawn(voters::run(ctx.clone(), cfg.voter_grace));
+
     write_atomically(&cfg.data_dir.join(API_ADDR_FILE), &api_addr.to_string())?;
     info!(addr = %api_addr, data_dir = %cfg.data_dir.display(), "api listening");
-    axum::serve(listener, api::router(ctx))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;
     info!("shutting down");
@@ -169,22 +222,104 @@ pub async fn run(
     Ok(())
 }
 
-/// Keeps this node's record (capacity, images) fresh.
-async fn inventory_loop(local: LocalNode, docker: Docker, membership: Arc<Membership>) {
+fn load_cluster_key(cfg: &AgentConfig) -> Result<libp2p::pnet::PreSharedKey> {
+    let psk = match &cfg.cluster_key {
+        Some(path) => mesh::key::load(path)?,
+        None if !cfg.join.is_empty() => bail!(
+            "--join needs --cluster-key FILE: copy the key of the cluster you join \
+             (the first node wrote it to DATA_DIR/{CLUSTER_KEY_FILE}; or create one with `skein keygen`)"
+        ),
+        None => {
+            let path = cfg.data_dir.join(CLUSTER_KEY_FILE);
+            if path.exists() {
+                mesh::key::load(&path)?
+            } else {
+                let psk = mesh::key::write_new(&path)?;
+                info!(path = %path.display(), "created a cluster key: copy it to the nodes that join (--cluster-key)");
+                psk
+            }
+        }
+    };
+    info!(fingerprint = %mesh::key::fingerprint(&psk), "cluster key loaded");
+    Ok(psk)
+}
+
+/// Publishes this node's status every second (and re-reads Docker
+/// inventory every few seconds).
+async fn publish_loop(ctx: Arc<NodeCtx>) {
+    let mut seq: u64 = 0;
+    let mut last_inventory = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(INVENTORY_INTERVAL).await;
-        match local.read(&docker).await {
-            Ok(r) => membership.upsert(r).await,
-            Err(e) => warn!(error = %e, "cannot refresh node inventory from Docker"),
+        tokio::time::sleep(gossip::PUBLISH_INTERVAL).await;
+        let record = if last_inventory.elapsed() >= INVENTORY_INTERVAL {
+            last_inventory = tokio::time::Instant::now();
+            ctx.refresh_self().await
+        } else {
+            None
+        };
+        let Some(mut record) = (match record {
+            Some(r) => Some(r),
+            None => ctx.membership.get(ctx.id()).await,
+        }) else {
+            continue;
+        };
+        record.raft = ctx.raft_role();
+        record.mesh_addrs = ctx
+            .mesh
+            .advertised_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        ctx.membership.observe(record.clone()).await;
+        seq += 1;
+        let allocs = ctx.board.of_node(ctx.id()).await;
+        let status = gossip::status_of(&record, allocs, record.raft.clone(), seq);
+        if let Err(e) = ctx.mesh.publish_status(&status).await {
+            tracing::debug!(error = %e, "status not published");
         }
     }
 }
 
-/// On the leader: periodically re-place replicas that are missing.
-async fn heal_loop(raft: SkeinRaft, control: Arc<Control>, id: NodeId) {
+async fn health_loop(ctx: Arc<NodeCtx>) {
     loop {
-        tokio::time::sleep(HEAL_INTERVAL).await;
-        if raft.metrics().borrow().current_leader != Some(id) {
+        tokio::time::sleep(HEALTH_CHECK_INTERVAL).await;
+        ctx.membership.check_health().await;
+    }
+}
+
+/// Starts the executor once this node knows what it should run, so that
+/// it never removes containers only because nobody told it about them yet.
+async fn executor_when_synced(
+    ctx: Arc<NodeCtx>,
+    mut synced: watch::Receiver<bool>,
+    cfg: ExecutorConfig,
+) {
+    if synced.wait_for(|s| *s).await.is_err() {
+        return;
+    }
+    Executor::new(
+        ctx.docker.clone(),
+        ctx.id(),
+        ctx.desired.clone(),
+        ctx.board.clone(),
+        cfg,
+    )
+    .run()
+    .await;
+}
+
+/// On the leader: re-place replicas that are missing or lost with a dead
+/// node, right after membership changes and periodically.
+async fn heal_loop(ctx: Arc<NodeCtx>, control: Arc<Control>, id: NodeId) {
+    let mut changes = ctx.membership.subscribe();
+    let mut leader_changes = ctx.raft.metrics();
+    loop {
+        tokio::select! {
+            _ = changes.changed() => {},
+            _ = leader_changes.changed() => {},
+            _ = tokio::time::sleep(HEAL_INTERVAL) => {},
+        }
+        if ctx.raft.metrics().borrow().current_leader != Some(id) {
             continue;
         }
         if let Err(e) = control.reconcile().await {

@@ -14,6 +14,9 @@
 //! * [`poll_until`] / [`poll_until_ok`]: the only way to wait. Tests never sleep
 //!   for a fixed time; they poll a condition with a deadline and get a message
 //!   saying what they waited for when it expires.
+//! * [`Cluster`] (module [`cluster`]) runs several agents, each in its own
+//!   network namespace on a private bridge, so a test can kill, restart and
+//!   partition nodes; [`Bridge`] and [`Netns`] are its plumbing.
 //! * Docker helpers ([`docker`], [`containers_with_label`], [`container_labels`],
 //!   [`container_inspect`], [`ContainerGuard`]) and small utilities
 //!   ([`unique_name`], [`write_manifest`], [`dedent`]).
@@ -36,6 +39,9 @@
 //! * `SKEIN_E2E_NODE_LIST` — a file to which the node id of every agent started
 //!   is appended (one per line); `scripts/test.sh` uses it to tell this run's
 //!   leftover containers from those of other runs on the same Docker daemon.
+
+pub mod cluster;
+pub use cluster::*;
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -75,8 +81,9 @@ pub const PORT_SPAN_END: u16 = 59999;
 pub const PORT_RANGE_LEN: u16 = 50;
 
 /// Hosts that must never go through an HTTP proxy, passed to every child
-/// process (the CLI's HTTP client honours `*_PROXY` variables).
-const NO_PROXY: &str = "127.0.0.1,localhost,::1";
+/// process (the CLI's HTTP client honours `*_PROXY` variables): loopback and
+/// the private subnets of [`cluster`] test networks.
+const NO_PROXY: &str = "127.0.0.1,localhost,::1,10.211.0.0/16";
 
 // ---------------------------------------------------------------------------
 // The skein binary
@@ -385,6 +392,17 @@ fn describe(cmd: &Command) -> String {
 /// If it is still running after `timeout` it is SIGKILLed and this panics
 /// with whatever it printed.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> CliOutput {
+    match try_run_with_timeout(cmd, timeout) {
+        Ok(o) => o,
+        Err(o) => panic!("command timed out after {timeout:?} and was killed: {o}"),
+    }
+}
+
+/// Like [`run_with_timeout`], but a command still running after `timeout` is
+/// SIGKILLed and returned as `Err` (with whatever it printed) instead of
+/// panicking: for calls that may legitimately hang for a while, e.g. a write
+/// during a leader election.
+pub fn try_run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<CliOutput, CliOutput> {
     let command = describe(cmd);
     let child = cmd
         .stdin(Stdio::null())
@@ -416,9 +434,10 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> CliOutput {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
     if timed_out {
-        panic!("command timed out after {timeout:?} and was killed: {o}");
+        Err(o)
+    } else {
+        Ok(o)
     }
-    o
 }
 
 // ---------------------------------------------------------------------------
@@ -803,6 +822,17 @@ pub struct AgentOpts {
     pub bin: Option<PathBuf>,
     /// How long to wait for the API to answer; default [`AGENT_READY_TIMEOUT`].
     pub ready_timeout: Option<Duration>,
+    /// `--api ADDR`; default `127.0.0.1:0` (a free port, read back from
+    /// `<data dir>/api.addr`).
+    pub api_listen: Option<String>,
+    /// Run the agent inside this network namespace (`ip netns exec NETNS …`,
+    /// which execs, so the process id and `PR_SET_PDEATHSIG` are the agent's).
+    /// Only the agent runs there; [`Agent::cli`] runs in the caller's namespace.
+    pub netns: Option<String>,
+    /// Command prefix for the agent process (e.g. `["taskset", "-c", "0"]`),
+    /// after `ip netns exec NETNS` if [`AgentOpts::netns`] is set. It must
+    /// exec the agent, not fork it, or killing the agent kills the wrapper only.
+    pub wrapper: Vec<String>,
 }
 
 impl AgentOpts {
@@ -829,6 +859,18 @@ impl AgentOpts {
     /// Sets an environment variable for the agent process.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Sets `--api ADDR` (instead of `127.0.0.1:0`).
+    pub fn api_listen(mut self, addr: &str) -> Self {
+        self.api_listen = Some(addr.to_string());
+        self
+    }
+
+    /// Runs the agent in network namespace `name` (see [`AgentOpts::netns`]).
+    pub fn netns(mut self, name: &str) -> Self {
+        self.netns = Some(name.to_string());
         self
     }
 }
@@ -922,17 +964,34 @@ impl Agent {
         }
         self.starts += 1;
 
-        let mut cmd = Command::new(&self.bin);
+        let mut prefix: Vec<OsString> = Vec::new();
+        if let Some(ns) = &self.opts.netns {
+            prefix.extend(["ip", "netns", "exec", ns.as_str()].map(OsString::from));
+        }
+        prefix.extend(self.opts.wrapper.iter().map(OsString::from));
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let api_listen = self.opts.api_listen.as_deref().unwrap_or("127.0.0.1:0");
         cmd.arg("agent")
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--api", "127.0.0.1:0", "--port-range"])
+            .args(["--api", api_listen, "--port-range"])
             .arg(self.ports.arg());
         if let Some(name) = &self.opts.name {
             cmd.args(["--name", name]);
         }
         for (k, v) in &self.opts.labels {
             cmd.arg("--label").arg(format!("{k}={v}"));
+        }
+        // Standalone agents share this host: each gets its own mesh port.
+        if !self.opts.extra_args.iter().any(|a| a == "--mesh") {
+            cmd.args(["--mesh", "127.0.0.1:0"]);
         }
         cmd.args(&self.opts.extra_args);
 
@@ -1059,7 +1118,8 @@ impl Agent {
         )
     }
 
-    /// The API address, `127.0.0.1:PORT` (changes on [`Agent::restart`]).
+    /// The API address, `127.0.0.1:PORT` by default (changes on
+    /// [`Agent::restart`] unless [`AgentOpts::api_listen`] fixed it).
     pub fn api(&self) -> &str {
         &self.api
     }
@@ -1152,6 +1212,17 @@ impl Agent {
     /// [`Agent::cli`] with another time limit.
     pub fn cli_timeout(&self, timeout: Duration, args: &[&str]) -> CliOutput {
         run_with_timeout(&mut self.cli_command(args), timeout)
+    }
+
+    /// [`Agent::cli`] with a time limit that is not an error: `None` when the
+    /// command was still running after `timeout` (it is killed then).
+    pub fn try_cli_timeout(&self, timeout: Duration, args: &[&str]) -> Option<CliOutput> {
+        try_run_with_timeout(&mut self.cli_command(args), timeout).ok()
+    }
+
+    /// The options it was started with.
+    pub fn opts(&self) -> &AgentOpts {
+        &self.opts
     }
 
     /// Runs `skein --api <addr> -o json args…`, asserts it succeeded and

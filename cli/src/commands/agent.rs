@@ -3,11 +3,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use skein_node::agent::{self, AgentConfig};
 use skein_node::executor::ExecutorConfig;
+use skein_node::membership::HealthTiming;
 use skein_protocol::quantity::{parse_cpu_millis, parse_memory_bytes};
 use skein_protocol::spec::ResourceVec;
 use tracing_subscriber::EnvFilter;
@@ -24,6 +26,41 @@ pub struct AgentArgs {
     /// chosen address is written to DATA_DIR/api.addr.
     #[arg(long, env = "SKEIN_API_LISTEN", default_value = "127.0.0.1:7420")]
     api: SocketAddr,
+
+    /// Address the peer-to-peer mesh listens on (TCP; other nodes join here).
+    #[arg(long, env = "SKEIN_MESH_LISTEN", default_value = "0.0.0.0:7421")]
+    mesh: SocketAddr,
+
+    /// IP address other nodes should dial to reach this one (default: the
+    /// mesh listen address, or this host's addresses when listening on
+    /// 0.0.0.0).
+    #[arg(long)]
+    advertise: Option<std::net::IpAddr>,
+
+    /// Mesh address (HOST:PORT) of any node of the cluster to join;
+    /// repeatable. Without it, this node bootstraps a new cluster.
+    #[arg(long, value_name = "HOST:PORT")]
+    join: Vec<String>,
+
+    /// Pre-shared cluster key file (from `skein keygen`); peers without the
+    /// same key cannot even complete a handshake. Default: DATA_DIR/cluster.key,
+    /// created when bootstrapping; required with --join.
+    #[arg(long, env = "SKEIN_CLUSTER_KEY", value_name = "FILE")]
+    cluster_key: Option<PathBuf>,
+
+    /// A node whose status has not arrived for this long is suspect (it
+    /// keeps its work).
+    #[arg(long, default_value = "1500ms", value_parser = humantime::parse_duration)]
+    suspect_after: Duration,
+
+    /// A node whose status has not arrived for this long is dead: its
+    /// replicas are started elsewhere.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    dead_after: Duration,
+
+    /// A Raft voter dead for this long is replaced by a healthy node.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    voter_grace: Duration,
 
     /// Development mode: keep all state in a fresh temporary directory
     /// that is deleted on exit.
@@ -61,7 +98,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
+                .unwrap_or_else(|_| EnvFilter::new("info,openraft=error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -105,9 +142,21 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         (None, None) => crate::default_data_dir(),
     };
     let name = args.name.unwrap_or_else(hostname);
+    if args.dead_after <= args.suspect_after {
+        bail!("--dead-after must be longer than --suspect-after");
+    }
     let cfg = AgentConfig {
         data_dir,
         api: args.api,
+        mesh: args.mesh,
+        advertise: args.advertise,
+        join: args.join,
+        cluster_key: args.cluster_key,
+        health: HealthTiming {
+            suspect_after: args.suspect_after,
+            dead_after: args.dead_after,
+        },
+        voter_grace: args.voter_grace,
         name,
         labels,
         port_range,

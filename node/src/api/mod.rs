@@ -4,6 +4,7 @@
 //! [`skein_protocol::api`].
 
 pub mod error;
+pub mod forward;
 pub mod views;
 
 use std::sync::Arc;
@@ -15,7 +16,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bollard::Docker;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -25,34 +25,15 @@ use skein_protocol::api::{
 };
 use skein_protocol::spec::SpecError;
 
-use crate::control::Control;
-use crate::executor::{self, StatusBoard};
-use crate::membership::local::LocalNode;
-use crate::membership::Membership;
-use crate::raft::StateHandle;
+use crate::context::NodeCtx;
+use crate::executor;
 use crate::state::node_id_str;
 pub use error::ApiErr;
 
-/// Everything a handler may use.
-pub struct ApiCtx {
-    /// Write path.
-    pub control: Arc<Control>,
-    /// Applied state.
-    pub state: Arc<StateHandle>,
-    /// Allocation statuses.
-    pub board: StatusBoard,
-    /// Node records.
-    pub membership: Arc<Membership>,
-    /// This node.
-    pub local: LocalNode,
-    /// Docker, for logs and the local inventory.
-    pub docker: Docker,
-}
+type Ctx = State<Arc<NodeCtx>>;
 
-type Ctx = State<Arc<ApiCtx>>;
-
-/// The API router.
-pub fn router(ctx: Arc<ApiCtx>) -> Router {
+/// The API router, with forwarding to the leader in front.
+pub fn router(ctx: Arc<NodeCtx>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/nodes", get(nodes))
@@ -63,6 +44,10 @@ pub fn router(ctx: Arc<ApiCtx>) -> Router {
         .route("/v1/allocs", get(allocs))
         .route("/v1/allocs/{id}/restart", post(restart_alloc))
         .route("/v1/allocs/{id}/logs", get(logs))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            forward::forward,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(ctx)
 }
@@ -83,11 +68,12 @@ fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result
 }
 
 async fn status(State(ctx): Ctx) -> Json<StatusView> {
-    let m = ctx.control.raft().metrics().borrow().clone();
+    let m = ctx.raft.metrics().borrow().clone();
+    let leader = ctx.leader().await;
     Json(StatusView {
         node_id: node_id_str(ctx.local.id),
         node_name: ctx.local.name.clone(),
-        leader_id: m.current_leader.map(node_id_str),
+        leader_id: leader.map(node_id_str),
         term: m.current_term,
         last_applied: m.last_applied.map_or(0, |l| l.index),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -95,16 +81,23 @@ async fn status(State(ctx): Ctx) -> Json<StatusView> {
 }
 
 async fn nodes(State(ctx): Ctx) -> Json<Vec<NodeView>> {
-    let m = ctx.control.raft().metrics().borrow().clone();
-    let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+    let leader = ctx.leader().await;
+    let all = ctx.membership.all().await;
+    // Members know the voter set from Raft; others from the leader's gossip.
+    let voters: Vec<u64> = if ctx.is_member() {
+        let m = ctx.raft.metrics().borrow().membership_config.clone();
+        m.membership().voter_ids().collect()
+    } else {
+        all.iter()
+            .find(|n| Some(n.id) == leader)
+            .map(|n| n.raft.voters.clone())
+            .unwrap_or_default()
+    };
     let state = ctx.state.snapshot().await;
-    let views = ctx
-        .membership
-        .all()
-        .await
+    let views = all
         .iter()
         .map(|n| {
-            let role = if m.current_leader == Some(n.id) {
+            let role = if leader == Some(n.id) {
                 "leader"
             } else if voters.contains(&n.id) {
                 "voter"
@@ -169,9 +162,7 @@ async fn apply(
         return Err(ApiErr::invalid("invalid job spec", details));
     }
     // Images built a moment ago must count: refresh our own record first.
-    if let Ok(record) = ctx.local.read(&ctx.docker).await {
-        ctx.membership.upsert(record).await;
-    }
+    ctx.refresh_self().await;
     Ok(Json(ctx.control.apply(req.jobs).await?))
 }
 
@@ -248,19 +239,27 @@ async fn logs(
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiErr> {
-    let owner = ctx
-        .state
-        .read(|s| s.allocs.get(&id).map(|a| a.node))
-        .await
-        .ok_or_else(|| ApiErr::not_found(format!("allocation {id} not found")))?;
-    if owner != ctx.local.id {
-        return Err(ApiErr::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "allocation {id} runs on node {}; ask that node for its logs",
-                node_id_str(owner)
-            ),
-        ));
+    let mine = ctx.desired.read(|s| s.allocs.contains_key(&id)).await;
+    if !mine {
+        let owner = ctx.state.read(|s| s.allocs.get(&id).map(|a| a.node)).await;
+        return Err(match owner {
+            None => ApiErr::not_found(format!("allocation {id} not found on this node")),
+            Some(owner) => {
+                let addr = ctx
+                    .membership
+                    .get(owner)
+                    .await
+                    .map(|n| n.addr)
+                    .unwrap_or_default();
+                ApiErr::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    format!(
+                        "allocation {id} runs on node {} (api {addr}); ask that node for its logs",
+                        node_id_str(owner)
+                    ),
+                )
+            }
+        });
     }
     // Probe once so a missing container is a clean 404, not a broken stream.
     let mut stream = Box::pin(executor::logs(&ctx.docker, &id, q.follow, q.tail));

@@ -7,6 +7,7 @@
 //! recomputed. A call returns only after its command is committed.
 
 pub mod planner;
+pub mod voters;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -169,9 +170,9 @@ impl Control {
             self.ensure_leader().await?;
             let state = self.state.snapshot().await;
             let nodes = self.membership.candidates(&state).await;
-            let ready = self.membership.ready_ids().await;
+            let alive = self.membership.alive_ids().await;
             let seed = rand::rng().random();
-            let (plan, out) = f(&state, &nodes, &ready, seed)?;
+            let (plan, out) = f(&state, &nodes, &alive, seed)?;
             if plan.is_empty() {
                 return Ok(out);
             }

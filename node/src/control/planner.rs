@@ -1,7 +1,7 @@
 //! Plans: the job and allocation changes that bring the state closer to
 //! what users asked for.
 //!
-//! Pure functions of (state, ready nodes, request). The leader calls them
+//! Pure functions of (state, nodes, request). The leader calls them
 //! under its planning lock and submits the result as one Raft command, so
 //! a job and its placements are committed together or not at all.
 
@@ -95,16 +95,16 @@ impl<'a> Draft<'a> {
     }
 
     /// Brings `job`'s allocations to its replica count: keeps healthy
-    /// current ones, drops those on gone nodes or of older versions,
+    /// current ones, drops those on dead nodes (not in `alive`) or of older versions,
     /// removes the highest indexes when scaling down, fills the gaps.
-    fn converge(&mut self, job: &Job, ready: &BTreeSet<NodeId>) -> Result<(), PlanError> {
+    fn converge(&mut self, job: &Job, alive: &BTreeSet<NodeId>) -> Result<(), PlanError> {
         let existing: Vec<Allocation> = self.state.allocs_of(&job.spec.name).cloned().collect();
         let mut kept = BTreeSet::new();
         for a in existing {
             let keep = !job.stopped
                 && a.job_version == job.version
                 && a.index < job.spec.replicas
-                && ready.contains(&a.node)
+                && alive.contains(&a.node)
                 && kept.insert(a.index);
             if !keep {
                 self.remove(&a);
@@ -159,7 +159,7 @@ fn same_template(a: &JobSpec, b: &JobSpec) -> bool {
 pub fn apply(
     state: &ClusterState,
     nodes: &[NodeCandidate],
-    ready: &BTreeSet<NodeId>,
+    alive: &BTreeSet<NodeId>,
     specs: &[JobSpec],
     seed: u64,
 ) -> Result<(Plan, Vec<JobApplyResult>), PlanError> {
@@ -197,7 +197,7 @@ pub fn apply(
             ),
         };
         // Free old versions' resources before placing the new ones.
-        d.converge(&job, ready)?;
+        d.converge(&job, alive)?;
         if change != ChangeKind::Unchanged {
             d.plan.put_jobs.push(job.clone());
         }
@@ -219,7 +219,7 @@ pub fn apply(
 pub fn scale(
     state: &ClusterState,
     nodes: &[NodeCandidate],
-    ready: &BTreeSet<NodeId>,
+    alive: &BTreeSet<NodeId>,
     job: &str,
     replicas: u32,
     seed: u64,
@@ -231,7 +231,7 @@ pub fn scale(
     let mut new = old.clone();
     new.spec.replicas = replicas;
     let mut d = Draft::new(state, nodes, seed);
-    d.converge(&new, ready)?;
+    d.converge(&new, alive)?;
     d.plan.put_jobs.push(new);
     Ok(d.plan)
 }
@@ -258,7 +258,7 @@ pub fn stop(state: &ClusterState, job: &str) -> Result<Plan, PlanError> {
 pub fn reconcile(
     state: &ClusterState,
     nodes: &[NodeCandidate],
-    ready: &BTreeSet<NodeId>,
+    alive: &BTreeSet<NodeId>,
     seed: u64,
 ) -> (Plan, Vec<(String, PlanError)>) {
     let mut d = Draft::new(state, nodes, seed);
@@ -269,7 +269,7 @@ pub fn reconcile(
             d.plan.remove_allocs.len(),
             d.plan.add_allocs.len(),
         );
-        if let Err(e) = d.converge(job, ready) {
+        if let Err(e) = d.converge(job, alive) {
             d.nodes = before.0;
             d.plan.remove_allocs.truncate(before.1);
             d.plan.add_allocs.truncate(before.2);

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
-use std::time::Instant;
 
 use bollard::query_parameters::ListImagesOptionsBuilder;
 use bollard::Docker;
@@ -12,6 +11,7 @@ use skein_protocol::api::NodeHealth;
 use skein_protocol::spec::ResourceVec;
 
 use super::NodeRecord;
+use crate::mesh::wire::RaftRole;
 use crate::state::NodeId;
 
 /// Static facts about this node, fixed at start.
@@ -19,6 +19,8 @@ use crate::state::NodeId;
 pub struct LocalNode {
     /// Node id.
     pub id: NodeId,
+    /// libp2p peer id (base58).
+    pub peer_id: String,
     /// Human name.
     pub name: String,
     /// API address others reach this node on.
@@ -52,14 +54,18 @@ impl LocalNode {
             .collect();
         Ok(NodeRecord {
             id: self.id,
+            peer_id: self.peer_id.clone(),
             name: self.name.clone(),
             addr: self.addr.clone(),
+            mesh_addrs: Vec::new(),
             labels: self.labels.clone(),
             capacity,
             port_range: self.port_range.clone(),
             images,
+            raft: RaftRole::default(),
             health: NodeHealth::Ready,
-            last_seen: Instant::now(),
+            last_seen: tokio::time::Instant::now(),
+            dead_since: None,
             version: env!("CARGO_PKG_VERSION").to_string(),
         })
     }

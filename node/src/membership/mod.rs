@@ -2,32 +2,42 @@
 //!
 //! The [`Membership`] table is the scheduler's view of the world. A node
 //! writes its own record from Docker (capacity, local images); records of
-//! other nodes arrive by gossip. The planner only ever reads
-//! [`Membership::candidates`], so placement does not care where a record
-//! came from.
+//! other nodes arrive by gossip ([`gossip`]). Health is judged locally from
+//! how long ago a node's last status arrived: ready → suspect → dead. The
+//! planner only reads [`Membership::candidates`] and
+//! [`Membership::alive_ids`], so placement does not care where a record came
+//! from.
 
+pub mod gossip;
 pub mod local;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
-use std::time::Instant;
+use std::time::Duration;
 
 use skein_protocol::api::NodeHealth;
 use skein_protocol::spec::ResourceVec;
-use tokio::sync::RwLock;
+use tokio::sync::{watch, RwLock};
+use tokio::time::Instant;
+use tracing::{info, warn};
 
+use crate::mesh::wire::RaftRole;
 use crate::scheduler::NodeCandidate;
-use crate::state::{ClusterState, NodeId};
+use crate::state::{node_id_str, ClusterState, NodeId};
 
 /// What the cluster knows about one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRecord {
     /// Node id.
     pub id: NodeId,
+    /// libp2p peer id (base58), empty until known.
+    pub peer_id: String,
     /// Human name.
     pub name: String,
     /// Address of the node's API.
     pub addr: String,
+    /// Mesh multiaddrs.
+    pub mesh_addrs: Vec<String>,
     /// Labels such as region/zone, matched by job constraints.
     pub labels: BTreeMap<String, String>,
     /// Schedulable resources.
@@ -36,35 +46,132 @@ pub struct NodeRecord {
     pub port_range: RangeInclusive<u16>,
     /// Image references present in the node's Docker.
     pub images: BTreeSet<String>,
+    /// The node's own view of Raft.
+    pub raft: RaftRole,
     /// Health as last judged.
     pub health: NodeHealth,
     /// When the record was last refreshed.
     pub last_seen: Instant,
+    /// Since when the node is dead, if it is.
+    pub dead_since: Option<Instant>,
     /// Skein version the node runs.
     pub version: String,
 }
 
+/// When silence makes a node suspect, then dead.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthTiming {
+    /// No status for this long: suspect (keeps its work).
+    pub suspect_after: Duration,
+    /// No status for this long: dead (its work is rescheduled).
+    pub dead_after: Duration,
+}
+
+impl Default for HealthTiming {
+    fn default() -> Self {
+        Self {
+            suspect_after: Duration::from_millis(1500),
+            dead_after: Duration::from_secs(3),
+        }
+    }
+}
+
 /// The membership table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Membership {
+    local: NodeId,
+    timing: HealthTiming,
     nodes: RwLock<BTreeMap<NodeId, NodeRecord>>,
+    changes: watch::Sender<u64>,
 }
 
 impl Membership {
-    /// An empty table.
-    pub fn new() -> Self {
-        Self::default()
+    /// A table for the node `local`.
+    pub fn new(local: NodeId, timing: HealthTiming) -> Self {
+        Self {
+            local,
+            timing,
+            nodes: RwLock::new(BTreeMap::new()),
+            changes: watch::channel(0).0,
+        }
     }
 
-    /// Inserts or replaces a node's record.
-    pub async fn upsert(&self, record: NodeRecord) {
-        self.nodes.write().await.insert(record.id, record);
+    /// This node's id.
+    pub fn local_id(&self) -> NodeId {
+        self.local
     }
 
-    /// Updates a node's record in place, if present.
-    pub async fn update(&self, id: NodeId, f: impl FnOnce(&mut NodeRecord)) {
-        if let Some(r) = self.nodes.write().await.get_mut(&id) {
-            f(r);
+    /// Ticks whenever a node appears or changes health.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn notify(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// Records a fresh report about a node (our own, or gossip). Fresh news
+    /// means the node is ready.
+    pub async fn observe(&self, mut record: NodeRecord) {
+        record.health = NodeHealth::Ready;
+        record.dead_since = None;
+        record.last_seen = Instant::now();
+        let mut nodes = self.nodes.write().await;
+        let changed = match nodes.get(&record.id) {
+            None => {
+                if record.id != self.local {
+                    info!(node = %node_id_str(record.id), name = %record.name, addr = %record.addr, "node joined");
+                }
+                true
+            }
+            Some(old) if old.health != NodeHealth::Ready => {
+                info!(node = %node_id_str(record.id), name = %record.name, was = %old.health, "node is back");
+                true
+            }
+            Some(_) => false,
+        };
+        nodes.insert(record.id, record);
+        drop(nodes);
+        if changed {
+            self.notify();
+        }
+    }
+
+    /// Re-judges every node's health from the age of its last report.
+    pub async fn check_health(&self) {
+        let now = Instant::now();
+        let mut changed = false;
+        let mut nodes = self.nodes.write().await;
+        for n in nodes.values_mut() {
+            if n.id == self.local {
+                continue;
+            }
+            let silent = now.duration_since(n.last_seen);
+            let health = if silent >= self.timing.dead_after {
+                NodeHealth::Dead
+            } else if silent >= self.timing.suspect_after {
+                NodeHealth::Suspect
+            } else {
+                NodeHealth::Ready
+            };
+            if health != n.health {
+                match health {
+                    NodeHealth::Dead => {
+                        warn!(node = %node_id_str(n.id), name = %n.name, silent = ?silent, "node is dead: its work will be rescheduled");
+                        n.dead_since = Some(now);
+                    }
+                    NodeHealth::Suspect => {
+                        warn!(node = %node_id_str(n.id), name = %n.name, silent = ?silent, "node is suspect")
+                    }
+                    NodeHealth::Ready => {}
+                }
+                n.health = health;
+                changed = true;
+            }
+        }
+        drop(nodes);
+        if changed {
+            self.notify();
         }
     }
 
@@ -90,14 +197,25 @@ impl Membership {
             .collect()
     }
 
-    /// Ids of nodes that are ready.
-    pub async fn ready_ids(&self) -> BTreeSet<NodeId> {
+    /// Nodes that are not dead: their allocations stay where they are.
+    pub async fn alive_ids(&self) -> BTreeSet<NodeId> {
         let nodes = self.nodes.read().await;
         nodes
             .values()
-            .filter(|n| n.health == NodeHealth::Ready)
+            .filter(|n| n.health != NodeHealth::Dead)
             .map(|n| n.id)
             .collect()
+    }
+
+    /// The leader as gossip tells it: the view reported with the highest
+    /// term. Used by nodes outside the Raft voter set.
+    pub async fn leader_hint(&self) -> Option<NodeId> {
+        let nodes = self.nodes.read().await;
+        nodes
+            .values()
+            .filter(|n| n.health != NodeHealth::Dead && n.raft.leader.is_some())
+            .max_by_key(|n| n.raft.term)
+            .and_then(|n| n.raft.leader)
     }
 }
 
@@ -118,5 +236,76 @@ fn candidate(n: &NodeRecord, state: &ClusterState) -> NodeCandidate {
         port_range: n.port_range.clone(),
         images: Some(n.images.clone()),
         job_replicas,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: NodeId) -> NodeRecord {
+        NodeRecord {
+            id,
+            peer_id: String::new(),
+            name: format!("n{id}"),
+            addr: String::new(),
+            mesh_addrs: vec![],
+            labels: Default::default(),
+            capacity: ResourceVec::new(1000, 1 << 30),
+            port_range: 20000..=20010,
+            images: Default::default(),
+            raft: RaftRole::default(),
+            health: NodeHealth::Ready,
+            last_seen: Instant::now(),
+            dead_since: None,
+            version: String::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_makes_suspect_then_dead_and_news_revives() {
+        let m = Membership::new(1, HealthTiming::default());
+        let mut changes = m.subscribe();
+        m.observe(record(1)).await;
+        m.observe(record(2)).await;
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        tokio::time::advance(Duration::from_millis(1600)).await;
+        m.check_health().await;
+        assert_eq!(m.get(2).await.unwrap().health, NodeHealth::Suspect);
+        assert_eq!(m.alive_ids().await, [1, 2].into());
+        assert_eq!(m.candidates(&ClusterState::default()).await.len(), 1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        m.check_health().await;
+        assert_eq!(m.get(2).await.unwrap().health, NodeHealth::Dead);
+        assert_eq!(
+            m.get(1).await.unwrap().health,
+            NodeHealth::Ready,
+            "never judges itself"
+        );
+        assert_eq!(m.alive_ids().await, [1].into());
+        assert!(changes.has_changed().unwrap());
+        m.observe(record(2)).await;
+        assert_eq!(m.get(2).await.unwrap().health, NodeHealth::Ready);
+    }
+
+    #[tokio::test]
+    async fn leader_hint_follows_the_highest_term() {
+        let m = Membership::new(1, HealthTiming::default());
+        let mut a = record(2);
+        a.raft = RaftRole {
+            term: 3,
+            leader: Some(2),
+            voters: vec![],
+        };
+        let mut b = record(3);
+        b.raft = RaftRole {
+            term: 5,
+            leader: Some(3),
+            voters: vec![],
+        };
+        m.observe(a).await;
+        m.observe(b).await;
+        assert_eq!(m.leader_hint().await, Some(3));
     }
 }

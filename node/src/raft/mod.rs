@@ -24,8 +24,12 @@ use crate::state::{ClusterState, Command, CommandResult, NodeId};
 pub struct RaftPeer {
     /// Human name.
     pub name: String,
-    /// Address of the peer's node API / mesh endpoint.
+    /// Address of the peer's HTTP API.
     pub addr: String,
+    /// libp2p peer id (base58) the mesh reaches it by.
+    pub peer_id: String,
+    /// Mesh multiaddrs it was last seen on.
+    pub mesh_addrs: Vec<String>,
 }
 
 impl std::fmt::Display for RaftPeer {

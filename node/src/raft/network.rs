@@ -1,9 +1,11 @@
-//! Raft network between voters.
-//!
-//! A single-node cluster never sends a Raft RPC; until the mesh carries
-//! them every target reports itself unreachable, which openraft retries.
+//! Raft RPCs between members, carried by the mesh's request-response
+//! protocol. The target's peer id and addresses come from its
+//! [`RaftPeer`] entry in the Raft membership.
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -11,57 +13,133 @@ use openraft::raft::{
 };
 
 use super::{RaftPeer, TypeConfig};
-use crate::state::NodeId;
+use crate::mesh::wire::{RaftRequest, RaftResponse, WireRequest, WireResponse};
+use crate::mesh::Mesh;
+use crate::state::{node_id_str, NodeId};
 
 /// Builds a [`PeerClient`] per target.
-#[derive(Debug, Clone, Default)]
-pub struct Network;
+#[derive(Clone)]
+pub struct Network {
+    mesh: Mesh,
+    local: NodeId,
+}
+
+impl Network {
+    /// A network for the member `local`.
+    pub fn new(mesh: Mesh, local: NodeId) -> Self {
+        Self { mesh, local }
+    }
+}
 
 /// Connection to one Raft peer.
-#[derive(Debug)]
 pub struct PeerClient {
+    mesh: Mesh,
+    local: NodeId,
     target: NodeId,
+    peer: Option<PeerId>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: NodeId, _node: &RaftPeer) -> PeerClient {
-        PeerClient { target }
+    async fn new_client(&mut self, target: NodeId, node: &RaftPeer) -> PeerClient {
+        let peer = node.peer_id.parse::<PeerId>().ok();
+        if let Some(p) = peer {
+            let addrs: Vec<Multiaddr> = node
+                .mesh_addrs
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            self.mesh.add_peer_addrs(p, addrs);
+        }
+        PeerClient {
+            mesh: self.mesh.clone(),
+            local: self.local,
+            target,
+            peer,
+        }
     }
 }
 
-fn unreachable<E: std::error::Error>(target: NodeId) -> RPCError<NodeId, RaftPeer, E> {
-    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
-        "no route to raft peer {target:016x}"
-    ))))
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, RaftPeer, RaftError<NodeId, E>>;
+
+impl PeerClient {
+    async fn call<E: std::error::Error>(
+        &self,
+        rpc: RaftRequest,
+        ttl: Duration,
+    ) -> Result<RaftResponse, RpcErr<E>> {
+        let Some(peer) = self.peer else {
+            return Err(unreachable(format!(
+                "raft peer {} has no valid peer id",
+                node_id_str(self.target)
+            )));
+        };
+        let req = WireRequest::Raft {
+            from: self.local,
+            rpc,
+        };
+        match tokio::time::timeout(ttl, self.mesh.request(peer, req)).await {
+            Err(_) => Err(unreachable(format!(
+                "raft peer {} did not answer within {ttl:?}",
+                node_id_str(self.target)
+            ))),
+            Ok(Err(e)) => Err(unreachable(format!(
+                "raft peer {}: {e}",
+                node_id_str(self.target)
+            ))),
+            Ok(Ok(WireResponse::Raft(r))) => Ok(r),
+            Ok(Ok(WireResponse::Error(e))) => Err(network(e)),
+            Ok(Ok(_)) => Err(network("unexpected answer to a raft rpc".into())),
+        }
+    }
+}
+
+fn unreachable<E: std::error::Error>(msg: String) -> RpcErr<E> {
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg)))
+}
+
+fn network<E: std::error::Error>(msg: String) -> RpcErr<E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, RaftPeer, RaftError<NodeId>>> {
-        Err(unreachable(self.target))
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        match self
+            .call(RaftRequest::Append(rpc), option.hard_ttl())
+            .await?
+        {
+            RaftResponse::Append(r) => r.map_err(network),
+            _ => Err(network("mismatched raft answer".into())),
+        }
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, RaftPeer, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        Err(unreachable(self.target))
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        match self
+            .call(RaftRequest::Snapshot(rpc), option.hard_ttl())
+            .await?
+        {
+            RaftResponse::Snapshot(r) => r.map_err(network),
+            _ => Err(network("mismatched raft answer".into())),
+        }
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, RaftPeer, RaftError<NodeId>>> {
-        Err(unreachable(self.target))
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        match self.call(RaftRequest::Vote(rpc), option.hard_ttl()).await? {
+            RaftResponse::Vote(r) => r.map_err(network),
+            _ => Err(network("mismatched raft answer".into())),
+        }
     }
 }

@@ -58,6 +58,7 @@ fn membership() -> Membership<NodeId, RaftPeer> {
     let peer = RaftPeer {
         name: "a".into(),
         addr: "10.0.0.1:7000".into(),
+        ..RaftPeer::default()
     };
     Membership::new(vec![BTreeSet::from([1])], BTreeMap::from([(1, peer)]))
 }

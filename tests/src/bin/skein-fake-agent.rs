@@ -9,6 +9,11 @@
 //!   stderr and serves `GET /v1/status`, `POST /v1/echo` (echoes the body) and
 //!   404 JSON errors for anything else. `--fake-container IMAGE` creates a
 //!   container labelled `skein.node=<node id>` at start-up.
+//! * Cluster flags (`--mesh ADDR --advertise IP --join ADDR… --cluster-key
+//!   FILE --suspect-after D --dead-after D --voter-grace D`) are accepted for
+//!   `skein_e2e::Cluster`'s self-tests: with `--mesh ADDR` it also listens
+//!   there and answers every connection with `fake-mesh <node id>\n`; the
+//!   key file must exist; the rest is only logged.
 //! * `skein-fake-agent --api ADDR [-o json] node ls` prints the status
 //!   (as a JSON array with `-o json`); `fail` exits 3; `hang` never returns.
 
@@ -45,6 +50,9 @@ struct Opts {
     container_image: Option<String>,
     exit_early: bool,
     no_api: bool,
+    mesh: Option<String>,
+    cluster_key: Option<PathBuf>,
+    joins: Vec<String>,
 }
 
 fn agent(args: &[String]) {
@@ -57,6 +65,9 @@ fn agent(args: &[String]) {
         container_image: None,
         exit_early: false,
         no_api: false,
+        mesh: None,
+        cluster_key: None,
+        joins: vec![],
     };
     let mut i = 0;
     while i < args.len() {
@@ -69,6 +80,13 @@ fn agent(args: &[String]) {
             "--fake-container" => o.container_image = Some(value(args, &mut i)),
             "--fake-exit-early" => o.exit_early = true,
             "--fake-no-api" => o.no_api = true,
+            "--mesh" => o.mesh = Some(value(args, &mut i)),
+            "--cluster-key" => o.cluster_key = Some(value(args, &mut i).into()),
+            "--join" => o.joins.push(value(args, &mut i)),
+            "--advertise" | "--suspect-after" | "--dead-after" | "--voter-grace" => {
+                let flag = args[i].clone();
+                eprintln!("fake agent: ignoring {flag} {}", value(args, &mut i));
+            }
             other => {
                 eprintln!("fake agent: unknown argument {other}");
                 exit(2)
@@ -110,6 +128,25 @@ fn agent(args: &[String]) {
             String::from_utf8_lossy(&out.stdout).trim(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
+    }
+    if let Some(key) = &o.cluster_key {
+        if let Err(e) = std::fs::metadata(key) {
+            eprintln!("fake agent: cluster key {}: {e}", key.display());
+            exit(2);
+        }
+    }
+    if !o.joins.is_empty() {
+        eprintln!("fake agent: would join {:?}", o.joins);
+    }
+    if let Some(mesh) = &o.mesh {
+        let listener = TcpListener::bind(mesh).expect("bind mesh");
+        eprintln!("fake agent: mesh listening on {mesh}");
+        let id = node_id.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let _ = writeln!(stream, "fake-mesh {id}");
+            }
+        });
     }
     if o.no_api {
         eprintln!("fake agent: not serving the API, as asked");

@@ -1,0 +1,124 @@
+//! Any node accepts any API call: writes and reads are forwarded over the
+//! mesh to the leader, which serves them with its own router (writes answer
+//! after the commit), so a client always reads its own writes whichever node
+//! it talks to. During a leader change the call is retried against the new
+//! leader for a few seconds instead of failing. When no leader can be
+//! reached, a Raft member still answers reads from its own replica (stale
+//! but useful on a cut-off edge site).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use skein_protocol::api::MAX_BODY_BYTES;
+
+use super::ApiErr;
+use crate::context::NodeCtx;
+use crate::mesh::wire::{ApiCall, WireRequest, WireResponse};
+use crate::state::node_id_str;
+
+/// Marks a call that was already forwarded once: it is served where it
+/// lands, never forwarded again (no loops during leader changes).
+pub const FORWARDED_HEADER: &str = "x-skein-forwarded";
+/// How long a write waits for a reachable leader.
+const LEADER_WAIT: Duration = Duration::from_secs(8);
+/// How long a read waits before falling back to the local replica.
+const READ_LEADER_WAIT: Duration = Duration::from_secs(2);
+
+/// Calls every node answers from its own view.
+fn is_local(method: &Method, path: &str) -> bool {
+    method == Method::GET
+        && (path == "/v1/status" || path == "/v1/nodes" || path.ends_with("/logs"))
+}
+
+/// The middleware.
+pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let forwarded = req.headers().contains_key(FORWARDED_HEADER);
+    let read = req.method() == Method::GET;
+    if forwarded || is_local(req.method(), &path) || ctx.is_leader() {
+        return next.run(req).await;
+    }
+    let method = req.method().clone();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or(path.clone(), |p| p.to_string());
+    let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiErr::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than the {MAX_BODY_BYTES} byte limit"),
+            )
+            .into_response()
+        }
+    };
+    let deadline = Instant::now() + if read { READ_LEADER_WAIT } else { LEADER_WAIT };
+    let mut last = "no leader is known yet".to_string();
+    loop {
+        match ctx.leader().await {
+            Some(l) if l == ctx.id() && ctx.is_leader() => {
+                let mut local = Request::new(Body::from(body));
+                *local.method_mut() = method;
+                *local.uri_mut() = match path_and_query.parse() {
+                    Ok(u) => u,
+                    Err(_) => {
+                        return ApiErr::new(StatusCode::BAD_REQUEST, "bad path").into_response()
+                    }
+                };
+                return next.run(local).await;
+            }
+            Some(l) if l != ctx.id() => match ctx.peer_of(l).await {
+                Some(peer) => {
+                    let call = ApiCall {
+                        method: method.to_string(),
+                        path: path_and_query.clone(),
+                        body: body.to_vec(),
+                    };
+                    match ctx.mesh.request(peer, WireRequest::Api(call)).await {
+                        Ok(WireResponse::Api(reply)) if reply.status != 503 => {
+                            let status = StatusCode::from_u16(reply.status)
+                                .unwrap_or(StatusCode::BAD_GATEWAY);
+                            return (
+                                status,
+                                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                                reply.body,
+                            )
+                                .into_response();
+                        }
+                        Ok(WireResponse::Api(reply)) => {
+                            last = String::from_utf8_lossy(&reply.body).into_owned()
+                        }
+                        Ok(_) => last = "unexpected answer from the leader".into(),
+                        Err(e) => last = format!("leader {}: {e}", node_id_str(l)),
+                    }
+                }
+                None => last = format!("no mesh address for leader {}", node_id_str(l)),
+            },
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            if read && ctx.is_member() {
+                let mut local = Request::new(Body::from(body));
+                *local.uri_mut() = match path_and_query.parse() {
+                    Ok(u) => u,
+                    Err(_) => {
+                        return ApiErr::new(StatusCode::BAD_REQUEST, "bad path").into_response()
+                    }
+                };
+                return next.run(local).await;
+            }
+            return ApiErr::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no raft leader reachable from this node: {last}"),
+            )
+            .into_response();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,154 @@
+//! What this node must run, fetched from the leader.
+//!
+//! Raft's full state lives only on voters; every node (voter or not) learns
+//! its own allocations by long-polling the leader, so a worker's cost does
+//! not grow with the cluster. The last answer is kept on disk: a node that
+//! restarts while cut off from the leader keeps running what it had (edge
+//! autonomy), and the executor starts only once this view is known, so it
+//! never removes containers because it has not heard from anyone yet.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::context::NodeCtx;
+use crate::mesh::wire::{Assignments, WireRequest, WireResponse};
+use crate::raft::StateHandle;
+use crate::state::{node_id_str, ClusterState, NodeId};
+
+/// How long the leader holds a long-poll open without changes.
+pub const LONG_POLL: Duration = Duration::from_secs(5);
+/// Pause before asking again after a failure.
+const RETRY: Duration = Duration::from_millis(300);
+
+/// The assignments of `node` in `state`.
+pub fn of_node(state: &ClusterState, node: NodeId) -> Assignments {
+    let allocs: Vec<_> = state.allocs_on(node).cloned().collect();
+    let mut jobs: Vec<_> = allocs
+        .iter()
+        .filter_map(|a| state.jobs.get(&a.job).cloned())
+        .collect();
+    jobs.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    jobs.dedup_by(|a, b| a.spec.name == b.spec.name);
+    Assignments {
+        version: state.version,
+        jobs,
+        allocs,
+    }
+}
+
+/// As a partial [`ClusterState`] the executor can read.
+pub fn to_state(a: Assignments) -> ClusterState {
+    ClusterState {
+        jobs: a
+            .jobs
+            .into_iter()
+            .map(|j| (j.spec.name.clone(), j))
+            .collect(),
+        allocs: a.allocs.into_iter().map(|a| (a.id.clone(), a)).collect(),
+        version: a.version,
+    }
+}
+
+/// Leader side: answers once `state` moved past `known_version`, or after
+/// [`LONG_POLL`].
+pub async fn serve(state: &Arc<StateHandle>, node: NodeId, known_version: u64) -> Assignments {
+    let mut rx = state.subscribe();
+    let _ = tokio::time::timeout(LONG_POLL, rx.wait_for(|v| *v > known_version)).await;
+    state.read(|s| of_node(s, node)).await
+}
+
+/// Where the last assignments are kept.
+pub fn file(data_dir: &Path) -> PathBuf {
+    data_dir.join("assignments.bin")
+}
+
+/// The assignments saved by an earlier run, if any.
+pub fn load(data_dir: &Path) -> Option<ClusterState> {
+    let bytes = std::fs::read(file(data_dir)).ok()?;
+    match skein_protocol::codec::decode::<ClusterState>(&bytes) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "ignoring unreadable saved assignments");
+            None
+        }
+    }
+}
+
+fn save(data_dir: &Path, state: &ClusterState) {
+    let path = file(data_dir);
+    let tmp = path.with_extension("tmp");
+    let res = skein_protocol::codec::encode(state)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = res {
+        warn!(error = %e, "cannot save assignments");
+    }
+}
+
+/// Keeps `ctx.desired` equal to what the leader assigned to this node.
+/// Sets `synced` once a first answer arrived.
+pub async fn run(ctx: Arc<NodeCtx>, data_dir: PathBuf, synced: watch::Sender<bool>) {
+    let me = ctx.id();
+    let mut known = ctx.desired.read(|s| s.version).await;
+    let mut last_error = String::new();
+    loop {
+        let answer = fetch(&ctx, me, known).await;
+        match answer {
+            Ok(a) => {
+                if !last_error.is_empty() {
+                    info!("assignments: leader reachable again");
+                    last_error.clear();
+                }
+                let fresh = to_state(a);
+                let changed = ctx.desired.read(|s| *s != fresh).await;
+                known = fresh.version;
+                if changed {
+                    debug!(
+                        version = known,
+                        allocs = fresh.allocs.len(),
+                        "assignments changed"
+                    );
+                    save(&data_dir, &fresh);
+                    ctx.desired.replace(fresh).await;
+                }
+                synced.send_replace(true);
+            }
+            Err(e) => {
+                if e != last_error {
+                    warn!(error = %e, "assignments: cannot reach the leader; keeping current containers");
+                    last_error = e;
+                }
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+async fn fetch(ctx: &NodeCtx, me: NodeId, known: u64) -> Result<Assignments, String> {
+    let leader = ctx.leader().await.ok_or("no leader known")?;
+    if leader == me {
+        if !ctx.is_leader() {
+            return Err("leadership is changing".into());
+        }
+        return Ok(serve(&ctx.state, me, known).await);
+    }
+    let peer = ctx
+        .peer_of(leader)
+        .await
+        .ok_or_else(|| format!("no address for leader {}", node_id_str(leader)))?;
+    let req = WireRequest::Assignments {
+        node: me,
+        known_version: known,
+    };
+    match ctx.mesh.request(peer, req).await {
+        Ok(WireResponse::Assignments(a)) => Ok(a),
+        Ok(WireResponse::Error(e)) => Err(format!("leader {}: {e}", node_id_str(leader))),
+        Ok(_) => Err("unexpected answer".into()),
+        Err(e) => Err(format!("leader {}: {e}", node_id_str(leader))),
+    }
+}

@@ -1,0 +1,123 @@
+//! The handles every part of a running node shares, and the questions
+//! several of them ask: who leads, am I a Raft member, how do I reach a
+//! node over the mesh.
+
+use std::sync::Arc;
+
+use bollard::Docker;
+use libp2p::PeerId;
+
+use crate::control::Control;
+use crate::executor::StatusBoard;
+use crate::membership::local::LocalNode;
+use crate::membership::{Membership, NodeRecord};
+use crate::mesh::wire::RaftRole;
+use crate::mesh::Mesh;
+use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
+use crate::state::NodeId;
+
+/// Shared handles of one node.
+pub struct NodeCtx {
+    /// This node's static facts.
+    pub local: LocalNode,
+    /// Raft (this node may or may not be a member).
+    pub raft: SkeinRaft,
+    /// State applied by this node's Raft (complete only on members).
+    pub state: Arc<StateHandle>,
+    /// What this node must run (its own allocations and their jobs).
+    pub desired: Arc<StateHandle>,
+    /// The leader-side write path.
+    pub control: Arc<Control>,
+    /// Node table.
+    pub membership: Arc<Membership>,
+    /// Allocation statuses of every node.
+    pub board: StatusBoard,
+    /// Peer-to-peer transport.
+    pub mesh: Mesh,
+    /// Local Docker.
+    pub docker: Docker,
+}
+
+impl NodeCtx {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.local.id
+    }
+
+    /// Whether this node currently leads.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id())
+    }
+
+    /// Whether this node is in the Raft membership (voter or learner), so
+    /// that its applied state is a full replica.
+    pub fn is_member(&self) -> bool {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&self.id()).is_some()
+    }
+
+    /// The leader: from Raft if this node is a member, else from gossip.
+    pub async fn leader(&self) -> Option<NodeId> {
+        let from_raft = self.raft.metrics().borrow().current_leader;
+        match from_raft {
+            Some(l) => Some(l),
+            None => self.membership.leader_hint().await,
+        }
+    }
+
+    /// The mesh peer id of `node`.
+    pub async fn peer_of(&self, node: NodeId) -> Option<PeerId> {
+        if let Some(r) = self.membership.get(node).await {
+            if let Ok(p) = r.peer_id.parse() {
+                return Some(p);
+            }
+        }
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership()
+            .get_node(&node)
+            .and_then(|n| n.peer_id.parse().ok())
+    }
+
+    /// This node's Raft view, as gossiped.
+    pub fn raft_role(&self) -> RaftRole {
+        let m = self.raft.metrics().borrow().clone();
+        RaftRole {
+            term: m.current_term,
+            leader: m.current_leader,
+            voters: m.membership_config.membership().voter_ids().collect(),
+        }
+    }
+
+    /// Re-reads this node's capacity and images from Docker into its own
+    /// membership record; returns the record.
+    pub async fn refresh_self(&self) -> Option<NodeRecord> {
+        match self.local.read(&self.docker).await {
+            Ok(mut r) => {
+                r.mesh_addrs = self
+                    .mesh
+                    .advertised_addrs()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                r.raft = self.raft_role();
+                self.membership.observe(r.clone()).await;
+                Some(r)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read node inventory from Docker");
+                None
+            }
+        }
+    }
+
+    /// What Raft needs to reach `node`, from its gossiped record.
+    pub async fn raft_peer(&self, node: NodeId) -> Option<RaftPeer> {
+        let r = self.membership.get(node).await?;
+        Some(RaftPeer {
+            name: r.name,
+            addr: r.addr,
+            peer_id: r.peer_id,
+            mesh_addrs: r.mesh_addrs,
+        })
+    }
+}
