@@ -264,6 +264,7 @@ async fn publish_loop(ctx: Arc<NodeCtx>) {
             continue;
         };
         record.raft = ctx.raft_role();
+        (record.allocated, record.allocation_count) = ctx.assigned().await;
         record.mesh_addrs = ctx
             .mesh
             .advertised_addrs()

@@ -100,6 +100,7 @@ impl NodeCtx {
                     .map(ToString::to_string)
                     .collect();
                 r.raft = self.raft_role();
+                (r.allocated, r.allocation_count) = self.assigned().await;
                 self.membership.observe(r.clone()).await;
                 Some(r)
             }
@@ -108,6 +109,17 @@ impl NodeCtx {
                 None
             }
         }
+    }
+
+    /// Resources and count of the allocations assigned to this node.
+    pub async fn assigned(&self) -> (skein_protocol::spec::ResourceVec, u32) {
+        let me = self.id();
+        self.desired
+            .read(|s| {
+                let n = s.allocs_on(me).count();
+                (s.allocated_on(me), u32::try_from(n).unwrap_or(u32::MAX))
+            })
+            .await
     }
 
     /// What Raft needs to reach `node`, from its gossiped record.

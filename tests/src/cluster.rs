@@ -53,6 +53,14 @@
 //! [`Bridge::create`] of every test process runs: it only touches slots whose
 //! lock no live process holds.
 //!
+//! # Concurrency
+//!
+//! At most `$SKEIN_E2E_MAX_CLUSTERS` (default [`DEFAULT_MAX_CLUSTERS`])
+//! clusters exist at once on the machine, over all test processes:
+//! [`Cluster::start`] waits for a permit (an `flock`) that the cluster holds
+//! until dropped. So a test must not hold more clusters than that at once.
+//! Clusters of a stand-in binary ([`ClusterOpts::bin`]) need no permit.
+//!
 //! Everything here needs root and iproute2 (`ip netns`); [`Cluster::start`]
 //! and [`Bridge::create`] panic with a clear message otherwise.
 
@@ -89,6 +97,12 @@ pub const FIRST_NODE_HOST: u8 = 10;
 const NET_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Limit for one HTTP status request or CLI call made while polling.
 const POLL_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default for `$SKEIN_E2E_MAX_CLUSTERS`: how many [`Cluster`]s may exist at
+/// once on this machine, over all test processes.
+pub const DEFAULT_MAX_CLUSTERS: usize = 2;
+/// Longest wait for a cluster permit before giving up.
+const PERMIT_WAIT: Duration = Duration::from_secs(900);
 
 /// Directory of the slot locks (root-only resources, so a root-only place;
 /// `/run` is a tmpfs, emptied at boot like the namespaces themselves).
@@ -239,6 +253,57 @@ pub fn reserve_net_slot() -> NetSlot {
         return NetSlot { k, _lock: lock };
     }
     panic!("no free test network slot (skb1..skb{MAX_SLOT} all in use)");
+}
+
+/// Waits for one of `$SKEIN_E2E_MAX_CLUSTERS` (default
+/// [`DEFAULT_MAX_CLUSTERS`]) machine-wide permits, an `flock` held for the
+/// cluster's life. Clusters are heavy (several agents with second-scale
+/// failure detectors, all on the same cores and Docker daemon); running more
+/// at once on a small machine turns timing assertions into noise.
+fn acquire_cluster_permit() -> File {
+    let max = std::env::var("SKEIN_E2E_MAX_CLUSTERS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(DEFAULT_MAX_CLUSTERS)
+        .max(1);
+    let dir = Path::new(SLOT_LOCK_DIR).with_file_name("clusters");
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let start = Instant::now();
+    let mut noted = false;
+    loop {
+        for j in 0..max {
+            let Ok(f) = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(format!("{j}.lock")))
+            else {
+                continue;
+            };
+            // SAFETY: flock on a file descriptor we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                if noted {
+                    eprintln!(
+                        "skein-e2e: got a cluster permit after {:.1?}",
+                        start.elapsed()
+                    );
+                }
+                return f;
+            }
+        }
+        if !noted && start.elapsed() > Duration::from_secs(1) {
+            eprintln!(
+                "skein-e2e: waiting for one of {max} cluster permits \
+                 (SKEIN_E2E_MAX_CLUSTERS) held by other tests"
+            );
+            noted = true;
+        }
+        assert!(
+            start.elapsed() < PERMIT_WAIT,
+            "no cluster permit after {PERMIT_WAIT:?} (SKEIN_E2E_MAX_CLUSTERS={max})"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -822,6 +887,9 @@ pub struct Cluster {
     opts: ClusterOpts,
     key_file: PathBuf,
     dir: tempfile::TempDir,
+    // Last: released once everything is cleaned up (`None` for stand-in
+    // binaries, which are light).
+    _permit: Option<File>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -879,6 +947,7 @@ impl Cluster {
     pub fn start(n: usize, opts: ClusterOpts) -> Cluster {
         assert!(n >= 1, "a cluster needs at least one node");
         require_netns_support();
+        let permit = opts.bin.is_none().then(acquire_cluster_permit);
         let bridge = Bridge::create();
         let dir = tempfile::Builder::new()
             .prefix("skein-e2e-cluster-")
@@ -893,6 +962,7 @@ impl Cluster {
             opts,
             key_file,
             dir,
+            _permit: permit,
         };
         for i in 0..n {
             let node = NodeOpts {

@@ -17,13 +17,20 @@ use std::time::{Duration, Instant};
 
 use skein_e2e::*;
 
-/// Fast failure detection: suspect after 1 s of silence, dead after 2 s,
-/// replace a dead voter after 3 s.
+/// Failure detection for the tests: suspect after 1.5 s of silence, dead
+/// after 3 s, replace a dead voter after 3 s (instead of 5 s).
+///
+/// Not faster: nodes gossip once a second, so with `--suspect-after 1s` a
+/// node is suspect whenever a round is a few milliseconds late, and with
+/// `--dead-after 2s` two late rounds on a loaded machine (parallel tests, 2
+/// cores) declare a healthy node dead — its replicas are re-placed and the
+/// timing assertions below measure noise. Observed: `silent=1.0–1.17s` on
+/// every node under load.
 const FAST: &[&str] = &[
     "--suspect-after",
-    "1s",
+    "1500ms",
     "--dead-after",
-    "2s",
+    "3s",
     "--voter-grace",
     "3s",
 ];
@@ -253,16 +260,22 @@ fn killed_node_replicas_run_elsewhere_within_10s() {
     let job = unique_name("failover");
     apply(&c, leader, &job, 6, &[]).assert_success();
     let allocs = wait_running(&c, leader, &job, 6);
+    // (Even spread is three_nodes_join_and_spread_six_replicas' business;
+    // here any follower holding replicas will do.)
+    let per_node = running_per_node(&allocs);
+    let victim = (0..3)
+        .filter(|&i| i != leader)
+        .max_by_key(|&i| per_node.get(c.node(i).node_id()).copied().unwrap_or(0))
+        .unwrap();
+    let victim_id = c.node(victim).node_id().to_string();
+    let held = per_node.get(&victim_id).copied().unwrap_or(0);
     assert!(
-        running_per_node(&allocs).values().all(|&n| n == 2),
-        "{}",
+        held > 0,
+        "no follower holds a replica: {}",
         summarize_allocs(&allocs)
     );
-
-    let victim = (leader + 1) % 3;
-    let victim_id = c.node(victim).node_id().to_string();
     let old = c.containers_on(victim, &job);
-    assert_eq!(old.len(), 2, "node{victim} holds two replicas");
+    assert_eq!(old.len(), held, "node{victim}'s containers");
 
     c.kill(victim);
     let t0 = Instant::now();
@@ -281,7 +294,7 @@ fn killed_node_replicas_run_elsewhere_within_10s() {
     );
     let failover = t0.elapsed();
     eprintln!(
-        "FAILOVER: node{victim} killed; its 2 replicas running on other nodes after {:.1}s (limit {}s)",
+        "FAILOVER: node{victim} killed; its {held} replicas running on other nodes after {:.1}s (limit {}s)",
         secs(failover),
         FAILOVER_LIMIT.as_secs()
     );
@@ -290,14 +303,14 @@ fn killed_node_replicas_run_elsewhere_within_10s() {
         "replicas of the killed node took {failover:.1?} to run elsewhere (limit {FAILOVER_LIMIT:?}): {}",
         summarize_allocs(&allocs)
     );
-    // In Docker: the survivors run six; the killed node's two containers
-    // still run (nobody stops them while it is away).
+    // In Docker: the survivors run six; the killed node's containers still
+    // run (nobody stops them while it is away).
     let survivors: usize = (0..3)
         .filter(|&i| i != victim)
         .map(|i| c.running_containers_on(i, &job).len())
         .sum();
     assert_eq!(survivors, 6);
-    assert_eq!(c.running_containers_on(victim, &job).len(), 2);
+    assert_eq!(c.running_containers_on(victim, &job).len(), held);
 
     // The node comes back: it stops and removes what it no longer owns.
     c.restart(victim);
@@ -443,19 +456,24 @@ fn partitioned_node_keeps_containers_and_heals_to_exact_count() {
     apply(&c, leader, &job, 3, &[]).assert_success();
     let allocs = wait_running(&c, leader, &job, 3);
     let per_node = running_per_node(&allocs);
-    for i in 0..3 {
-        assert_eq!(
-            per_node.get(c.node(i).node_id()).copied(),
-            Some(1),
-            "node{i}"
-        );
-    }
-
-    let victim = (leader + 1) % 3;
+    // Normally one per node; any follower holding a replica will do.
+    let victim = (0..3)
+        .filter(|&i| i != leader)
+        .max_by_key(|&i| per_node.get(c.node(i).node_id()).copied().unwrap_or(0))
+        .unwrap();
     let victim_id = c.node(victim).node_id().to_string();
     let stale = c.containers_on(victim, &job);
-    assert_eq!(stale.len(), 1);
-    let stale = stale[0].clone();
+    assert_eq!(
+        stale.len(),
+        per_node.get(&victim_id).copied().unwrap_or(0),
+        "{}",
+        summarize_allocs(&allocs)
+    );
+    assert!(
+        !stale.is_empty(),
+        "no follower holds a replica: {}",
+        summarize_allocs(&allocs)
+    );
 
     c.partition(victim);
     let t0 = Instant::now();
@@ -469,9 +487,11 @@ fn partitioned_node_keeps_containers_and_heals_to_exact_count() {
         Duration::from_secs(30),
         Duration::from_secs(1),
         || {
-            let i = try_container_inspect(&stale).ok_or("the container was removed")?;
-            if i["State"]["Running"] != true {
-                return Err(format!("container state: {}", i["State"]));
+            for id in &stale {
+                let i = try_container_inspect(id).ok_or("a container was removed")?;
+                if i["State"]["Running"] != true {
+                    return Err(format!("container {id}: {}", i["State"]));
+                }
             }
             if dead_at.is_none() {
                 if let Ok(nodes) = c.nodes(leader) {
@@ -498,9 +518,10 @@ fn partitioned_node_keeps_containers_and_heals_to_exact_count() {
     let replaced_at =
         replaced_at.expect("the majority did not re-place the partitioned node's replica in 30s");
     eprintln!(
-        "PARTITION: node{victim} cut off for {:.0}s ({checks} checks, its container ran throughout); \
+        "PARTITION: node{victim} cut off for {:.0}s ({checks} checks, its {} container(s) ran throughout); \
          dead on the leader after {:.1}s, replica re-placed after {:.1}s",
         secs(t0.elapsed()),
+        stale.len(),
         secs(dead_at),
         secs(replaced_at)
     );
@@ -517,11 +538,13 @@ fn partitioned_node_keeps_containers_and_heals_to_exact_count() {
     c.heal(victim);
     let t1 = Instant::now();
     poll_until_ok(
-        "exactly 3 running allocations and 3 containers after the heal, the stale one gone",
+        "exactly 3 running allocations and 3 containers after the heal, the stale ones gone",
         Duration::from_secs(30),
         || {
-            if try_container_inspect(&stale).is_some() {
-                return Err("the healed node's stale container still exists".to_string());
+            if let Some(id) = stale.iter().find(|id| try_container_inspect(id).is_some()) {
+                return Err(format!(
+                    "the healed node's stale container {id} still exists"
+                ));
             }
             let a = c.allocs(leader, &job)?;
             let all = c.all_containers(&job).len();
@@ -537,7 +560,7 @@ fn partitioned_node_keeps_containers_and_heals_to_exact_count() {
         },
     );
     eprintln!(
-        "HEAL: node{victim} back; stale container removed, exactly 3 replicas after {:.1}s",
+        "HEAL: node{victim} back; stale container(s) removed, exactly 3 replicas after {:.1}s",
         secs(t1.elapsed())
     );
     c.wait_for_nodes_on(victim, 3, FORM);
@@ -575,7 +598,8 @@ fn wrong_cluster_key_never_joins() {
     let xid = c.node(x).node_id().to_string();
 
     // During the window (several gossip rounds and join retries), neither
-    // member ever lists the intruder, and both stay ready.
+    // member ever lists the intruder: each lists exactly the two members.
+    let members = [c.node(0).node_id(), c.node(1).node_id()];
     let checks = hold_for(
         "the members never list the intruder",
         Duration::from_secs(6),
@@ -583,18 +607,24 @@ fn wrong_cluster_key_never_joins() {
         || {
             for i in 0..2 {
                 let nodes = c.nodes(i)?;
-                if nodes.iter().any(|n| n["id"] == xid.as_str()) {
-                    return Err(format!("node{i} lists it: {}", summarize_nodes(&nodes)));
-                }
-                let ready = nodes.iter().filter(|n| n["health"] == "ready").count();
-                if nodes.len() != 2 || ready != 2 {
-                    return Err(format!("node{i}: {}", summarize_nodes(&nodes)));
+                let mut ids: Vec<&str> = nodes.iter().filter_map(|n| n["id"].as_str()).collect();
+                ids.sort();
+                let mut want = members.to_vec();
+                want.sort();
+                if ids != want {
+                    return Err(format!(
+                        "node{i} lists {} (intruder {xid})",
+                        summarize_nodes(&nodes)
+                    ));
                 }
             }
             Ok(())
         },
     );
     eprintln!("intruder kept out for 6s ({checks} checks on both members)");
+    // The members still see each other.
+    c.wait_for_nodes_on(0, 2, FORM);
+    c.wait_for_nodes_on(1, 2, FORM);
     // The intruder only knows itself.
     let own = c.nodes(x).unwrap();
     assert_eq!(own.len(), 1, "{}", summarize_nodes(&own));
@@ -751,16 +781,10 @@ fn garbage_wire_messages_are_dropped() {
     let job = unique_name("afterjunk");
     let out = apply(&c, 0, &job, 2, &[]);
     out.assert_success();
+    // (Where they land is the scheduler's business, tested elsewhere.)
     let allocs = wait_running(&c, 1, &job, 2);
-    let per_node = running_per_node(&allocs);
-    for i in 0..2 {
-        assert_eq!(
-            per_node.get(c.node(i).node_id()).copied(),
-            Some(1),
-            "node{i}: {}",
-            summarize_allocs(&allocs)
-        );
-    }
+    eprintln!("job after the garbage: {}", summarize_allocs(&allocs));
+    assert_eq!(running_total(&c, &job), 2);
 
     let log = c.node(0).log_tail(2000);
     let lines: Vec<&str> = log

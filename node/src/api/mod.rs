@@ -93,7 +93,6 @@ async fn nodes(State(ctx): Ctx) -> Json<Vec<NodeView>> {
             .map(|n| n.raft.voters.clone())
             .unwrap_or_default()
     };
-    let state = ctx.state.snapshot().await;
     let views = all
         .iter()
         .map(|n| {
@@ -104,7 +103,7 @@ async fn nodes(State(ctx): Ctx) -> Json<Vec<NodeView>> {
             } else {
                 "worker"
             };
-            views::node_view(n, &state, role)
+            views::node_view(n, role)
         })
         .collect();
     Json(views)

@@ -59,8 +59,9 @@ pub fn job_view(
     }
 }
 
-/// The view of one node.
-pub fn node_view(n: &NodeRecord, state: &ClusterState, role: &str) -> NodeView {
+/// The view of one node. Usage comes from what the node itself reports
+/// (gossip, ~1 s old), so every node can answer, even cut off.
+pub fn node_view(n: &NodeRecord, role: &str) -> NodeView {
     NodeView {
         id: node_id_str(n.id),
         name: n.name.clone(),
@@ -68,8 +69,8 @@ pub fn node_view(n: &NodeRecord, state: &ClusterState, role: &str) -> NodeView {
         health: n.health,
         role: role.to_string(),
         capacity: n.capacity,
-        allocated: state.allocated_on(n.id),
-        allocations: u32::try_from(state.allocs_on(n.id).count()).unwrap_or(u32::MAX),
+        allocated: n.allocated,
+        allocations: n.allocation_count,
         labels: n.labels.clone(),
         version: n.version.clone(),
     }

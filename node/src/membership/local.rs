@@ -62,6 +62,8 @@ impl LocalNode {
             capacity,
             port_range: self.port_range.clone(),
             images,
+            allocated: ResourceVec::default(),
+            allocation_count: 0,
             raft: RaftRole::default(),
             health: NodeHealth::Ready,
             last_seen: tokio::time::Instant::now(),

@@ -46,6 +46,10 @@ pub struct NodeRecord {
     pub port_range: RangeInclusive<u16>,
     /// Image references present in the node's Docker.
     pub images: BTreeSet<String>,
+    /// What its assigned allocations reserve, as the node reports it.
+    pub allocated: ResourceVec,
+    /// How many allocations it runs, as the node reports it.
+    pub allocation_count: u32,
     /// The node's own view of Raft.
     pub raft: RaftRole,
     /// Health as last judged.
@@ -254,6 +258,8 @@ mod tests {
             capacity: ResourceVec::new(1000, 1 << 30),
             port_range: 20000..=20010,
             images: Default::default(),
+            allocated: ResourceVec::default(),
+            allocation_count: 0,
             raft: RaftRole::default(),
             health: NodeHealth::Ready,
             last_seen: Instant::now(),

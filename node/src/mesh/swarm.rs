@@ -618,6 +618,11 @@ impl Driver {
                 ..
             } => {
                 self.stats.failed_incoming.fetch_add(1, Ordering::Relaxed);
+                if let libp2p::swarm::ListenError::LocalPeerId { .. } = error {
+                    // Our own dial of a seed that is this node.
+                    debug!("mesh: incoming connection from ourselves at {send_back_addr}");
+                    return;
+                }
                 let ip = ip_of(&send_back_addr)
                     .map(|ip| ip.to_string())
                     .unwrap_or_else(|| send_back_addr.to_string());

@@ -192,6 +192,8 @@ fn status_of(node: &Node, seq: u64) -> NodeStatus {
         capacity: Default::default(),
         port_range: (30000, 30100),
         images: vec!["nginx:1".into()],
+        allocated: Default::default(),
+        allocation_count: 0,
         allocs: vec![],
         raft: RaftRole::default(),
         version: "test".into(),

@@ -142,6 +142,10 @@ pub struct NodeStatus {
     pub port_range: (u16, u16),
     /// Image references present locally.
     pub images: Vec<String>,
+    /// Sum of the requests of the allocations assigned to this node.
+    pub allocated: ResourceVec,
+    /// Number of allocations assigned to this node.
+    pub allocation_count: u32,
     /// Statuses of the allocations this node runs.
     pub allocs: Vec<(String, AllocStatus)>,
     /// Raft view.
