@@ -1,27 +1,31 @@
 #!/usr/bin/env bash
-# Brings up a Skein node on this machine and runs the examples: the seed
-# article's Kubernetes Deployment (examples/deployment.yaml, 3 replicas of
-# the offline demo image) and a native job (examples/web.yaml), then curls
-# every replica. The node keeps running; `scripts/demo.sh --down` stops it
-# and removes the demo's containers.
+# Brings up a 3-node Skein cluster on this machine (three agents on
+# 127.0.0.1 with their own ports; node1 and node2 join node0 with its
+# cluster key) and runs the examples through node1: the seed article's
+# Kubernetes Deployment (examples/deployment.yaml, 3 replicas of the offline
+# demo image, spread over the nodes) and a native job (examples/web.yaml),
+# then curls every replica. The cluster keeps running;
+# `scripts/demo.sh --down` stops it and removes the demo's containers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 RUN=${SKEIN_DEMO_DIR:-/tmp/skein-demo}
-API=${SKEIN_DEMO_API:-127.0.0.1:7420}
 SKEIN="$ROOT/target/debug/skein"
-export SKEIN_ADDR=$API
+NODES=3
+api() { echo "127.0.0.1:$((7420 + 10 * $1))"; }
+mesh() { echo "127.0.0.1:$((7421 + 10 * $1))"; }
 
 down() {
-  if [[ -f "$RUN/agent.pid" ]] && kill -0 "$(cat "$RUN/agent.pid")" 2>/dev/null; then
-    "$SKEIN" job stop my-nginx >/dev/null 2>&1 || true
-    "$SKEIN" job stop hello >/dev/null 2>&1 || true
-    kill "$(cat "$RUN/agent.pid")" || true
-  fi
-  ids=$(docker ps -aq --filter "label=skein.job" --filter "label=skein.node=$(cat "$RUN/data/node-id" 2>/dev/null || echo none)")
-  [[ -z "$ids" ]] || docker rm -f $ids >/dev/null
+  for i in $(seq 0 $((NODES - 1))); do
+    pidf="$RUN/node$i/agent.pid"
+    if [[ -f "$pidf" ]] && kill -0 "$(cat "$pidf")" 2>/dev/null; then kill "$(cat "$pidf")" || true; fi
+    if [[ -f "$RUN/node$i/data/node-id" ]]; then
+      ids=$(docker ps -aq --filter "label=skein.node=$(cat "$RUN/node$i/data/node-id")")
+      [[ -z "$ids" ]] || docker rm -f $ids >/dev/null
+    fi
+  done
   rm -rf "$RUN"
-  echo "demo stopped"
+  echo "demo cluster stopped"
 }
 if [[ "${1:-}" == "--down" ]]; then down; exit 0; fi
 
@@ -32,25 +36,42 @@ cargo build --quiet -p skein-cli
 echo "==> building the offline demo image skein-demo/web:latest"
 scripts/build-demo-image.sh
 
-if [[ -f "$RUN/agent.pid" ]] && kill -0 "$(cat "$RUN/agent.pid")" 2>/dev/null; then
-  echo "==> a demo node is already running (pid $(cat "$RUN/agent.pid"))"
-else
-  mkdir -p "$RUN"
-  echo "==> starting a node: skein agent --data-dir $RUN/data --api $API (log: $RUN/agent.log)"
-  nohup "$SKEIN" agent --data-dir "$RUN/data" --api "$API" >"$RUN/agent.log" 2>&1 &
-  echo $! >"$RUN/agent.pid"
+start() {
+  local i=$1; shift
+  local dir="$RUN/node$i"
+  if [[ -f "$dir/agent.pid" ]] && kill -0 "$(cat "$dir/agent.pid")" 2>/dev/null; then
+    echo "==> node$i already running"; return
+  fi
+  mkdir -p "$dir"
+  echo "==> node$i: skein agent --api $(api "$i") --mesh $(mesh "$i") $*"
+  nohup "$SKEIN" agent --data-dir "$dir/data" --name "node$i" --api "$(api "$i")" --mesh "$(mesh "$i")" \
+    --port-range "$((20000 + 1000 * i))-$((20999 + 1000 * i))" --label "zone=zone-$i" "$@" \
+    >"$dir/agent.log" 2>&1 &
+  echo $! >"$dir/agent.pid"
   for _ in $(seq 1 100); do
-    "$SKEIN" node ls >/dev/null 2>&1 && break
-    kill -0 "$(cat "$RUN/agent.pid")" 2>/dev/null || { cat "$RUN/agent.log"; exit 1; }
+    "$SKEIN" --api "$(api "$i")" node ls >/dev/null 2>&1 && return
+    kill -0 "$(cat "$dir/agent.pid")" 2>/dev/null || { cat "$dir/agent.log"; exit 1; }
     sleep 0.2
   done
-fi
+  echo "node$i did not start; see $dir/agent.log" >&2; exit 1
+}
+start 0
+for i in $(seq 1 $((NODES - 1))); do
+  start "$i" --join "$(mesh 0)" --cluster-key "$RUN/node0/data/cluster.key"
+done
+export SKEIN_ADDR; SKEIN_ADDR=$(api 1)
+echo "==> waiting for $NODES ready nodes and 3 raft voters"
+for _ in $(seq 1 150); do
+  n=$("$SKEIN" -o json node ls | python3 -c 'import json,sys; a=json.load(sys.stdin); print(sum(x["health"]=="ready" for x in a), sum(x["role"] in ("leader","voter") for x in a))')
+  [[ "$n" == "$NODES 3" ]] && break
+  sleep 0.2
+done
+echo "==> skein --api $(api 1) node ls"; "$SKEIN" node ls
 
-echo "==> skein apply -f examples/deployment.yaml --image my-nginx=skein-demo/web:latest"
+echo "==> skein apply -f examples/deployment.yaml --image my-nginx=skein-demo/web:latest   (through node1)"
 "$SKEIN" apply -f examples/deployment.yaml --image my-nginx=skein-demo/web:latest
 echo "==> skein apply -f examples/web.yaml"
 "$SKEIN" apply -f examples/web.yaml
-echo "==> skein node ls"; "$SKEIN" node ls
 echo "==> skein job ls"; "$SKEIN" job ls
 echo "==> skein alloc ls"; "$SKEIN" alloc ls
 echo "==> curl every replica"
@@ -58,9 +79,11 @@ echo "==> curl every replica"
 import json, sys
 for a in json.load(sys.stdin):
     for p in a["ports"]:
-        print(a["id"], p["host_port"])' | while read -r id port; do
-  printf '%-24s 127.0.0.1:%-6s %s\n' "$id" "$port" "$(curl -fsS "http://127.0.0.1:$port/")"
+        print(a["id"], a["node_name"], p["host_port"])' | while read -r id node port; do
+  printf '%-22s %-6s 127.0.0.1:%-6s %s\n' "$id" "$node" "$port" "$(curl -fsS "http://127.0.0.1:$port/")"
 done
 echo
-echo "The node keeps running. Try: $SKEIN scale my-nginx 5 | $SKEIN logs <alloc> | $SKEIN restart my-nginx"
+echo "The cluster keeps running (SKEIN_ADDR=$(api 0), $(api 1) or $(api 2)). Try:"
+echo "  $SKEIN --api $(api 2) scale my-nginx 6      # from any node"
+echo "  kill \$(cat $RUN/node2/agent.pid)           # its replicas move within seconds"
 echo "Stop it with: scripts/demo.sh --down"

@@ -244,7 +244,7 @@ fn load_cluster_key(cfg: &AgentConfig) -> Result<libp2p::pnet::PreSharedKey> {
     Ok(psk)
 }
 
-/// Publishes this node's status every second (and re-reads Docker
+/// Publishes this node's status twice a second (and re-reads Docker
 /// inventory every few seconds).
 async fn publish_loop(ctx: Arc<NodeCtx>) {
     let mut seq: u64 = 0;

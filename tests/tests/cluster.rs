@@ -3,10 +3,12 @@
 //! Docker daemon. Nodes are killed, the leader is killed, a node is cut off;
 //! the tests measure and print failover times (`--nocapture` shows them).
 //!
-//! Failure detection is sped up for the tests (`FAST`). Each test has its own
-//! cluster (own bridge, subnet, data dirs and port ranges), so they run in
-//! parallel; dropping the cluster kills the agents and removes their
-//! containers, pass or fail. They need root (network namespaces).
+//! Failure detection is sped up where a test kills or cuts off a node
+//! (`FAST`) and slowed down where nothing should fail (`STEADY`). Each test
+//! has its own cluster (own bridge, subnet, data dirs and port ranges), so
+//! they run in parallel (at most `SKEIN_E2E_MAX_CLUSTERS`, default 2, at
+//! once); dropping the cluster kills the agents and removes their containers,
+//! pass or fail. They need root (network namespaces).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -35,6 +37,12 @@ const FAST: &[&str] = &[
     "3s",
 ];
 
+/// Failure detection for tests that kill nobody: slow enough that a machine
+/// stalling for a few seconds (Docker starting six containers while other
+/// test suites run) does not get a healthy node declared dead, which would
+/// re-place its replicas and falsify the outcome under test.
+const STEADY: &[&str] = &["--suspect-after", "5s", "--dead-after", "20s"];
+
 /// Until every node lists every other one as ready.
 const FORM: Duration = Duration::from_secs(45);
 /// Until replicas run (image present locally: seconds).
@@ -46,8 +54,13 @@ const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
 
 /// A cluster of `n` nodes with fast failure detection, all ready.
 fn start(n: usize) -> Cluster {
+    start_with(n, FAST)
+}
+
+/// A cluster of `n` nodes with these agent arguments, all ready.
+fn start_with(n: usize, args: &[&str]) -> Cluster {
     require_demo_image();
-    let c = Cluster::start(n, ClusterOpts::default().args(FAST));
+    let c = Cluster::start(n, ClusterOpts::default().args(args));
     let t = Instant::now();
     c.wait_for_nodes(n, FORM);
     eprintln!("{n} nodes ready after {:.1}s", t.elapsed().as_secs_f64());
@@ -169,7 +182,7 @@ fn secs(d: Duration) -> f64 {
 
 #[test]
 fn three_nodes_join_and_spread_six_replicas() {
-    let c = start(3);
+    let c = start_with(3, STEADY);
 
     // Every node, not only the seed, knows all three, ready, with its
     // address, capacity and a single leader.
@@ -583,7 +596,7 @@ fn partitioned_node_keeps_containers_and_heals_to_exact_count() {
 
 #[test]
 fn wrong_cluster_key_never_joins() {
-    let mut c = start(2);
+    let mut c = start_with(2, STEADY);
     let key = c.scratch_dir().join("intruder.key");
     write_cluster_key(&key, None);
     assert_ne!(
@@ -746,7 +759,7 @@ fn send_garbage(addr: SocketAddr, data: &[u8], reset: bool) {
 
 #[test]
 fn garbage_wire_messages_are_dropped() {
-    let mut c = start(2);
+    let mut c = start_with(2, STEADY);
     let target: SocketAddr = c.mesh_addr(0).parse().unwrap();
     let mut noise = Noise::new();
 

@@ -145,6 +145,13 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     if args.dead_after <= args.suspect_after {
         bail!("--dead-after must be longer than --suspect-after");
     }
+    let period = skein_node::membership::gossip::PUBLISH_INTERVAL;
+    if args.suspect_after < period * 2 {
+        tracing::warn!(
+            suspect_after = ?args.suspect_after,
+            "--suspect-after is under two gossip periods ({period:?}): healthy nodes will flap"
+        );
+    }
     let cfg = AgentConfig {
         data_dir,
         api: args.api,

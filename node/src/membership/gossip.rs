@@ -1,4 +1,4 @@
-//! Membership by gossip: every second each node publishes a
+//! Membership by gossip: twice a second each node publishes a
 //! [`NodeStatus`] (capacity, images, allocation statuses, Raft view) and
 //! folds the statuses it receives into its [`Membership`] table and status
 //! board. Silence is judged by [`Membership::check_health`].
@@ -16,8 +16,9 @@ use crate::mesh::wire::{NodeStatus, RaftRole};
 use crate::state::{node_id_str, NodeId};
 use skein_protocol::api::NodeHealth;
 
-/// How often a node publishes its status.
-pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a node publishes its status: several per `--suspect-after`,
+/// so one late message under load does not make a node suspect.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 /// At most this many images are gossiped; the rest are not advertised.
 const MAX_IMAGES: usize = 256;
 /// At most this many allocation statuses per message.

@@ -11,7 +11,7 @@
 //!   one [`wire::WireResponse`] (Raft RPCs, forwarded API calls, assignment
 //!   long-polls), length-prefixed frames of [`skein_protocol::codec`] bytes;
 //! - gossipsub (topic `skein/status/v1`): every node publishes its signed
-//!   [`wire::NodeStatus`] about once a second; undecodable or forged messages
+//!   [`wire::NodeStatus`] about twice a second; undecodable or forged messages
 //!   are rejected and never reach the application;
 //! - identify (`/skein/id/1`): peers tell each other their listen addresses;
 //! - ping: every second; a connection whose pings keep failing is closed.

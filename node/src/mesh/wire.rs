@@ -121,7 +121,7 @@ pub struct RaftRole {
     pub voters: Vec<NodeId>,
 }
 
-/// What every node gossips about itself once a second.
+/// What every node gossips about itself twice a second.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// Node id.
