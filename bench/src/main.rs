@@ -193,7 +193,7 @@ fn report(trials: usize, node: &mut [Duration], leader: &mut [Duration], rss: &[
     );
     let _ = writeln!(
         s,
-        "\nFailover is dominated by failure detection: statuses are gossiped every \
+        "\nFailover is dominated by failure detection: statuses are gossiped twice a \
          second and a node silent for `--dead-after` is dead; the leader then \
          re-plans at once and the new owners start containers on their next \
          assignment long-poll answer."
