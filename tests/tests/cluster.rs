@@ -826,3 +826,78 @@ fn garbage_wire_messages_are_dropped() {
             .collect::<String>()
     );
 }
+
+/// Node labels as constraints: a Deployment's `nodeSelector` pins every
+/// replica to the matching node; an impossible selector is refused with the
+/// labels seen, and changes nothing.
+#[test]
+fn node_selector_pins_replicas_to_labelled_nodes() {
+    let opts = ClusterOpts::default()
+        .args(STEADY)
+        .labels(0, &[("zone", "a")])
+        .labels(1, &[("zone", "b"), ("disk", "ssd")])
+        .labels(2, &[("zone", "c")]);
+    let c = Cluster::start(3, opts);
+    let leader = c.wait_for_leader(FORM);
+    wait_voters(&c, leader, 3);
+    let name = unique_name("pinned");
+    let yaml = format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      nodeSelector:
+        disk: ssd
+      containers:
+      - name: web
+        image: skein-demo/web:latest
+        ports:
+        - containerPort: 80
+"
+    );
+    let via = (leader + 1) % 3;
+    let file = c.node(via).write_manifest("pinned.yaml", &yaml);
+    c.node(via)
+        .cli_timeout(APPLY, &["apply", "-f", file.to_str().unwrap()])
+        .assert_success();
+    let allocs = wait_running(&c, leader, &name, 3);
+    let ssd = c.node(1).node_id();
+    assert!(
+        allocs.iter().all(|a| node_of(a) == ssd),
+        "all replicas on the ssd node: {}",
+        summarize_allocs(&allocs)
+    );
+    assert_eq!(c.running_containers_on(1, &name).len(), 3);
+
+    // A selector no node satisfies: refused with the reason, nothing placed.
+    let bad = unique_name("nowhere");
+    let file = c.node(via).write_manifest(
+        "nowhere.yaml",
+        &format!("name: {bad}\nimage: skein-demo/web:latest\nconstraints: {{zone: mars}}\n"),
+    );
+    let out = c
+        .node(via)
+        .cli_timeout(APPLY, &["apply", "-f", file.to_str().unwrap()]);
+    out.assert_failure();
+    assert!(
+        out.stderr.contains("no node matches constraints zone=mars"),
+        "{}",
+        out.stderr
+    );
+    let jobs = c.node(via).cli_json(&["job", "ls"]);
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["spec"]["name"] != bad.as_str()),
+        "refused job was not stored: {jobs}"
+    );
+}
