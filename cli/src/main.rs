@@ -58,6 +58,9 @@ enum Command {
     /// Inspect nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Inspect services (jobs reachable as NAME.service.skein).
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Print (and with -f follow) the output of an allocation's container.
     Logs(commands::logs::LogsArgs),
     /// Restart an allocation, or every allocation of a job.
@@ -103,6 +106,17 @@ enum AllocCommand {
         /// Only allocations of this job.
         #[arg(long)]
         job: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// List services with their healthy endpoints and published port.
+    Ls,
+    /// Show one service.
+    Status {
+        /// Service name.
+        name: String,
     },
 }
 
@@ -164,6 +178,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::read::alloc_ls(&client, fmt, job.as_deref()).await?
         }
         Command::Node(NodeCommand::Ls) => commands::read::node_ls(&client, fmt).await?,
+        Command::Service(ServiceCommand::Ls) => {
+            commands::read::service_ls(&client, fmt, None).await?
+        }
+        Command::Service(ServiceCommand::Status { name }) => {
+            commands::read::service_ls(&client, fmt, Some(&name)).await?
+        }
         Command::Logs(args) => commands::logs::run(&client, args).await?,
         Command::Restart { target } => commands::write::restart(&client, fmt, &target).await?,
         Command::Scale { job, replicas } => {

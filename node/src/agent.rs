@@ -57,6 +57,25 @@ pub struct AgentConfig {
     pub voter_grace: Duration,
     /// Executor timing.
     pub executor: ExecutorConfig,
+    /// Addresses the DNS server listens on.
+    pub dns: Vec<SocketAddr>,
+    /// Resolver given to containers.
+    pub container_dns: ContainerDns,
+    /// Address other nodes reach this node's published container ports at.
+    pub endpoint_ip: Option<IpAddr>,
+    /// Address routing-mesh ports are opened on.
+    pub routing_ip: IpAddr,
+}
+
+/// Which resolver containers get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerDns {
+    /// The Docker bridge gateway, where this node's DNS also listens.
+    Auto,
+    /// Docker's default; service names do not resolve in containers.
+    Off,
+    /// This address (the DNS server also listens there on port 53).
+    Ip(IpAddr),
 }
 
 /// File in the data dir holding the node id.
@@ -176,6 +195,19 @@ pub async fn run(
         "node starting"
     );
 
+    let container_dns = match cfg.container_dns {
+        ContainerDns::Off => None,
+        ContainerDns::Ip(ip) => Some(ip),
+        ContainerDns::Auto => docker_gateway(&ctx.docker).await,
+    };
+    let endpoint_ip = cfg
+        .endpoint_ip
+        .or(cfg.advertise)
+        .or_else(|| first_routable_ip(&ctx.mesh.advertised_addrs()))
+        .or_else(outbound_ip)
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    info!(endpoint_ip = %endpoint_ip, container_dns = ?container_dns, "services");
+
     if !raft.is_initialized().await? {
         if cfg.join.is_empty() {
             info!(node = %node_id_str(id), "no --join: bootstrapping a new cluster with this node as its first voter");
@@ -193,19 +225,60 @@ pub async fn run(
 
     let router = api::router(ctx.clone());
     let mut tasks = tokio::task::JoinSet::new();
+
+    // Services: DNS and routing mesh answer from tables built from gossip.
+    let mut dns_listen = cfg.dns.clone();
+    if let Some(ip) = container_dns {
+        let addr = SocketAddr::new(ip, 53);
+        if !dns_listen.contains(&addr) {
+            dns_listen.push(addr);
+        }
+    }
+    let (dns_tx, dns_rx) = watch::channel(Arc::new(crate::dns::ServiceTable::new()));
+    let (routing_tx, routing_rx) = watch::channel(Arc::new(crate::routing::RoutingTable::new()));
+    let exclude: Vec<IpAddr> = dns_listen.iter().map(SocketAddr::ip).collect();
+    let upstream = crate::dns::system_upstreams(&exclude);
+    // Each address on its own: one that cannot be bound (taken by another
+    // agent on this host, say) must not take the others down.
+    let mut dns_bound = Vec::new();
+    for addr in dns_listen {
+        match crate::dns::bind(vec![addr], dns_rx.clone(), upstream.clone()).await {
+            Ok(server) => {
+                info!(%addr, "dns listening");
+                dns_bound.push(addr);
+                tasks.spawn(async move {
+                    if let Err(e) = server.run().await {
+                        warn!(%addr, error = %e, "dns server stopped");
+                    }
+                });
+            }
+            Err(e) => warn!(%addr, error = %e, "cannot serve dns here"),
+        }
+    }
+    // Containers only get a resolver that answers.
+    let container_dns = container_dns.filter(|ip| dns_bound.contains(&SocketAddr::new(*ip, 53)));
+    tasks.spawn(crate::routing::run(cfg.routing_ip, routing_rx));
+    tasks.spawn(crate::services::run(
+        ctx.membership.clone(),
+        dns_tx,
+        routing_tx,
+    ));
     tasks.spawn(inbound::run(ctx.clone(), router.clone(), mesh_events));
-    tasks.spawn(publish_loop(ctx.clone()));
+    tasks.spawn(publish_loop(ctx.clone(), endpoint_ip));
     tasks.spawn(health_loop(ctx.clone()));
     tasks.spawn(assignments::run(
         ctx.clone(),
         cfg.data_dir.clone(),
         synced_tx,
     ));
-    tasks.spawn(executor_when_synced(
-        ctx.clone(),
-        synced_rx,
-        cfg.executor.clone(),
-    ));
+    let executor_cfg = ExecutorConfig {
+        container_dns,
+        // Explicit endpoint address: Docker publishes there (it may live in
+        // another network namespace than this node).
+        probe_ip: cfg.endpoint_ip,
+        ..cfg.executor.clone()
+    };
+    tasks.spawn(executor_when_synced(ctx.clone(), synced_rx, executor_cfg));
     tasks.spawn(heal_loop(ctx.clone(), control, id));
     tasks.spawn(voters::run(ctx.clone(), cfg.voter_grace));
 
@@ -244,9 +317,60 @@ fn load_cluster_key(cfg: &AgentConfig) -> Result<libp2p::pnet::PreSharedKey> {
     Ok(psk)
 }
 
+/// The Docker bridge's gateway: containers reach the host there, so the
+/// node's DNS listens on it for them.
+async fn docker_gateway(docker: &Docker) -> Option<IpAddr> {
+    let net = docker
+        .inspect_network(
+            "bridge",
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .ok()?;
+    let configs = net.ipam?.config?;
+    let gateway = configs
+        .iter()
+        .find_map(|c| c.gateway.as_ref()?.parse().ok());
+    // Some Docker versions leave the gateway out: it is the subnet's first
+    // address (172.17.0.1 for 172.17.0.0/16).
+    gateway.or_else(|| {
+        configs.iter().find_map(|c| {
+            let (net, _) = c.subnet.as_ref()?.split_once('/')?;
+            let v4: std::net::Ipv4Addr = net.parse().ok()?;
+            Some(IpAddr::V4(std::net::Ipv4Addr::from(
+                u32::from(v4).checked_add(1)?,
+            )))
+        })
+    })
+}
+
+/// The address this host sends from by default: reachable from its own
+/// containers and, usually, from other hosts. A UDP "connect" sends nothing.
+fn outbound_ip() -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
+}
+
+/// The first non-loopback IP among `addrs`.
+fn first_routable_ip(addrs: &[libp2p::Multiaddr]) -> Option<IpAddr> {
+    addrs.iter().find_map(|a| {
+        a.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Ip4(ip) if !ip.is_loopback() && !ip.is_unspecified() => {
+                Some(IpAddr::V4(ip))
+            }
+            libp2p::multiaddr::Protocol::Ip6(ip) if !ip.is_loopback() && !ip.is_unspecified() => {
+                Some(IpAddr::V6(ip))
+            }
+            _ => None,
+        })
+    })
+}
+
 /// Publishes this node's status twice a second (and re-reads Docker
 /// inventory every few seconds).
-async fn publish_loop(ctx: Arc<NodeCtx>) {
+async fn publish_loop(ctx: Arc<NodeCtx>, endpoint_ip: IpAddr) {
     let mut seq: u64 = 0;
     let mut last_inventory = tokio::time::Instant::now();
     loop {
@@ -265,6 +389,11 @@ async fn publish_loop(ctx: Arc<NodeCtx>) {
         };
         record.raft = ctx.raft_role();
         (record.allocated, record.allocation_count) = ctx.assigned().await;
+        let statuses = ctx.board.of_node(ctx.id()).await;
+        record.endpoints = ctx
+            .desired
+            .read(|d| crate::services::local_endpoints(ctx.id(), d, &statuses, endpoint_ip))
+            .await;
         record.mesh_addrs = ctx
             .mesh
             .advertised_addrs()
@@ -273,8 +402,7 @@ async fn publish_loop(ctx: Arc<NodeCtx>) {
             .collect();
         ctx.membership.observe(record.clone()).await;
         seq += 1;
-        let allocs = ctx.board.of_node(ctx.id()).await;
-        let status = gossip::status_of(&record, allocs, record.raft.clone(), seq);
+        let status = gossip::status_of(&record, statuses, record.raft.clone(), seq);
         if let Err(e) = ctx.mesh.publish_status(&status).await {
             tracing::debug!(error = %e, "status not published");
         }
@@ -313,11 +441,19 @@ async fn executor_when_synced(
 /// node, right after membership changes and periodically.
 async fn heal_loop(ctx: Arc<NodeCtx>, control: Arc<Control>, id: NodeId) {
     let mut changes = ctx.membership.subscribe();
-    let mut leader_changes = ctx.raft.metrics();
+    let mut metrics = ctx.raft.metrics();
+    let mut last_leader = None;
     loop {
         tokio::select! {
             _ = changes.changed() => {},
-            _ = leader_changes.changed() => {},
+            // Metrics change on every heartbeat: only a new leader matters.
+            _ = metrics.changed() => {
+                let leader = metrics.borrow().current_leader;
+                if leader == last_leader {
+                    continue;
+                }
+                last_leader = leader;
+            },
             _ = tokio::time::sleep(HEAL_INTERVAL) => {},
         }
         if ctx.raft.metrics().borrow().current_leader != Some(id) {

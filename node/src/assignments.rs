@@ -96,6 +96,8 @@ pub async fn run(ctx: Arc<NodeCtx>, data_dir: PathBuf, synced: watch::Sender<boo
     let me = ctx.id();
     let mut known = ctx.desired.read(|s| s.version).await;
     let mut last_error = String::new();
+    // No leader for the first moments after start is normal, not news.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let answer = fetch(&ctx, me, known).await;
         match answer {
@@ -119,7 +121,7 @@ pub async fn run(ctx: Arc<NodeCtx>, data_dir: PathBuf, synced: watch::Sender<boo
                 synced.send_replace(true);
             }
             Err(e) => {
-                if e != last_error {
+                if e != last_error && tokio::time::Instant::now() >= quiet_until {
                     warn!(error = %e, "assignments: cannot reach the leader; keeping current containers");
                     last_error = e;
                 }

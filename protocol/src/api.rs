@@ -120,6 +120,9 @@ pub struct AllocStatus {
     pub container_id: Option<String>,
     /// Why the allocation is not running, when it is not.
     pub message: Option<String>,
+    /// Running and passing its readiness checks: it receives traffic.
+    #[serde(default)]
+    pub ready: bool,
 }
 
 impl Default for AllocStatus {
@@ -130,6 +133,7 @@ impl Default for AllocStatus {
             restarts: 0,
             container_id: None,
             message: None,
+            ready: false,
         }
     }
 }
@@ -217,6 +221,30 @@ pub struct NodeView {
     pub labels: BTreeMap<String, String>,
     /// Skein version the node runs.
     pub version: String,
+}
+
+/// One endpoint of a service: a ready replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointView {
+    /// Allocation id.
+    pub alloc: String,
+    /// Node that runs it.
+    pub node: String,
+    /// Address and port to reach it at.
+    pub addr: String,
+}
+
+/// `GET /v1/services`: a service with its healthy endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Service name (`NAME.service.skein`).
+    pub name: String,
+    /// Job whose replicas serve it.
+    pub job: String,
+    /// Routing-mesh port open on every node, if published.
+    pub publish: Option<u16>,
+    /// Healthy endpoints.
+    pub endpoints: Vec<EndpointView>,
 }
 
 /// `GET /v1/status`: this node and the control plane as it sees it.

@@ -1,9 +1,11 @@
 //! YAML manifests → [`JobSpec`]s, with errors that point at file, line and column.
 //!
 //! A manifest file holds one or more YAML documents. A document with an
-//! `apiVersion` (or `kind`) key is a Kubernetes object (only `apps/v1 Deployment` is
-//! supported, see `kubernetes.rs`); any other mapping is a native Skein job
-//! (see `native.rs`). Every document must convert and pass
+//! `apiVersion` (or `kind`) key is a Kubernetes object (`apps/v1 Deployment`
+//! and `v1 Service`, see `kubernetes.rs`); any other mapping is a native
+//! Skein job (see `native.rs`). A Service produces no job: it becomes the
+//! `service` of the one Deployment in the same file whose pod labels it
+//! selects. Every document must convert and every job pass
 //! [`JobSpec::validate`], or the whole file is refused, so `skein apply`
 //! never applies half a file.
 //!
@@ -101,8 +103,9 @@ pub fn parse_manifests(file: &str, text: &str) -> Result<Vec<JobSpec>, ManifestE
         )));
     }
 
-    let mut specs = Vec::new();
-    let mut first_line_of: HashMap<String, usize> = HashMap::new();
+    // Pass 1: convert every document, in file order.
+    let mut jobs: Vec<Job<'_>> = Vec::new();
+    let mut services: Vec<(Ctx<'_>, kubernetes::ServiceObject)> = Vec::new();
     for doc in &docs {
         let ctx = Ctx { file, doc };
         match doc.root {
@@ -113,39 +116,145 @@ pub fn parse_manifests(file: &str, text: &str) -> Result<Vec<JobSpec>, ManifestE
                     doc.root_pos(),
                     None,
                     format!(
-                        "expected a mapping (a Skein job or an apps/v1 Deployment), found a {what}"
+                        "expected a mapping (a Skein job or a Kubernetes object), found a {what}"
                     ),
                 ))
             }
         }
-        let (spec, source_paths): (JobSpec, fn(&str) -> Vec<String>) =
-            if doc.has("apiVersion") || doc.has("kind") {
-                (kubernetes::convert(&ctx)?, kubernetes::source_paths)
-            } else {
-                (native::convert(&ctx)?, native::source_paths)
-            };
-        if let Some(e) = spec
+        if doc.has("apiVersion") || doc.has("kind") {
+            match kubernetes::convert(&ctx)? {
+                Object::Job(spec, paths) => jobs.push(Job {
+                    spec: *spec,
+                    paths,
+                    ctx,
+                    deployment: true,
+                    service_from: None,
+                }),
+                Object::Service(svc) => services.push((ctx, svc)),
+            }
+        } else {
+            let spec = native::convert(&ctx)?;
+            jobs.push(Job {
+                spec,
+                paths: Box::new(native::source_paths),
+                ctx,
+                deployment: false,
+                service_from: None,
+            });
+        }
+    }
+
+    // Pass 2: every Service becomes the `service` of the one Deployment it selects.
+    for (si, (sctx, svc)) in services.iter().enumerate() {
+        let matched: Vec<usize> = jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| j.deployment && svc.selects(&j.spec.labels))
+            .map(|(i, _)| i)
+            .collect();
+        let i = match matched.as_slice() {
+            [i] => *i,
+            [] => {
+                return Err(sctx.at_value(
+                    "spec.selector",
+                    format!(
+                        "Service {} selects {} but no Deployment in this file has those pod \
+                         labels (spec.template.metadata.labels)",
+                        svc.service.name,
+                        svc.selector_text()
+                    ),
+                ))
+            }
+            several => {
+                let names: Vec<&str> = several
+                    .iter()
+                    .filter_map(|i| jobs.get(*i).map(|j| j.spec.name.as_str()))
+                    .collect();
+                return Err(sctx.at_value(
+                    "spec.selector",
+                    format!(
+                        "Service {} selects {}, which matches several Deployments ({}); \
+                         a Service must select exactly one",
+                        svc.service.name,
+                        svc.selector_text(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+        };
+        let Some(job) = jobs.get_mut(i) else { continue };
+        if let Some((_, prev)) = job.service_from.and_then(|p| services.get(p)) {
+            return Err(sctx.at_value(
+                "spec.selector",
+                format!(
+                    "Deployment {} is already selected by Service {}; a job has at most one \
+                     service",
+                    job.spec.name, prev.service.name
+                ),
+            ));
+        }
+        job.spec.service = Some(svc.service.clone());
+        job.service_from = Some(si);
+    }
+
+    // Pass 3: validate, in file order; names must be unique in the file.
+    let mut first_line_of: HashMap<String, usize> = HashMap::new();
+    let mut service_line_of: HashMap<String, usize> = HashMap::new();
+    let mut publish_line_of: HashMap<u16, usize> = HashMap::new();
+    let mut specs = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let locate = |field: &str, message: String| {
+            let (ctx, paths) = job.origin(&services, field);
+            ctx.at_field(&paths, message)
+        };
+        let line_of = |field: &str| {
+            let (ctx, paths) = job.origin(&services, field);
+            paths
+                .iter()
+                .find_map(|p| ctx.doc.key_pos(p))
+                .unwrap_or_else(|| ctx.doc.root_pos())
+                .line
+        };
+        if let Some(e) = job
+            .spec
             .validate()
             .err()
             .and_then(|errs| errs.into_iter().next())
         {
-            return Err(ctx.at_field(&source_paths(&e.field), e.message));
+            return Err(locate(&e.field, e.message));
         }
-        let name_paths = source_paths("name");
-        if let Some(line) = first_line_of.get(&spec.name) {
-            return Err(ctx.at_field(
-                &name_paths,
+        if let Some(line) = first_line_of.get(&job.spec.name) {
+            return Err(locate(
+                "name",
                 format!(
                     "job name {:?} is already used on line {line}; names must be unique",
-                    spec.name
+                    job.spec.name
                 ),
             ));
         }
-        let name_line = name_paths
-            .first()
-            .map_or(doc.root_pos(), |p| doc.nearest_pos(p));
-        first_line_of.insert(spec.name.clone(), name_line.line);
-        specs.push(spec);
+        first_line_of.insert(job.spec.name.clone(), line_of("name"));
+        if let Some(svc) = &job.spec.service {
+            if let Some(line) = service_line_of.get(&svc.name) {
+                return Err(locate(
+                    "service.name",
+                    format!(
+                        "service name {:?} is already used on line {line}; names must be unique",
+                        svc.name
+                    ),
+                ));
+            }
+            service_line_of.insert(svc.name.clone(), line_of("service.name"));
+            if let Some(port) = svc.publish {
+                if let Some(line) = publish_line_of.get(&port) {
+                    return Err(locate(
+                        "service.publish",
+                        format!("port {port} is already published on line {line}"),
+                    ));
+                }
+                publish_line_of.insert(port, line_of("service.publish"));
+            }
+        }
+        specs.push(job.spec);
     }
     if specs.is_empty() {
         return Err(whole_file(format!("no jobs found in {file}")));
@@ -153,7 +262,55 @@ pub fn parse_manifests(file: &str, text: &str) -> Result<Vec<JobSpec>, ManifestE
     Ok(specs)
 }
 
+/// Maps a [`JobSpec`] field path (as in [`crate::spec::SpecError::field`]) to
+/// the YAML paths it may come from in one document, most specific first.
+pub(crate) type SourcePaths = Box<dyn Fn(&str) -> Vec<String>>;
+
+/// What one Kubernetes document converts into.
+pub(crate) enum Object {
+    /// A Deployment: a job, and where its fields come from.
+    Job(Box<JobSpec>, SourcePaths),
+    /// A Service: becomes the `service` of the Deployment it selects.
+    Service(kubernetes::ServiceObject),
+}
+
+/// A converted job on its way through validation.
+struct Job<'a> {
+    spec: JobSpec,
+    paths: SourcePaths,
+    ctx: Ctx<'a>,
+    /// Came from a Deployment, so a Service may select it.
+    deployment: bool,
+    /// Index of the Service that gave the job its `service`.
+    service_from: Option<usize>,
+}
+
+impl<'a> Job<'a> {
+    /// The document a spec field comes from and its candidate paths there:
+    /// `service.*` of a Deployment lives in the Service that selected it.
+    fn origin<'s>(
+        &'s self,
+        services: &'s [(Ctx<'a>, kubernetes::ServiceObject)],
+        field: &str,
+    ) -> (&'s Ctx<'a>, Vec<String>) {
+        let is_service = field == "service" || field.starts_with("service.");
+        match self.service_from.and_then(|i| services.get(i)) {
+            Some((sctx, _)) if is_service => (sctx, kubernetes::service_source_paths(field)),
+            _ => (&self.ctx, (self.paths)(field)),
+        }
+    }
+}
+
+/// Splits a check field (`checks[2].probe.http.port`) into its index and
+/// the rest (`probe.http.port`).
+pub(crate) fn check_field(field: &str) -> Option<(usize, &str)> {
+    let rest = field.strip_prefix("checks[")?;
+    let (index, rest) = rest.split_once(']')?;
+    Some((index.parse().ok()?, rest.strip_prefix('.').unwrap_or(rest)))
+}
+
 /// One document being converted: builds errors in file coordinates.
+#[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
     file: &'a str,
     doc: &'a Document<'a>,
@@ -186,7 +343,11 @@ impl Ctx<'_> {
 
     /// An error about a spec field that may come from any of `candidates`
     /// (source paths, most specific first): the first present one is named.
-    fn at_field(&self, candidates: &[String], message: impl Into<String>) -> ManifestError {
+    pub(crate) fn at_field(
+        &self,
+        candidates: &[String],
+        message: impl Into<String>,
+    ) -> ManifestError {
         match candidates
             .iter()
             .find(|p| self.doc.has(p))

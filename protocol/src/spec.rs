@@ -57,6 +57,127 @@ pub struct JobSpec {
     /// How replicas are spread over nodes.
     #[serde(default)]
     pub placement: PlacementStrategy,
+    /// Exposes the replicas as a service (DNS name, routing-mesh port).
+    #[serde(default)]
+    pub service: Option<ServiceSpec>,
+    /// Health checks run against each container.
+    #[serde(default)]
+    pub checks: Vec<CheckSpec>,
+}
+
+/// A job's replicas as one service: `NAME.service.skein` in DNS, and
+/// optionally a port published on every node (the routing mesh).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Service name (a DNS label); defaults to the job name.
+    pub name: String,
+    /// The container port that serves: a port name or number from
+    /// `ports`; `None` = the first port.
+    #[serde(default)]
+    pub port: Option<String>,
+    /// Port opened on every node that forwards to a healthy replica.
+    #[serde(default)]
+    pub publish: Option<u16>,
+    /// How the routing mesh picks a replica.
+    #[serde(default)]
+    pub balance: Balance,
+}
+
+/// Load-balancing policy of the routing mesh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// Each new connection goes to the next healthy replica.
+    #[default]
+    RoundRobin,
+    /// Each new connection goes to the replica with the fewest open ones.
+    LeastConnections,
+}
+
+/// What a failing check means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// Failing: the container is restarted (`livenessProbe`).
+    Liveness,
+    /// Failing: the replica gets no traffic (`readinessProbe`).
+    Readiness,
+}
+
+/// How a check probes the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Probe {
+    /// `GET path` on a container port answers 200-399.
+    Http {
+        /// Container port.
+        port: u16,
+        /// Request path.
+        #[serde(default = "default_path")]
+        path: String,
+    },
+    /// A TCP connection to a container port succeeds.
+    Tcp {
+        /// Container port.
+        port: u16,
+    },
+    /// A command run inside the container exits 0.
+    Exec {
+        /// Command and arguments.
+        command: Vec<String>,
+    },
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+
+/// One health check (Kubernetes probe semantics).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    /// Liveness or readiness.
+    pub kind: CheckKind,
+    /// The probe.
+    pub probe: Probe,
+    /// Seconds between probes (`periodSeconds`, default 10).
+    #[serde(default = "default_period")]
+    pub period_secs: u32,
+    /// Seconds before a probe counts as failed (`timeoutSeconds`, default 1).
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u32,
+    /// Seconds after start before the first probe (`initialDelaySeconds`).
+    #[serde(default)]
+    pub initial_delay_secs: u32,
+    /// Consecutive failures that make the check fail (`failureThreshold`, default 3).
+    #[serde(default = "default_threshold")]
+    pub failure_threshold: u32,
+}
+
+impl CheckSpec {
+    /// A check of `kind` with Kubernetes' default timing: every 10 s,
+    /// 1 s timeout, no initial delay, failing after 3 misses in a row.
+    pub fn new(kind: CheckKind, probe: Probe) -> Self {
+        Self {
+            kind,
+            probe,
+            period_secs: default_period(),
+            timeout_secs: default_timeout(),
+            initial_delay_secs: 0,
+            failure_threshold: default_threshold(),
+        }
+    }
+}
+
+fn default_period() -> u32 {
+    10
+}
+fn default_timeout() -> u32 {
+    1
+}
+fn default_threshold() -> u32 {
+    3
 }
 
 /// One container port.
@@ -239,6 +360,38 @@ pub fn is_dns_label(s: &str) -> bool {
 }
 
 impl JobSpec {
+    /// The port the job's service serves on: the port named by
+    /// `service.port`, else the one with that container port number, else
+    /// (no `service.port`) the first port. `None` without a service or when
+    /// nothing matches ([`JobSpec::validate`] refuses the latter).
+    pub fn service_port(&self) -> Option<&PortSpec> {
+        let svc = self.service.as_ref()?;
+        match &svc.port {
+            None => self.ports.first(),
+            Some(want) => self
+                .ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(want.as_str()))
+                .or_else(|| {
+                    let n: u16 = want.parse().ok()?;
+                    self.ports.iter().find(|p| p.container_port == n)
+                }),
+        }
+    }
+
+    /// The ports as `name/number` for messages, e.g. `http/80, 443`.
+    fn port_list(&self) -> String {
+        let list: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| match &p.name {
+                Some(n) => format!("{n}/{}", p.container_port),
+                None => p.container_port.to_string(),
+            })
+            .collect();
+        list.join(", ")
+    }
+
     /// Checks every rule a spec must satisfy before it may be committed;
     /// returns all problems, not only the first.
     pub fn validate(&self) -> Result<(), Vec<SpecError>> {
@@ -371,6 +524,85 @@ impl JobSpec {
                 );
             }
         }
+        if let Some(svc) = &self.service {
+            if !is_dns_label(&svc.name) {
+                err(
+                    "service.name",
+                    format!(
+                        "{:?} is not a valid service name: use 1-63 lowercase letters, digits \
+                         or '-', starting and ending with a letter or digit",
+                        svc.name
+                    ),
+                );
+            }
+            if self.ports.is_empty() {
+                err(
+                    "service.port",
+                    "a service needs a port to serve on, but the job declares no ports".into(),
+                );
+            } else if let (Some(want), None) = (&svc.port, self.service_port()) {
+                err(
+                    "service.port",
+                    format!(
+                        "{want:?} is neither the name nor the container port of one of the \
+                         job's ports ({})",
+                        self.port_list()
+                    ),
+                );
+            }
+            if svc.publish == Some(0) {
+                err("service.publish", "must be between 1 and 65535".into());
+            }
+        }
+        for (i, c) in self.checks.iter().enumerate() {
+            let base = format!("checks[{i}]");
+            match &c.probe {
+                Probe::Http { port, path } => {
+                    if *port == 0 {
+                        err(
+                            &format!("{base}.probe.http.port"),
+                            "must be between 1 and 65535".into(),
+                        );
+                    }
+                    if !path.starts_with('/')
+                        || path.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+                    {
+                        err(
+                            &format!("{base}.probe.http.path"),
+                            format!(
+                                "{path:?} is not a valid request path: it must start with '/' \
+                                 and contain no spaces or control characters"
+                            ),
+                        );
+                    }
+                }
+                Probe::Tcp { port } => {
+                    if *port == 0 {
+                        err(
+                            &format!("{base}.probe.tcp.port"),
+                            "must be between 1 and 65535".into(),
+                        );
+                    }
+                }
+                Probe::Exec { command } => {
+                    if command.first().is_none_or(|c| c.is_empty()) {
+                        err(
+                            &format!("{base}.probe.exec.command"),
+                            "a command is required (e.g. [cat, /tmp/healthy])".into(),
+                        );
+                    }
+                }
+            }
+            for (field, value) in [
+                ("period_secs", c.period_secs),
+                ("timeout_secs", c.timeout_secs),
+                ("failure_threshold", c.failure_threshold),
+            ] {
+                if value == 0 {
+                    err(&format!("{base}.{field}"), "must be 1 or more".into());
+                }
+            }
+        }
         if errs.is_empty() {
             Ok(())
         } else {
@@ -402,6 +634,8 @@ mod tests {
             labels: BTreeMap::new(),
             constraints: BTreeMap::new(),
             placement: PlacementStrategy::Spread,
+            service: None,
+            checks: vec![],
         }
     }
 
@@ -419,6 +653,73 @@ mod tests {
         let errs = s.validate().unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["name", "image", "ports[0].container_port"]);
+    }
+
+    #[test]
+    fn service_and_check_rules() {
+        let mut s = sample();
+        s.service = Some(ServiceSpec {
+            name: "web".into(),
+            port: None,
+            publish: Some(8080),
+            balance: Balance::RoundRobin,
+        });
+        s.checks = vec![CheckSpec {
+            kind: CheckKind::Readiness,
+            probe: Probe::Http {
+                port: 80,
+                path: "/healthz".into(),
+            },
+            period_secs: 10,
+            timeout_secs: 1,
+            initial_delay_secs: 0,
+            failure_threshold: 3,
+        }];
+        assert_eq!(s.validate(), Ok(()));
+        assert_eq!(s.service_port().map(|p| p.container_port), Some(80));
+        for port in ["http", "80"] {
+            s.service.as_mut().unwrap().port = Some(port.into());
+            assert_eq!(s.service_port().map(|p| p.container_port), Some(80));
+        }
+
+        let mut bad = s.clone();
+        let svc = bad.service.as_mut().unwrap();
+        svc.name = "Web".into();
+        svc.port = Some("grpc".into());
+        svc.publish = Some(0);
+        bad.checks[0].probe = Probe::Http {
+            port: 0,
+            path: "/x\r\nHost: evil".into(),
+        };
+        bad.checks[0].period_secs = 0;
+        bad.checks[0].failure_threshold = 0;
+        bad.checks.push(CheckSpec {
+            kind: CheckKind::Liveness,
+            probe: Probe::Exec { command: vec![] },
+            ..s.checks[0].clone()
+        });
+        let errs = bad.validate().unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "service.name",
+                "service.port",
+                "service.publish",
+                "checks[0].probe.http.port",
+                "checks[0].probe.http.path",
+                "checks[0].period_secs",
+                "checks[0].failure_threshold",
+                "checks[1].probe.exec.command",
+            ]
+        );
+        assert!(errs[1].message.contains("(http/80)"), "{}", errs[1].message);
+
+        let mut portless = s.clone();
+        portless.ports.clear();
+        portless.checks.clear();
+        let errs = portless.validate().unwrap_err();
+        assert_eq!(errs[0].field, "service.port");
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use skein_protocol::manifest::{parse_manifests, ManifestError, MAX_MANIFEST_BYTES};
 use skein_protocol::spec::{
-    JobSpec, PlacementStrategy, PortProtocol, PortSpec, ResourceVec, Resources, RestartPolicy,
-    DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES,
+    Balance, CheckKind, CheckSpec, JobSpec, PlacementStrategy, PortProtocol, PortSpec, Probe,
+    ResourceVec, Resources, RestartPolicy, ServiceSpec, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES,
 };
 
 /// The Deployment from the article (section 4.2), byte for byte.
@@ -103,6 +103,8 @@ fn seed_deployment_converts() {
             labels: map(&[("app", "my-nginx")]),
             constraints: BTreeMap::new(),
             placement: PlacementStrategy::Spread,
+            service: None,
+            checks: vec![],
         }]
     );
 }
@@ -134,6 +136,8 @@ fn native_job_converts_every_field() {
             labels: map(&[("tier", "frontend")]),
             constraints: map(&[("region", "eu-west")]),
             placement: PlacementStrategy::Spread,
+            service: None,
+            checks: vec![],
         }]
     );
 }
@@ -186,6 +190,16 @@ fn deployment_quantities_and_options_convert_exactly() {
     assert_eq!(spec.restart, RestartPolicy::OnFailure);
     assert_eq!(spec.constraints, map(&[("zone", "a")]));
     assert_eq!(spec.placement, PlacementStrategy::Binpack);
+    assert_eq!(
+        spec.checks,
+        [CheckSpec::new(
+            CheckKind::Liveness,
+            Probe::Http {
+                port: 80,
+                path: "/".into(),
+            },
+        )]
+    );
     assert_eq!(
         spec.ports,
         [PortSpec {
@@ -331,15 +345,11 @@ fn missing_image_is_located_at_the_container() {
 
 #[test]
 fn unsupported_kinds_name_what_is_supported() {
-    let msg = located(
-        &SEED.replace("kind: Deployment", "kind: Service"),
-        2,
-        7,
-        Some("kind"),
-    );
+    let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\n";
+    let msg = located(ingress, 2, 7, Some("kind"));
     assert_eq!(
         msg,
-        "kind Service is not supported yet; supported: apps/v1 Deployment"
+        "kind Ingress is not supported yet; supported: apps/v1 Deployment, v1 Service"
     );
     let msg = located(
         &SEED.replace("apps/v1", "extensions/v1beta1"),
@@ -347,14 +357,31 @@ fn unsupported_kinds_name_what_is_supported() {
         13,
         Some("apiVersion"),
     );
-    assert!(msg.contains("supported: apps/v1 Deployment"), "{msg}");
+    assert!(
+        msg.contains("supported: apps/v1 Deployment, v1 Service"),
+        "{msg}"
+    );
+    let msg = located(
+        &SEED.replace("kind: Deployment", "kind: Service"),
+        1,
+        13,
+        Some("apiVersion"),
+    );
+    assert_eq!(
+        msg,
+        "apiVersion apps/v1 is not supported for a Service; \
+         supported: apps/v1 Deployment, v1 Service"
+    );
     let msg = located(
         &SEED.replace("apiVersion: apps/v1\n", ""),
         1,
         1,
         Some("apiVersion"),
     );
-    assert_eq!(msg, "apiVersion is required; supported: apps/v1 Deployment");
+    assert_eq!(
+        msg,
+        "apiVersion is required; supported: apps/v1 Deployment, v1 Service"
+    );
     // User text is quoted back, but never as raw control characters.
     let msg = located(
         "apiVersion: apps/v1\nkind: \"\\e[2J\"\n",
@@ -484,6 +511,465 @@ fn oversized_input_and_alias_bombs_are_refused() {
     let e = err(&bomb);
     assert!(e.message.contains("too large or too complex"), "{e}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+/// A native job with a service and one check of each probe type.
+const NATIVE_SERVICE: &str = "\
+name: web
+image: skein-demo/web:latest
+ports: [{ name: http, container_port: 80 }, { container_port: 9090 }]
+service:
+  port: http
+  publish: 8080
+  balance: least-connections
+checks:
+  - kind: readiness
+    http: { port: http, path: /healthz }
+    period: 2
+    timeout: 1
+    initial_delay: 0
+    failure_threshold: 3
+  - kind: liveness
+    tcp: { port: 80 }
+  - kind: liveness
+    exec: [cat, /tmp/healthy]
+";
+
+/// A Deployment with a named port and readiness + liveness probes.
+const PROBED: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web, tier: fe}
+    spec:
+      containers:
+      - name: web
+        image: skein-demo/web:latest
+        ports:
+        - {name: http, containerPort: 80}
+        readinessProbe:
+          httpGet: {path: /ready, port: http}
+          periodSeconds: 2
+        livenessProbe:
+          tcpSocket: {port: 80}
+          initialDelaySeconds: 5
+          failureThreshold: 4
+          timeoutSeconds: 2
+        startupProbe:
+          exec: {command: [true]}
+";
+
+/// A Service selecting [`PROBED`]'s pods, published on a node port.
+const SERVICE: &str = "\
+apiVersion: v1
+kind: Service
+metadata:
+  name: web-svc
+  annotations: {skein.io/balance: least-connections}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports:
+  - port: 8000
+    targetPort: http
+    nodePort: 30080
+";
+
+#[test]
+fn native_service_and_checks_convert() {
+    let spec = &parse_manifests("web.yaml", NATIVE_SERVICE).unwrap()[0];
+    assert_eq!(
+        spec.service,
+        Some(ServiceSpec {
+            name: "web".into(),
+            port: Some("http".into()),
+            publish: Some(8080),
+            balance: Balance::LeastConnections,
+        })
+    );
+    assert_eq!(spec.service_port().map(|p| p.container_port), Some(80));
+    assert_eq!(
+        spec.checks,
+        [
+            CheckSpec {
+                kind: CheckKind::Readiness,
+                probe: Probe::Http {
+                    port: 80,
+                    path: "/healthz".into(),
+                },
+                period_secs: 2,
+                timeout_secs: 1,
+                initial_delay_secs: 0,
+                failure_threshold: 3,
+            },
+            CheckSpec::new(CheckKind::Liveness, Probe::Tcp { port: 80 }),
+            CheckSpec::new(
+                CheckKind::Liveness,
+                Probe::Exec {
+                    command: vec!["cat".into(), "/tmp/healthy".into()],
+                },
+            ),
+        ]
+    );
+    // The string shorthand names the service; everything else defaults.
+    let short = "name: web\nimage: x\nports: [{container_port: 80}]\nservice: www\n";
+    let spec = &parse_manifests("web.yaml", short).unwrap()[0];
+    assert_eq!(
+        spec.service,
+        Some(ServiceSpec {
+            name: "www".into(),
+            port: None,
+            publish: None,
+            balance: Balance::RoundRobin,
+        })
+    );
+    let defaulted = "name: web\nimage: x\nports: [{container_port: 80}]\nservice: {}\n";
+    let spec = &parse_manifests("web.yaml", defaulted).unwrap()[0];
+    assert_eq!(spec.service.as_ref().map(|s| s.name.as_str()), Some("web"));
+}
+
+#[test]
+fn bad_native_services_and_checks_are_located() {
+    let two = NATIVE_SERVICE.replace(
+        "    tcp: { port: 80 }\n",
+        "    tcp: { port: 80 }\n    http: { port: 80 }\n",
+    );
+    let e = err(&two);
+    assert_eq!(
+        e.to_string(),
+        "deployment.yaml:15:5: checks[1]: exactly one of http, tcp, exec is required"
+    );
+    let none = "name: web\nimage: x\nchecks:\n- kind: liveness\n";
+    let msg = located(none, 4, 3, Some("checks[0]"));
+    assert_eq!(msg, "exactly one of http, tcp, exec is required");
+    let msg = located(
+        "name: web\nimage: x\nchecks:\n- {http: {port: 80}}\n",
+        4,
+        3,
+        Some("checks[0]"),
+    );
+    assert_eq!(msg, "kind is required: liveness or readiness");
+    let msg = located(
+        &NATIVE_SERVICE.replace("port: http, path", "port: web, path"),
+        10,
+        19,
+        Some("checks[0].http.port"),
+    );
+    assert_eq!(msg, "no port is named \"web\" (named ports: http)");
+    let msg = located(
+        &NATIVE_SERVICE.replace("period: 2", "period: 0"),
+        11,
+        13,
+        Some("checks[0].period"),
+    );
+    assert_eq!(msg, "must be 1 or more");
+    let msg = located(
+        &NATIVE_SERVICE.replace("exec: [cat, /tmp/healthy]", "exec: []"),
+        18,
+        11,
+        Some("checks[2].exec"),
+    );
+    assert!(msg.contains("a command is required"), "{msg}");
+    let msg = located(
+        &NATIVE_SERVICE.replace("kind: readiness", "kind: ready"),
+        9,
+        11,
+        Some("checks[0].kind"),
+    );
+    assert!(msg.contains("liveness"), "{msg}");
+    located(
+        &NATIVE_SERVICE.replace("    period: 2", "    perod: 2"),
+        11,
+        5,
+        Some("checks[0].perod"),
+    );
+    let msg = located(
+        &NATIVE_SERVICE.replace("port: http\n", "port: grpc\n"),
+        5,
+        9,
+        Some("service.port"),
+    );
+    assert!(msg.contains("(http/80, 9090)"), "{msg}");
+    let msg = located(
+        "name: web\nimage: x\nservice: www\n",
+        3,
+        10,
+        Some("service"),
+    );
+    assert!(msg.contains("declares no ports"), "{msg}");
+    let msg = located(
+        "name: web\nimage: x\nports: [{container_port: 80}]\nservice: Web\n",
+        4,
+        10,
+        Some("service"),
+    );
+    assert!(msg.contains("not a valid service name"), "{msg}");
+    located(
+        &NATIVE_SERVICE.replace("publish: 8080", "publish: 0"),
+        6,
+        12,
+        Some("service.publish"),
+    );
+    located(
+        &NATIVE_SERVICE.replace("  balance: least-connections\n", "  balanse: x\n"),
+        7,
+        3,
+        Some("service.balanse"),
+    );
+}
+
+#[test]
+fn deployment_probes_become_checks() {
+    let spec = &parse_manifests("d.yaml", PROBED).unwrap()[0];
+    assert_eq!(
+        spec.checks,
+        [
+            CheckSpec {
+                kind: CheckKind::Liveness,
+                probe: Probe::Tcp { port: 80 },
+                period_secs: 10,
+                timeout_secs: 2,
+                initial_delay_secs: 5,
+                failure_threshold: 4,
+            },
+            CheckSpec {
+                period_secs: 2,
+                ..CheckSpec::new(
+                    CheckKind::Readiness,
+                    Probe::Http {
+                        port: 80,
+                        path: "/ready".into(),
+                    },
+                )
+            },
+        ]
+    );
+    assert_eq!(spec.service, None);
+    let exec = PROBED.replace(
+        "          tcpSocket: {port: 80}\n",
+        "          exec: {command: [cat, /tmp/healthy]}\n",
+    );
+    let spec = &parse_manifests("d.yaml", &exec).unwrap()[0];
+    assert_eq!(
+        spec.checks[0].probe,
+        Probe::Exec {
+            command: vec!["cat".into(), "/tmp/healthy".into()],
+        }
+    );
+}
+
+#[test]
+fn bad_deployment_probes_are_located() {
+    let base = "spec.template.spec.containers[0]";
+    let msg = located(
+        &PROBED.replace("port: http}", "port: metrics}"),
+        18,
+        41,
+        Some(&format!("{base}.readinessProbe.httpGet.port")),
+    );
+    assert_eq!(
+        msg,
+        "no container port is named \"metrics\" (named ports: http)"
+    );
+    let msg = located(
+        &PROBED.replace(
+            "          tcpSocket: {port: 80}\n",
+            "          tcpSocket: {port: 80}\n          exec: {command: [x]}\n",
+        ),
+        21,
+        11,
+        Some(&format!("{base}.livenessProbe")),
+    );
+    assert_eq!(msg, "exactly one of httpGet, tcpSocket, exec is required");
+    let msg = located(
+        &PROBED.replace("tcpSocket: {port: 80}", "grpc: {port: 80}"),
+        21,
+        11,
+        Some(&format!("{base}.livenessProbe.grpc")),
+    );
+    assert!(msg.contains("grpc probes are not supported"), "{msg}");
+    let msg = located(
+        &PROBED.replace("periodSeconds: 2", "periodSeconds: 0"),
+        19,
+        26,
+        Some(&format!("{base}.readinessProbe.periodSeconds")),
+    );
+    assert_eq!(msg, "must be 1 or more");
+    let msg = located(
+        &PROBED.replace("failureThreshold: 4", "failureThreshold: -1"),
+        23,
+        29,
+        Some(&format!("{base}.livenessProbe.failureThreshold")),
+    );
+    assert_eq!(msg, "must be 0 or more, got -1");
+    let msg = located(
+        &PROBED.replace("path: /ready, port", "path: /ready, scheme: HTTPS, port"),
+        18,
+        43,
+        Some(&format!("{base}.readinessProbe.httpGet.scheme")),
+    );
+    assert!(msg.contains("plain HTTP"), "{msg}");
+}
+
+#[test]
+fn service_attaches_to_the_deployment_it_selects() {
+    // The Service may come before or after its Deployment.
+    for text in [
+        format!("{PROBED}---\n{SERVICE}"),
+        format!("{SERVICE}---\n{PROBED}"),
+    ] {
+        let specs = parse_manifests("app.yaml", &text).unwrap();
+        assert_eq!(specs.len(), 1, "a Service is no job of its own");
+        let spec = &specs[0];
+        assert_eq!(
+            spec.service,
+            Some(ServiceSpec {
+                name: "web-svc".into(),
+                port: Some("http".into()),
+                publish: Some(30080),
+                balance: Balance::LeastConnections,
+            })
+        );
+        assert_eq!(spec.service_port().map(|p| p.container_port), Some(80));
+    }
+    // ClusterIP, numeric targetPort, no annotation.
+    let plain = SERVICE
+        .replace("  type: NodePort\n", "")
+        .replace("    nodePort: 30080\n", "")
+        .replace("targetPort: http", "targetPort: 80")
+        .replace("  annotations: {skein.io/balance: least-connections}\n", "");
+    let specs = parse_manifests("app.yaml", &format!("{PROBED}---\n{plain}")).unwrap();
+    assert_eq!(
+        specs[0].service,
+        Some(ServiceSpec {
+            name: "web-svc".into(),
+            port: Some("80".into()),
+            publish: None,
+            balance: Balance::RoundRobin,
+        })
+    );
+    // Without targetPort, the service port is the target.
+    let no_target = SERVICE.replace("    targetPort: http\n", "");
+    let e = err(&format!("{PROBED}---\n{no_target}"));
+    assert_eq!(e.path.as_deref(), Some("spec.ports[0].port"), "{e}");
+    assert_eq!(e.line, Some(37), "{e}");
+    assert!(e.message.contains("\"8000\" is neither"), "{e}");
+}
+
+#[test]
+fn service_errors_are_located_in_the_service() {
+    let text = format!(
+        "{PROBED}---\n{}",
+        SERVICE.replace("{app: web}", "{app: api}")
+    );
+    let e = err(&text);
+    assert_eq!(
+        e.to_string(),
+        "deployment.yaml:35:13: spec.selector: Service web-svc selects app=api but no \
+         Deployment in this file has those pod labels (spec.template.metadata.labels)"
+    );
+    let second = PROBED.replace("name: web\n", "name: web2\n");
+    let msg = located(
+        &format!("{PROBED}---\n{second}---\n{SERVICE}"),
+        62,
+        13,
+        Some("spec.selector"),
+    );
+    assert!(
+        msg.contains("matches several Deployments (web, web2)"),
+        "{msg}"
+    );
+    let twice = SERVICE.replace("name: web-svc", "name: web-2");
+    let msg = located(
+        &format!("{PROBED}---\n{SERVICE}---\n{twice}"),
+        48,
+        13,
+        Some("spec.selector"),
+    );
+    assert!(msg.contains("already selected by Service web-svc"), "{msg}");
+    let msg = located(
+        &format!(
+            "{PROBED}---\n{}",
+            SERVICE.replace("targetPort: http", "targetPort: grpc")
+        ),
+        38,
+        17,
+        Some("spec.ports[0].targetPort"),
+    );
+    assert!(msg.contains("\"grpc\" is neither"), "{msg}");
+    let msg = located(
+        &format!("{PROBED}---\n{}", SERVICE.replace("NodePort", "ClusterIP")),
+        39,
+        15,
+        Some("spec.ports[0].nodePort"),
+    );
+    assert!(msg.contains("needs spec.type NodePort"), "{msg}");
+    let msg = located(
+        &format!(
+            "{PROBED}---\n{}",
+            SERVICE.replace("least-connections", "random")
+        ),
+        32,
+        35,
+        Some("metadata.annotations.skein.io/balance"),
+    );
+    assert!(msg.contains("round-robin or least-connections"), "{msg}");
+    let msg = located(
+        &format!(
+            "{PROBED}---\n{}",
+            SERVICE.replace("name: web-svc", "name: Web")
+        ),
+        31,
+        9,
+        Some("metadata.name"),
+    );
+    assert!(msg.contains("not a valid service name"), "{msg}");
+    located(
+        &format!(
+            "{PROBED}---\n{}",
+            SERVICE.replace("  selector: {app: web}\n", "")
+        ),
+        34,
+        3,
+        Some("spec.selector"),
+    );
+    located(
+        &format!(
+            "{PROBED}---\n{}",
+            SERVICE.replace("  type: NodePort", "  typo: NodePort")
+        ),
+        34,
+        3,
+        Some("spec.typo"),
+    );
+}
+
+#[test]
+fn service_names_and_published_ports_are_unique_in_a_file() {
+    let other = NATIVE_SERVICE
+        .replace("name: web\n", "name: api\n")
+        .replace("  port: http\n", "  port: http\n  name: web\n");
+    let msg = located(
+        &format!("{NATIVE_SERVICE}---\n{other}"),
+        25,
+        9,
+        Some("service.name"),
+    );
+    assert!(msg.contains("already used on line 4"), "{msg}");
+    let other = NATIVE_SERVICE.replace("name: web\n", "name: api\n");
+    let msg = located(
+        &format!("{NATIVE_SERVICE}---\n{other}"),
+        25,
+        12,
+        Some("service.publish"),
+    );
+    assert_eq!(msg, "port 8080 is already published on line 6");
 }
 
 proptest! {

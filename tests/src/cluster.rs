@@ -994,6 +994,16 @@ impl Cluster {
             ip.to_string(),
             "--cluster-key".into(),
             key.display().to_string(),
+            // Services: each node answers DNS on its own address, and its
+            // containers use it. All nodes share this host's Docker, whose
+            // published ports live in the host's namespace: endpoints are
+            // reached at the host's bridge address.
+            "--dns".into(),
+            format!("{ip}:53"),
+            "--container-dns".into(),
+            ip.to_string(),
+            "--endpoint-ip".into(),
+            self.bridge.host_ip().to_string(),
         ];
         let joins = node.join.clone().unwrap_or_else(|| vec![self.mesh_addr(0)]);
         for j in joins {

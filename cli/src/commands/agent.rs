@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use skein_node::agent::{self, AgentConfig};
+use skein_node::agent::{self, AgentConfig, ContainerDns};
 use skein_node::executor::ExecutorConfig;
 use skein_node::membership::HealthTiming;
 use skein_protocol::quantity::{parse_cpu_millis, parse_memory_bytes};
@@ -62,6 +62,27 @@ pub struct AgentArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     voter_grace: Duration,
 
+    /// Address the DNS server (NAME.service.skein) listens on, UDP and
+    /// TCP; repeatable.
+    #[arg(long = "dns", value_name = "ADDR", default_values_t = [SocketAddr::from(([127, 0, 0, 1], 5354))])]
+    dns: Vec<SocketAddr>,
+
+    /// Resolver address given to the containers this node starts; the DNS
+    /// server also listens there on port 53. `auto` = the Docker bridge
+    /// gateway (e.g. 172.17.0.1); `none` = leave Docker's default.
+    #[arg(long, default_value = "auto", value_name = "IP|auto|none")]
+    container_dns: String,
+
+    /// Address at which this node's published container ports are reached
+    /// from other nodes (default: --advertise, else this host's first
+    /// non-loopback address).
+    #[arg(long, value_name = "IP")]
+    endpoint_ip: Option<std::net::IpAddr>,
+
+    /// Address the routing mesh opens published service ports on.
+    #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
+    routing_ip: std::net::IpAddr,
+
     /// Development mode: keep all state in a fresh temporary directory
     /// that is deleted on exit.
     #[arg(long)]
@@ -98,7 +119,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,openraft=error")),
+                .unwrap_or_else(|_| EnvFilter::new("info,openraft=error,hickory_server=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -164,6 +185,16 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             dead_after: args.dead_after,
         },
         voter_grace: args.voter_grace,
+        dns: args.dns,
+        container_dns: match args.container_dns.as_str() {
+            "auto" => ContainerDns::Auto,
+            "none" => ContainerDns::Off,
+            ip => ContainerDns::Ip(ip.parse().map_err(|_| {
+                anyhow::anyhow!("--container-dns {ip:?}: expected an IP address, auto or none")
+            })?),
+        },
+        endpoint_ip: args.endpoint_ip,
+        routing_ip: args.routing_ip,
         name,
         labels,
         port_range,

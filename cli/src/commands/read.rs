@@ -1,7 +1,7 @@
 //! Read commands: `job ls`, `job status`, `alloc ls`, `node ls`.
 
 use anyhow::Result;
-use skein_protocol::api::{AllocView, JobView, NodeView};
+use skein_protocol::api::{AllocView, JobView, NodeView, ServiceView};
 
 use crate::client::Client;
 use crate::output::{self, Format};
@@ -125,6 +125,38 @@ fn print_allocs(allocs: &[AllocView]) {
         ],
         rows,
     );
+}
+
+/// `skein service ls` / `skein service status NAME`.
+pub async fn service_ls(client: &Client, fmt: Format, name: Option<&str>) -> Result<()> {
+    let services: Vec<ServiceView> = match name {
+        Some(n) => vec![client.get(&format!("/v1/services/{n}")).await?],
+        None => client.get("/v1/services").await?,
+    };
+    if fmt == Format::Json {
+        return match name {
+            Some(_) => output::json(&services[0]),
+            None => output::json(&services),
+        };
+    }
+    let rows = services
+        .iter()
+        .map(|s| {
+            vec![
+                format!("{}.service.skein", s.name),
+                s.job.clone(),
+                s.publish.map_or_else(|| "-".into(), |p| p.to_string()),
+                s.endpoints.len().to_string(),
+                s.endpoints
+                    .iter()
+                    .map(|e| format!("{} ({})", e.addr, e.node))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]
+        })
+        .collect();
+    output::table(&["name", "job", "publish", "healthy", "endpoints"], rows);
+    Ok(())
 }
 
 /// `skein node ls`.

@@ -29,10 +29,13 @@ const LEADER_WAIT: Duration = Duration::from_secs(8);
 /// How long a read waits before falling back to the local replica.
 const READ_LEADER_WAIT: Duration = Duration::from_secs(2);
 
-/// Calls every node answers from its own view.
+/// Calls every node answers from its own (gossiped) view.
 fn is_local(method: &Method, path: &str) -> bool {
     method == Method::GET
-        && (path == "/v1/status" || path == "/v1/nodes" || path.ends_with("/logs"))
+        && (path == "/v1/status"
+            || path == "/v1/nodes"
+            || path.starts_with("/v1/services")
+            || path.ends_with("/logs"))
 }
 
 /// The middleware.

@@ -20,8 +20,8 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use skein_protocol::api::{
-    AllocView, ApplyRequest, ApplyResponse, JobView, NodeView, ScaleRequest, StatusView,
-    MAX_BODY_BYTES,
+    AllocView, ApplyRequest, ApplyResponse, JobView, NodeView, ScaleRequest, ServiceView,
+    StatusView, MAX_BODY_BYTES,
 };
 use skein_protocol::spec::SpecError;
 
@@ -44,6 +44,8 @@ pub fn router(ctx: Arc<NodeCtx>) -> Router {
         .route("/v1/allocs", get(allocs))
         .route("/v1/allocs/{id}/restart", post(restart_alloc))
         .route("/v1/allocs/{id}/logs", get(logs))
+        .route("/v1/services", get(services))
+        .route("/v1/services/{name}", get(service))
         .layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
             forward::forward,
@@ -197,6 +199,18 @@ async fn restart_job(
     Path(name): Path<String>,
 ) -> Result<Json<Vec<String>>, ApiErr> {
     Ok(Json(ctx.control.restart_job(&name).await?))
+}
+
+async fn services(State(ctx): Ctx) -> Json<Vec<ServiceView>> {
+    Json(crate::services::views(&ctx.membership.all().await))
+}
+
+async fn service(State(ctx): Ctx, Path(name): Path<String>) -> Result<Json<ServiceView>, ApiErr> {
+    crate::services::views(&ctx.membership.all().await)
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiErr::not_found(format!("service {name} not found")))
 }
 
 #[derive(Deserialize)]

@@ -317,6 +317,8 @@ mod tests {
             labels: Default::default(),
             constraints: Default::default(),
             placement: Default::default(),
+            service: None,
+            checks: vec![],
         }
     }
 

@@ -127,6 +127,8 @@ mod tests {
             labels: [("tier".to_string(), "fe".to_string())].into(),
             constraints: Default::default(),
             placement: Default::default(),
+            service: None,
+            checks: vec![],
         }
     }
 

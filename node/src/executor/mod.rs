@@ -9,6 +9,7 @@
 //! the containers that are still running: no duplicates, no orphans.
 
 pub mod container;
+pub mod health;
 pub mod status;
 
 use std::collections::HashMap;
@@ -17,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::{Stream, StreamExt};
@@ -45,6 +46,11 @@ pub struct ExecutorConfig {
     pub stop_timeout: Duration,
     /// Reconcile at least this often, even without state changes.
     pub tick: Duration,
+    /// Resolver given to containers (this node's DNS server), so that
+    /// `NAME.service.skein` resolves inside them.
+    pub container_dns: Option<std::net::IpAddr>,
+    /// Address health probes reach published ports at (default 127.0.0.1).
+    pub probe_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for ExecutorConfig {
@@ -55,6 +61,8 @@ impl Default for ExecutorConfig {
             backoff_reset_after: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(5),
             tick: Duration::from_secs(1),
+            container_dns: None,
+            probe_ip: None,
         }
     }
 }
@@ -80,6 +88,7 @@ pub struct Executor {
     board: StatusBoard,
     cfg: ExecutorConfig,
     tracks: HashMap<String, Track>,
+    health: health::HealthMonitor,
     last_error: Option<String>,
 }
 
@@ -92,6 +101,8 @@ impl Executor {
         board: StatusBoard,
         cfg: ExecutorConfig,
     ) -> Self {
+        let health = health::HealthMonitor::new(docker.clone())
+            .with_probe_ip(cfg.probe_ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()));
         Self {
             docker,
             node,
@@ -99,6 +110,7 @@ impl Executor {
             board,
             cfg,
             tracks: HashMap::new(),
+            health,
             last_error: None,
         }
     }
@@ -106,6 +118,7 @@ impl Executor {
     /// Runs until the task is dropped.
     pub async fn run(mut self) {
         let mut changes = self.state.subscribe();
+        let mut exits = self.container_exits();
         loop {
             match self.reconcile().await {
                 Ok(()) => {
@@ -124,9 +137,46 @@ impl Executor {
             }
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
+                // A container of ours died: act now, not at the next tick.
+                Some(_) = exits.recv() => {}
                 _ = tokio::time::sleep(self.cfg.tick) => {}
             }
         }
+    }
+
+    /// A channel that receives a message whenever one of this node's
+    /// containers dies (Docker's event stream, re-subscribed on errors).
+    fn container_exits(&self) -> tokio::sync::mpsc::Receiver<()> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let docker = self.docker.clone();
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("event".to_string(), vec!["die".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{LABEL_NODE}={}", node_id_str(self.node))],
+            ),
+        ]);
+        tokio::spawn(async move {
+            loop {
+                let opts = EventsOptionsBuilder::new().filters(&filters).build();
+                let mut events = docker.events(Some(opts));
+                while let Some(ev) = events.next().await {
+                    if ev.is_err() {
+                        break;
+                    }
+                    // Full channel: a reconcile is already pending.
+                    if tx.try_send(()).is_err() && tx.is_closed() {
+                        return;
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        rx
     }
 
     /// One pass: compare desired allocations with containers and act.
@@ -177,7 +227,8 @@ impl Executor {
             let mut found = found.into_iter();
             let keep = found.next();
             doomed.extend(found.map(|c| (alloc.id.clone(), c)));
-            let status = self.drive(alloc, spec, keep).await;
+            let mut status = self.drive(alloc, spec, keep).await;
+            self.check_health(alloc, spec, &mut status).await;
             statuses.insert(alloc.id.clone(), status);
         }
         for (alloc, cs) in by_alloc {
@@ -198,8 +249,56 @@ impl Executor {
             }
         }
         self.tracks.retain(|id, _| statuses.contains_key(id));
+        let probed: std::collections::HashSet<String> = statuses
+            .iter()
+            .filter(|(_, s)| s.state == AllocState::Running)
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.health.retain(&probed);
         self.board.set_node(node, statuses).await;
         Ok(())
+    }
+
+    /// Runs the allocation's health checks: readiness decides whether it
+    /// gets traffic; a failed liveness check restarts the container.
+    async fn check_health(&mut self, alloc: &Allocation, spec: &JobSpec, status: &mut AllocStatus) {
+        let Some(cid) = status.container_id.clone() else {
+            return;
+        };
+        if status.state != AllocState::Running {
+            return;
+        }
+        self.health
+            .watch(&alloc.id, &cid, &spec.checks, &alloc.ports);
+        let verdict = self.health.verdict(&alloc.id);
+        status.ready = verdict.ready;
+        if !verdict.ready {
+            status.message = self.health.reason(&alloc.id);
+        }
+        if verdict.live {
+            return;
+        }
+        let reason = self.health.reason(&alloc.id).unwrap_or_default();
+        info!(alloc = %alloc.id, container = %short(&cid), reason = %reason, "liveness check failed: restarting container");
+        // Fresh probes for the restarted container.
+        self.health.forget(&alloc.id);
+        let t = i32::try_from(self.cfg.stop_timeout.as_secs()).unwrap_or(i32::MAX);
+        let opts = bollard::query_parameters::RestartContainerOptionsBuilder::new()
+            .t(t)
+            .build();
+        match self.docker.restart_container(&cid, Some(opts)).await {
+            Ok(()) => {
+                let track = self.tracks.entry(alloc.id.clone()).or_default();
+                track.restarts += 1;
+                track.running_since = Some(Instant::now());
+                status.restarts = track.restarts;
+                status.ready = false;
+                status.message = Some(format!("restarted: {reason}"));
+            }
+            Err(e) => {
+                warn!(alloc = %alloc.id, error = %docker_message(&e), "cannot restart container")
+            }
+        }
     }
 
     /// Moves one allocation one step towards running and reports its status.
@@ -220,6 +319,7 @@ impl Executor {
             restarts: track.restarts,
             container_id: None,
             message: None,
+            ready: false,
         };
 
         let container = match container {
@@ -246,7 +346,7 @@ impl Executor {
                 status.message = track.message.clone();
                 return status;
             }
-            match create_and_start(&docker, node, alloc, spec).await {
+            match create_and_start(&docker, node, alloc, spec, cfg.container_dns).await {
                 Ok(id) => {
                     info!(alloc = %alloc.id, job = %alloc.job, container = %short(&id), image = %spec.image, "container started");
                     track.retry_at = None;
@@ -369,13 +469,18 @@ async fn create_and_start(
     node: NodeId,
     alloc: &Allocation,
     spec: &JobSpec,
+    dns: Option<std::net::IpAddr>,
 ) -> Result<String, bollard::errors::Error> {
     let name = container_name(&alloc.id);
     let opts = CreateContainerOptionsBuilder::new().name(&name).build();
-    let created = match docker
-        .create_container(Some(opts.clone()), create_body(node, alloc, spec))
-        .await
-    {
+    let body = || {
+        let mut b = create_body(node, alloc, spec);
+        if let (Some(ip), Some(hc)) = (dns, b.host_config.as_mut()) {
+            hc.dns = Some(vec![ip.to_string()]);
+        }
+        b
+    };
+    let created = match docker.create_container(Some(opts.clone()), body()).await {
         Ok(c) => c.id,
         // A leftover with our name (e.g. from an older agent run whose
         // labels do not match): replace it.
@@ -383,10 +488,7 @@ async fn create_and_start(
             status_code: 409, ..
         }) => {
             remove(docker, &name, Duration::from_secs(1)).await?;
-            docker
-                .create_container(Some(opts), create_body(node, alloc, spec))
-                .await?
-                .id
+            docker.create_container(Some(opts), body()).await?.id
         }
         Err(e) => return Err(e),
     };

@@ -46,6 +46,7 @@ pub fn status_of(
         images: record.images.iter().take(MAX_IMAGES).cloned().collect(),
         allocated: record.allocated,
         allocation_count: record.allocation_count,
+        endpoints: record.endpoints.iter().take(MAX_ALLOCS).cloned().collect(),
         allocs,
         raft,
         version: record.version.clone(),
@@ -62,7 +63,10 @@ pub fn record_from(status: NodeStatus, local: NodeId) -> Option<NodeRecord> {
         Some("a peer claims our own node id")
     } else if status.port_range.0 == 0 || status.port_range.0 > status.port_range.1 {
         Some("bad port range")
-    } else if status.images.len() > MAX_IMAGES || status.allocs.len() > MAX_ALLOCS {
+    } else if status.images.len() > MAX_IMAGES
+        || status.allocs.len() > MAX_ALLOCS
+        || status.endpoints.len() > MAX_ALLOCS
+    {
         Some("too many entries")
     } else {
         None
@@ -83,6 +87,7 @@ pub fn record_from(status: NodeStatus, local: NodeId) -> Option<NodeRecord> {
         images: status.images.into_iter().collect::<BTreeSet<_>>(),
         allocated: status.allocated,
         allocation_count: status.allocation_count,
+        endpoints: status.endpoints,
         raft: status.raft,
         health: NodeHealth::Ready,
         last_seen: tokio::time::Instant::now(),

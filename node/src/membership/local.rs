@@ -64,6 +64,7 @@ impl LocalNode {
             images,
             allocated: ResourceVec::default(),
             allocation_count: 0,
+            endpoints: Vec::new(),
             raft: RaftRole::default(),
             health: NodeHealth::Ready,
             last_seen: tokio::time::Instant::now(),

@@ -21,7 +21,7 @@ use tokio::sync::{watch, RwLock};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::mesh::wire::RaftRole;
+use crate::mesh::wire::{EndpointReport, RaftRole};
 use crate::scheduler::NodeCandidate;
 use crate::state::{node_id_str, ClusterState, NodeId};
 
@@ -50,6 +50,8 @@ pub struct NodeRecord {
     pub allocated: ResourceVec,
     /// How many allocations it runs, as the node reports it.
     pub allocation_count: u32,
+    /// Service endpoints it offers, as it reports them.
+    pub endpoints: Vec<EndpointReport>,
     /// The node's own view of Raft.
     pub raft: RaftRole,
     /// Health as last judged.
@@ -260,6 +262,7 @@ mod tests {
             images: Default::default(),
             allocated: ResourceVec::default(),
             allocation_count: 0,
+            endpoints: vec![],
             raft: RaftRole::default(),
             health: NodeHealth::Ready,
             last_seen: Instant::now(),

@@ -195,6 +195,7 @@ fn status_of(node: &Node, seq: u64) -> NodeStatus {
         allocated: Default::default(),
         allocation_count: 0,
         allocs: vec![],
+        endpoints: vec![],
         raft: RaftRole::default(),
         version: "test".into(),
         seq,

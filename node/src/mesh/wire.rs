@@ -121,6 +121,27 @@ pub struct RaftRole {
     pub voters: Vec<NodeId>,
 }
 
+/// A replica of a service, as the node running it reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointReport {
+    /// Service name.
+    pub service: String,
+    /// Job name.
+    pub job: String,
+    /// Allocation id.
+    pub alloc: String,
+    /// Address the replica is reachable at.
+    pub ip: std::net::IpAddr,
+    /// Host port of the service's container port.
+    pub port: u16,
+    /// Routing-mesh port of the service, if published.
+    pub publish: Option<u16>,
+    /// Routing-mesh balancing policy.
+    pub balance: skein_protocol::spec::Balance,
+    /// Running and passing readiness checks.
+    pub ready: bool,
+}
+
 /// What every node gossips about itself twice a second.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -148,6 +169,8 @@ pub struct NodeStatus {
     pub allocation_count: u32,
     /// Statuses of the allocations this node runs.
     pub allocs: Vec<(String, AllocStatus)>,
+    /// Service endpoints this node offers (ready or not).
+    pub endpoints: Vec<EndpointReport>,
     /// Raft view.
     pub raft: RaftRole,
     /// Skein version.

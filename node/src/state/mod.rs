@@ -227,6 +227,8 @@ mod tests {
             labels: Default::default(),
             constraints: Default::default(),
             placement: PlacementStrategy::Spread,
+            service: None,
+            checks: vec![],
         }
     }
 

@@ -1,51 +1,64 @@
-//! Kubernetes `apps/v1 Deployment` manifests → [`JobSpec`].
+//! Kubernetes manifests → [`JobSpec`]: `apps/v1 Deployment` and `v1 Service`.
 //!
 //! People already have Deployments, so Skein runs them unchanged when it can:
-//! one container per pod, its image, command, env, ports and resources, the
-//! pod's restart policy, labels and node selector. Fields Skein cannot honour
-//! but that do no harm (selector, strategy, probes, namespace, …) are
-//! accepted and ignored; fields whose absence would change behaviour
-//! (`valueFrom`, `envFrom`, init containers, SCTP) are errors rather than
-//! silently dropped. Keys outside the Kubernetes schema are errors too.
+//! one container per pod, its image, command, env, ports and resources, its
+//! liveness and readiness probes, the pod's restart policy, labels and node
+//! selector. A `Service` in the same file becomes the `service` of the
+//! Deployment it selects (name, target port, `nodePort` as the routing-mesh
+//! port). Fields Skein cannot honour but that do no harm (selector, strategy,
+//! startup probes, namespace, session affinity, …) are accepted and ignored;
+//! fields whose absence would change behaviour (`valueFrom`, `envFrom`, init
+//! containers, SCTP, gRPC or HTTPS probes) are errors rather than silently
+//! dropped. Keys outside the Kubernetes schema are errors too.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::locate::index_path;
-use super::{Amounts, Ctx, ManifestError};
-use crate::spec::{JobSpec, PlacementStrategy, PortProtocol, PortSpec, RestartPolicy};
+use super::{check_field, Amounts, Ctx, ManifestError, Object, SourcePaths};
+use crate::spec::{
+    Balance, CheckKind, CheckSpec, JobSpec, PlacementStrategy, PortProtocol, PortSpec, Probe,
+    RestartPolicy, ServiceSpec,
+};
 
 /// Named in every "not supported" message so users know what to write instead.
-const SUPPORTED: &str = "supported: apps/v1 Deployment";
+const SUPPORTED: &str = "supported: apps/v1 Deployment, v1 Service";
 const CONTAINERS: &str = "spec.template.spec.containers";
 /// The one container Skein runs.
 const CONTAINER: &str = "spec.template.spec.containers[0]";
 /// Deployment annotation choosing [`PlacementStrategy`] (Kubernetes has no equivalent).
 pub const PLACEMENT_ANNOTATION: &str = "skein.io/placement";
+/// Service annotation choosing the routing mesh's [`Balance`].
+pub const BALANCE_ANNOTATION: &str = "skein.io/balance";
 
 /// Converts a document that has an `apiVersion` or `kind` key.
-pub(super) fn convert(ctx: &Ctx<'_>) -> Result<JobSpec, ManifestError> {
+pub(super) fn convert(ctx: &Ctx<'_>) -> Result<Object, ManifestError> {
     match (ctx.doc.api_version.as_deref(), ctx.doc.kind.as_deref()) {
-        (Some("apps/v1"), Some("Deployment")) => {}
-        (_, None) => return Err(ctx.at_value("kind", format!("kind is required; {SUPPORTED}"))),
+        (Some("apps/v1"), Some("Deployment")) => {
+            deployment(ctx).map(|(spec, paths)| Object::Job(Box::new(spec), paths))
+        }
+        (Some("v1"), Some("Service")) => service(ctx).map(Object::Service),
+        (_, None) => Err(ctx.at_value("kind", format!("kind is required; {SUPPORTED}"))),
         (None, _) => {
-            return Err(ctx.at_value("apiVersion", format!("apiVersion is required; {SUPPORTED}")))
+            Err(ctx.at_value("apiVersion", format!("apiVersion is required; {SUPPORTED}")))
         }
-        (Some(api), Some("Deployment")) => {
-            return Err(ctx.at_value(
-                "apiVersion",
-                format!("apiVersion {api} is not supported; {SUPPORTED}"),
-            ))
-        }
-        (_, Some(kind)) => {
-            return Err(ctx.at_value(
-                "kind",
-                format!("kind {kind} is not supported yet; {SUPPORTED}"),
-            ))
-        }
+        (Some(api), Some(kind @ ("Deployment" | "Service"))) => Err(ctx.at_value(
+            "apiVersion",
+            format!("apiVersion {api} is not supported for a {kind}; {SUPPORTED}"),
+        )),
+        (_, Some(kind)) => Err(ctx.at_value(
+            "kind",
+            format!("kind {kind} is not supported yet; {SUPPORTED}"),
+        )),
     }
+}
+
+/// Converts a Deployment into a job and where its fields come from.
+fn deployment(ctx: &Ctx<'_>) -> Result<(JobSpec, SourcePaths), ManifestError> {
     let d: Deployment = ctx.deserialize("Kubernetes apps/v1 Deployment")?;
 
     let name = d.metadata.name.clone().unwrap_or_default();
@@ -187,7 +200,20 @@ pub(super) fn convert(ctx: &Ctx<'_>) -> Result<JobSpec, ManifestError> {
         }
     };
 
-    Ok(JobSpec {
+    let mut checks = Vec::new();
+    let mut check_paths = Vec::new();
+    for (key, kind, probe) in [
+        ("livenessProbe", CheckKind::Liveness, &c.liveness_probe),
+        ("readinessProbe", CheckKind::Readiness, &c.readiness_probe),
+    ] {
+        if let Some(p) = probe {
+            let base = format!("{CONTAINER}.{key}");
+            checks.push(check(ctx, &base, kind, p, &ports)?);
+            check_paths.push(base);
+        }
+    }
+
+    let spec = JobSpec {
         name,
         replicas,
         image: c.image.clone().unwrap_or_default(),
@@ -204,16 +230,287 @@ pub(super) fn convert(ctx: &Ctx<'_>) -> Result<JobSpec, ManifestError> {
             .unwrap_or_default(),
         constraints: pod.node_selector.clone().unwrap_or_default(),
         placement,
+        service: None,
+        checks,
+    };
+    let paths: SourcePaths = Box::new(move |field| source_paths(field, &check_paths));
+    Ok((spec, paths))
+}
+
+/// Converts one probe of the container, whose YAML path is `base`.
+fn check(
+    ctx: &Ctx<'_>,
+    base: &str,
+    kind: CheckKind,
+    p: &core::Probe,
+    ports: &[PortSpec],
+) -> Result<CheckSpec, ManifestError> {
+    if p.grpc.is_some() {
+        return Err(ctx.at_key(
+            &format!("{base}.grpc"),
+            "grpc probes are not supported; use httpGet, tcpSocket or exec",
+        ));
+    }
+    let probe = match (&p.http_get, &p.tcp_socket, &p.exec) {
+        (Some(h), None, None) => {
+            let at = |key: &str| format!("{base}.httpGet.{key}");
+            match h.scheme.as_deref() {
+                None | Some("HTTP") => {}
+                Some(other) => {
+                    return Err(ctx.at_value(
+                        &at("scheme"),
+                        format!("scheme {other} is not supported; Skein probes plain HTTP"),
+                    ))
+                }
+            }
+            if h.host.as_deref().is_some_and(|h| !h.is_empty()) {
+                return Err(ctx.at_key(
+                    &at("host"),
+                    "host is not supported; the probe always targets the container",
+                ));
+            }
+            if h.http_headers.as_ref().is_some_and(|v| !v.is_empty()) {
+                return Err(ctx.at_key(&at("httpHeaders"), "httpHeaders are not supported"));
+            }
+            Probe::Http {
+                port: probe_port(ctx, &at("port"), &h.port, ports)?,
+                path: h.path.clone().unwrap_or_else(|| "/".into()),
+            }
+        }
+        (None, Some(t), None) => {
+            let at = |key: &str| format!("{base}.tcpSocket.{key}");
+            if t.host.as_deref().is_some_and(|h| !h.is_empty()) {
+                return Err(ctx.at_key(
+                    &at("host"),
+                    "host is not supported; the probe always targets the container",
+                ));
+            }
+            Probe::Tcp {
+                port: probe_port(ctx, &at("port"), &t.port, ports)?,
+            }
+        }
+        (None, None, Some(e)) => Probe::Exec {
+            command: e.command.clone().unwrap_or_default(),
+        },
+        _ => return Err(ctx.at_value(base, "exactly one of httpGet, tcpSocket, exec is required")),
+    };
+    if let Some(n) = p.success_threshold.filter(|n| *n != 1) {
+        return Err(ctx.at_value(
+            &format!("{base}.successThreshold"),
+            format!("successThreshold {n} is not supported; Skein uses 1"),
+        ));
+    }
+    let secs = |key: &str, value: Option<i32>, default: u32| match value {
+        None => Ok(default),
+        Some(n) => u32::try_from(n).map_err(|_| {
+            ctx.at_value(
+                &format!("{base}.{key}"),
+                format!("must be 0 or more, got {n}"),
+            )
+        }),
+    };
+    let defaults = CheckSpec::new(kind, probe);
+    Ok(CheckSpec {
+        period_secs: secs("periodSeconds", p.period_seconds, defaults.period_secs)?,
+        timeout_secs: secs("timeoutSeconds", p.timeout_seconds, defaults.timeout_secs)?,
+        initial_delay_secs: secs(
+            "initialDelaySeconds",
+            p.initial_delay_seconds,
+            defaults.initial_delay_secs,
+        )?,
+        failure_threshold: secs(
+            "failureThreshold",
+            p.failure_threshold,
+            defaults.failure_threshold,
+        )?,
+        ..defaults
     })
+}
+
+/// A probe's port: a number, or the name of one of the container's ports.
+fn probe_port(
+    ctx: &Ctx<'_>,
+    path: &str,
+    port: &IntOrString,
+    ports: &[PortSpec],
+) -> Result<u16, ManifestError> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n)
+            .map_err(|_| ctx.at_value(path, format!("must be between 1 and 65535, got {n}"))),
+        IntOrString::String(name) => ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port)
+            .ok_or_else(|| {
+                ctx.at_value(
+                    path,
+                    format!(
+                        "no container port is named {name:?} (named ports: {})",
+                        port_names(ports)
+                    ),
+                )
+            }),
+    }
+}
+
+fn port_names(ports: &[PortSpec]) -> String {
+    let names: Vec<&str> = ports.iter().filter_map(|p| p.name.as_deref()).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// A `v1 Service`, waiting to be attached to the Deployment it selects.
+pub(crate) struct ServiceObject {
+    /// What the selected job's `service` becomes.
+    pub service: ServiceSpec,
+    /// Pod labels a Deployment's template must all carry.
+    pub selector: BTreeMap<String, String>,
+}
+
+impl ServiceObject {
+    /// Whether pods with `labels` are selected.
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    /// The selector as `k=v,k2=v2`, for messages.
+    pub fn selector_text(&self) -> String {
+        let pairs: Vec<String> = self
+            .selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        pairs.join(",")
+    }
+}
+
+/// Converts a Service (its first port; the others are ignored).
+fn service(ctx: &Ctx<'_>) -> Result<ServiceObject, ManifestError> {
+    let s: core::Service = ctx.deserialize("Kubernetes v1 Service")?;
+    let name = s.metadata.name.clone().unwrap_or_default();
+    if name.is_empty() {
+        return Err(ctx.at_value("metadata.name", "a name is required (metadata.name)"));
+    }
+    let spec = s.spec.unwrap_or_default();
+    let selector = spec.selector.unwrap_or_default();
+    if selector.is_empty() {
+        return Err(ctx.at_value(
+            "spec.selector",
+            "a selector is required: the Service serves the Deployment in this file whose \
+             pod labels it selects",
+        ));
+    }
+    let node_ports = match spec.type_.as_deref() {
+        None | Some("ClusterIP") => false,
+        Some("NodePort" | "LoadBalancer") => true,
+        Some(other) => {
+            return Err(ctx.at_value(
+                "spec.type",
+                format!(
+                    "type {other} is not supported; supported: ClusterIP, NodePort, LoadBalancer"
+                ),
+            ))
+        }
+    };
+    let (mut port, mut publish) = (None, None);
+    if let Some(p) = spec.ports.as_ref().and_then(|ports| ports.first()) {
+        let base = "spec.ports[0]";
+        port = Some(match &p.target_port {
+            Some(IntOrString::String(name)) => name.clone(),
+            Some(IntOrString::Int(n)) => n.to_string(),
+            None => p.port.to_string(),
+        });
+        publish = match p.node_port {
+            None | Some(0) => None,
+            Some(_) if !node_ports => {
+                return Err(ctx.at_value(
+                    &format!("{base}.nodePort"),
+                    "nodePort needs spec.type NodePort or LoadBalancer",
+                ))
+            }
+            Some(n) => Some(u16::try_from(n).map_err(|_| {
+                ctx.at_value(
+                    &format!("{base}.nodePort"),
+                    format!("must be between 1 and 65535, got {n}"),
+                )
+            })?),
+        };
+    }
+    let balance = match s
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(BALANCE_ANNOTATION))
+        .map(String::as_str)
+    {
+        None | Some("round-robin") => Balance::RoundRobin,
+        Some("least-connections") => Balance::LeastConnections,
+        Some(other) => {
+            return Err(ctx.at_value(
+                &format!("metadata.annotations.{BALANCE_ANNOTATION}"),
+                format!("balance {other:?} is not supported; use round-robin or least-connections"),
+            ))
+        }
+    };
+    Ok(ServiceObject {
+        service: ServiceSpec {
+            name,
+            port,
+            publish,
+            balance,
+        },
+        selector,
+    })
+}
+
+/// Where a [`JobSpec`] `service.*` field comes from in the Service that
+/// selected the job, most specific first.
+pub(super) fn service_source_paths(field: &str) -> Vec<String> {
+    let paths: &[&str] = match field {
+        "service.name" => &["metadata.name"],
+        "service.publish" => &["spec.ports[0].nodePort"],
+        _ => &[
+            "spec.ports[0].targetPort",
+            "spec.ports[0].port",
+            "spec.ports",
+            "spec",
+        ],
+    };
+    paths.iter().map(|p| p.to_string()).collect()
 }
 
 fn get<'a>(map: Option<&'a BTreeMap<String, Quantity>>, key: &str) -> Option<&'a str> {
     map.and_then(|m| m.get(key)).map(|q| q.0.as_str())
 }
 
-/// Where a [`JobSpec`] field comes from in a Deployment, most specific first.
-pub(super) fn source_paths(field: &str) -> Vec<String> {
+/// Where a [`JobSpec`] field comes from in a Deployment, most specific
+/// first; `checks[i]` came from the probe at `check_paths[i]`.
+fn source_paths(field: &str, check_paths: &[String]) -> Vec<String> {
     let in_container = |p: &str| format!("{CONTAINER}.{p}");
+    if let Some((base, rest)) = check_field(field).and_then(|(i, rest)| {
+        let base = check_paths.get(i)?;
+        Some((base, rest))
+    }) {
+        let key = match rest {
+            "probe.http.port" => "httpGet.port",
+            "probe.http.path" => "httpGet.path",
+            "probe.tcp.port" => "tcpSocket.port",
+            "probe.exec.command" => "exec.command",
+            "period_secs" => "periodSeconds",
+            "timeout_secs" => "timeoutSeconds",
+            "initial_delay_secs" => "initialDelaySeconds",
+            "failure_threshold" => "failureThreshold",
+            _ => "",
+        };
+        return if key.is_empty() {
+            vec![base.clone()]
+        } else {
+            vec![format!("{base}.{key}"), base.clone()]
+        };
+    }
     match field {
         "name" => vec!["metadata.name".into()],
         "replicas" => vec!["spec.replicas".into()],

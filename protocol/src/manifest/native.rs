@@ -8,20 +8,38 @@
 //! resources: { requests: { cpu: 250m, memory: 64Mi }, limits: { memory: 128Mi } }
 //! restart: on-failure   # always | on-failure | never
 //! placement: spread     # spread | binpack
+//! service:               # or just `service: web`
+//!   name: web            # default: the job name
+//!   port: http           # a port name or number from `ports`; default: the first
+//!   publish: 8080        # routing-mesh port on every node (optional)
+//!   balance: round-robin # round-robin | least-connections
+//! checks:
+//!   - kind: readiness    # liveness | readiness
+//!     http: { port: http, path: /healthz }   # exactly one of http, tcp, exec
+//!     period: 2          # seconds between probes (default 10)
+//!     timeout: 1         # seconds (default 1)
+//!     initial_delay: 0   # seconds (default 0)
+//!     failure_threshold: 3
+//!   - { kind: liveness, tcp: { port: 80 } }
+//!   - { kind: liveness, exec: [cat, /tmp/healthy] }
 //! ```
 //!
 //! Unknown keys are errors (`deny_unknown_fields`): a typo must not silently
 //! fall back to a default. Quantities use the Kubernetes notation and may be
-//! written as strings or plain numbers.
+//! written as strings or plain numbers. Ports of services and checks may be
+//! named (`http`) or numbered (`80`).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::{Amounts, Ctx, ManifestError};
-use crate::spec::{JobSpec, PlacementStrategy, PortSpec, RestartPolicy};
+use super::{check_field, Amounts, Ctx, ManifestError};
+use crate::spec::{
+    Balance, CheckKind, CheckSpec, JobSpec, PlacementStrategy, PortSpec, Probe, RestartPolicy,
+    ServiceSpec,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +67,114 @@ struct Job {
     constraints: BTreeMap<String, String>,
     #[serde(default)]
     placement: PlacementStrategy,
+    #[serde(default)]
+    service: Option<ServiceIn>,
+    #[serde(default)]
+    checks: Vec<CheckIn>,
+}
+
+/// `service: web` or a mapping.
+enum ServiceIn {
+    Name(String),
+    Full(ServiceMap),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceMap {
+    name: Option<String>,
+    port: Option<PortRef>,
+    publish: Option<u16>,
+    #[serde(default)]
+    balance: Balance,
+}
+
+impl<'de> Deserialize<'de> for ServiceIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ServiceIn;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a service name or a mapping with name, port, publish, balance")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ServiceIn, E> {
+                Ok(ServiceIn::Name(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ServiceIn, A::Error> {
+                ServiceMap::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(ServiceIn::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckIn {
+    kind: Option<CheckKind>,
+    http: Option<HttpIn>,
+    tcp: Option<TcpIn>,
+    exec: Option<Vec<String>>,
+    period: Option<u32>,
+    timeout: Option<u32>,
+    initial_delay: Option<u32>,
+    failure_threshold: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpIn {
+    port: PortRef,
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TcpIn {
+    port: PortRef,
+}
+
+/// A port by name (`http`) or number (`80`, `"80"`).
+enum PortRef {
+    Number(u64),
+    Name(String),
+}
+
+impl PortRef {
+    fn into_string(self) -> String {
+        match self {
+            PortRef::Number(n) => n.to_string(),
+            PortRef::Name(s) => s,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PortRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port name or number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortRef, E> {
+                Ok(match v.parse() {
+                    Ok(n) => PortRef::Number(n),
+                    Err(_) => PortRef::Name(v.to_string()),
+                })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortRef, E> {
+                Ok(PortRef::Number(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortRef, E> {
+                u64::try_from(v).map(PortRef::Number).map_err(|_| {
+                    E::invalid_value(de::Unexpected::Signed(v), &"a port name or number")
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -112,6 +238,48 @@ pub(super) fn convert(ctx: &Ctx<'_>) -> Result<JobSpec, ManifestError> {
             limits_memory: amount(&lim.memory),
         },
     )?;
+    let service = job.service.map(|s| match s {
+        ServiceIn::Name(name) => ServiceSpec {
+            name,
+            port: None,
+            publish: None,
+            balance: Balance::default(),
+        },
+        ServiceIn::Full(m) => ServiceSpec {
+            name: m.name.unwrap_or_else(|| job.name.clone()),
+            port: m.port.map(PortRef::into_string),
+            publish: m.publish,
+            balance: m.balance,
+        },
+    });
+    let mut checks = Vec::with_capacity(job.checks.len());
+    for (i, c) in job.checks.into_iter().enumerate() {
+        let base = format!("checks[{i}]");
+        let Some(kind) = c.kind else {
+            return Err(ctx.at_value(&base, "kind is required: liveness or readiness"));
+        };
+        let probe = match (c.http, c.tcp, c.exec) {
+            (Some(h), None, None) => Probe::Http {
+                port: port_number(ctx, &format!("{base}.http.port"), h.port, &job.ports)?,
+                path: h.path.unwrap_or_else(|| "/".into()),
+            },
+            (None, Some(t), None) => Probe::Tcp {
+                port: port_number(ctx, &format!("{base}.tcp.port"), t.port, &job.ports)?,
+            },
+            (None, None, Some(command)) => Probe::Exec { command },
+            _ => {
+                return Err(ctx.at_value(&base, "exactly one of http, tcp, exec is required"));
+            }
+        };
+        let d = CheckSpec::new(kind, probe);
+        checks.push(CheckSpec {
+            period_secs: c.period.unwrap_or(d.period_secs),
+            timeout_secs: c.timeout.unwrap_or(d.timeout_secs),
+            initial_delay_secs: c.initial_delay.unwrap_or(d.initial_delay_secs),
+            failure_threshold: c.failure_threshold.unwrap_or(d.failure_threshold),
+            ..d
+        });
+    }
     Ok(JobSpec {
         replicas: super::replicas(ctx, "replicas", job.replicas)?,
         name: job.name,
@@ -125,7 +293,40 @@ pub(super) fn convert(ctx: &Ctx<'_>) -> Result<JobSpec, ManifestError> {
         labels: job.labels,
         constraints: job.constraints,
         placement: job.placement,
+        service,
+        checks,
     })
+}
+
+/// A check's container port: a number, or the name of one of `ports`.
+fn port_number(
+    ctx: &Ctx<'_>,
+    path: &str,
+    port: PortRef,
+    ports: &[PortSpec],
+) -> Result<u16, ManifestError> {
+    match port {
+        PortRef::Number(n) => u16::try_from(n)
+            .map_err(|_| ctx.at_value(path, format!("must be between 1 and 65535, got {n}"))),
+        PortRef::Name(name) => ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ports.iter().filter_map(|p| p.name.as_deref()).collect();
+                ctx.at_value(
+                    path,
+                    format!(
+                        "no port is named {name:?} (named ports: {})",
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                )
+            }),
+    }
 }
 
 fn amount(q: &Option<Quantity>) -> Option<&str> {
@@ -134,7 +335,23 @@ fn amount(q: &Option<Quantity>) -> Option<&str> {
 
 /// Where a [`JobSpec`] field comes from in a native document, most specific first.
 pub(super) fn source_paths(field: &str) -> Vec<String> {
+    if let Some((i, rest)) = check_field(field) {
+        let key = match rest {
+            "probe.http.port" => "http.port",
+            "probe.http.path" => "http.path",
+            "probe.tcp.port" => "tcp.port",
+            "probe.exec.command" => "exec",
+            "period_secs" => "period",
+            "timeout_secs" => "timeout",
+            "initial_delay_secs" => "initial_delay",
+            other => other,
+        };
+        return vec![format!("checks[{i}].{key}"), format!("checks[{i}]")];
+    }
     let paths: &[&str] = match field {
+        "service.name" => &["service.name", "service"],
+        "service.port" => &["service.port", "service"],
+        "service.publish" => &["service.publish", "service"],
         "labels" => &["labels", "constraints"],
         "resources.requests.cpu" => &["resources.requests.cpu", "resources.limits.cpu"],
         "resources.requests.memory" => &["resources.requests.memory", "resources.limits.memory"],

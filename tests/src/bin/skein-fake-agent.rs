@@ -83,7 +83,8 @@ fn agent(args: &[String]) {
             "--mesh" => o.mesh = Some(value(args, &mut i)),
             "--cluster-key" => o.cluster_key = Some(value(args, &mut i).into()),
             "--join" => o.joins.push(value(args, &mut i)),
-            "--advertise" | "--suspect-after" | "--dead-after" | "--voter-grace" => {
+            "--advertise" | "--suspect-after" | "--dead-after" | "--voter-grace" | "--dns"
+            | "--container-dns" | "--endpoint-ip" | "--routing-ip" => {
                 let flag = args[i].clone();
                 eprintln!("fake agent: ignoring {flag} {}", value(args, &mut i));
             }
