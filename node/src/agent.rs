@@ -373,8 +373,13 @@ fn first_routable_ip(addrs: &[libp2p::Multiaddr]) -> Option<IpAddr> {
 async fn publish_loop(ctx: Arc<NodeCtx>, endpoint_ip: IpAddr) {
     let mut seq: u64 = 0;
     let mut last_inventory = tokio::time::Instant::now();
+    let mut board_changes = ctx.board.subscribe();
     loop {
-        tokio::time::sleep(gossip::PUBLISH_INTERVAL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(gossip::PUBLISH_INTERVAL) => {},
+            // Our own allocations changed: tell the others now.
+            _ = board_changes.changed() => {},
+        }
         let record = if last_inventory.elapsed() >= INVENTORY_INTERVAL {
             last_inventory = tokio::time::Instant::now();
             ctx.refresh_self().await

@@ -221,6 +221,40 @@ fn dig_lists_every_healthy_endpoint_and_drops_a_stopped_one_within_2s() {
         took <= Duration::from_secs(2),
         "endpoint removal took {took:?} (goal 2 s)"
     );
+
+    // A new replica: from its container running to listed on every node.
+    c.node(leader).cli(&["scale", &svc, "4"]).assert_success();
+    let new_container = poll_until("the new replica's container runs", RUN, || {
+        containers_with_labels(&[&format!("skein.job={svc}")])
+            .into_iter()
+            .find(|id| {
+                let i = container_inspect(id);
+                i["State"]["Running"] == true
+                    && i["Config"]["Labels"]["skein.alloc"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with(&format!("{svc}-3-")))
+            })
+    });
+    let t1 = Instant::now();
+    let alloc3 = container_labels(&new_container)["skein.alloc"].clone();
+    poll_until(
+        "new endpoint listed on every node",
+        Duration::from_secs(10),
+        || {
+            (0..3)
+                .all(|n| dig(&c, n, &name, "SRV").iter().any(|l| l.contains(&alloc3)))
+                .then_some(())
+        },
+    );
+    let took = t1.elapsed();
+    eprintln!(
+        "ENDPOINT ADDITION: container running → in DNS on all 3 nodes after {:.2}s",
+        took.as_secs_f64()
+    );
+    assert!(
+        took <= Duration::from_secs(2),
+        "endpoint addition took {took:?} (goal 2 s)"
+    );
 }
 
 #[test]

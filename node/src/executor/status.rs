@@ -14,9 +14,19 @@ use tokio::sync::RwLock;
 use crate::state::NodeId;
 
 /// Shared per-node map from allocation id to its last observed status.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StatusBoard {
     inner: Arc<RwLock<HashMap<NodeId, HashMap<String, AllocStatus>>>>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for StatusBoard {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
 }
 
 impl StatusBoard {
@@ -47,6 +57,15 @@ impl StatusBoard {
 
     /// Replaces everything `node` reported with `statuses`.
     pub async fn set_node(&self, node: NodeId, statuses: HashMap<String, AllocStatus>) {
-        self.inner.write().await.insert(node, statuses);
+        let changed = self.inner.write().await.insert(node, statuses.clone()) != Some(statuses);
+        if changed {
+            self.changes.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Ticks whenever some node's statuses actually change, so that news
+    /// (a container died, a check failed) is gossiped at once.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }
