@@ -13,6 +13,8 @@ RUN=${SKEIN_DEMO_DIR:-/tmp/skein-demo}
 SKEIN="$ROOT/target/debug/skein"
 NODES=3
 api() { echo "127.0.0.1:$((7420 + 10 * $1))"; }
+# Each node gets its own loopback address for DNS and the routing mesh.
+lo() { echo "127.0.0.$(($1 + 1))"; }
 mesh() { echo "127.0.0.1:$((7421 + 10 * $1))"; }
 
 down() {
@@ -45,7 +47,8 @@ start() {
   mkdir -p "$dir"
   echo "==> node$i: skein agent --api $(api "$i") --mesh $(mesh "$i") $*"
   nohup "$SKEIN" agent --data-dir "$dir/data" --name "node$i" --api "$(api "$i")" --mesh "$(mesh "$i")" \
-    --port-range "$((20000 + 1000 * i))-$((20999 + 1000 * i))" --label "zone=zone-$i" "$@" \
+    --port-range "$((20000 + 1000 * i))-$((20999 + 1000 * i))" --label "zone=zone-$i" \
+    --dns "$(lo "$i"):5354" --routing-ip "$(lo "$i")" "$@" \
     >"$dir/agent.log" 2>&1 &
   echo $! >"$dir/agent.pid"
   for _ in $(seq 1 100); do
@@ -82,6 +85,21 @@ for a in json.load(sys.stdin):
         print(a["id"], a["node_name"], p["host_port"])' | while read -r id node port; do
   printf '%-22s %-6s 127.0.0.1:%-6s %s\n' "$id" "$node" "$port" "$(curl -fsS "http://127.0.0.1:$port/")"
 done
+for _ in $(seq 1 50); do
+  n=$("$SKEIN" -o json service status hello 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["endpoints"]))' 2>/dev/null || echo 0)
+  [[ "$n" == 2 ]] && break
+  sleep 0.2
+done
+echo "==> skein service ls"; "$SKEIN" service ls
+echo "==> the service through the routing mesh of every node (port 8088)"
+for i in $(seq 0 $((NODES - 1))); do
+  for _ in $(seq 1 50); do curl -fsS "http://$(lo "$i"):8088/" >/dev/null 2>&1 && break; sleep 0.2; done
+  printf 'node%s %s:8088  %s\n' "$i" "$(lo "$i")" "$(curl -fsS "http://$(lo "$i"):8088/")"
+done
+if command -v dig >/dev/null; then
+  echo "==> dig @$(lo 0) -p 5354 hello.service.skein SRV +short"
+  dig @"$(lo 0)" -p 5354 hello.service.skein SRV +short
+fi
 echo
 echo "The cluster keeps running (SKEIN_ADDR=$(api 0), $(api 1) or $(api 2)). Try:"
 echo "  $SKEIN --api $(api 2) scale my-nginx 6      # from any node"
