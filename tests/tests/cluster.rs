@@ -145,6 +145,14 @@ fn wait_running(c: &Cluster, on: usize, job: &str, n: usize) -> Vec<Value> {
     )
 }
 
+/// The follower holding the most running replicas (by `per_node`).
+fn busiest_follower(c: &Cluster, leader: usize, per_node: &BTreeMap<String, usize>) -> usize {
+    (0..c.len())
+        .filter(|&i| i != leader)
+        .max_by_key(|&i| per_node.get(c.node(i).node_id()).copied().unwrap_or(0))
+        .expect("a cluster of at least two nodes")
+}
+
 fn is_voter(n: &Value) -> bool {
     n["role"] == "leader" || n["role"] == "voter"
 }
@@ -276,10 +284,7 @@ fn killed_node_replicas_run_elsewhere_within_10s() {
     // (Even spread is three_nodes_join_and_spread_six_replicas' business;
     // here any follower holding replicas will do.)
     let per_node = running_per_node(&allocs);
-    let victim = (0..3)
-        .filter(|&i| i != leader)
-        .max_by_key(|&i| per_node.get(c.node(i).node_id()).copied().unwrap_or(0))
-        .unwrap();
+    let victim = busiest_follower(&c, leader, &per_node);
     let victim_id = c.node(victim).node_id().to_string();
     let held = per_node.get(&victim_id).copied().unwrap_or(0);
     assert!(
@@ -470,10 +475,7 @@ fn partitioned_node_keeps_containers_and_heals_to_exact_count() {
     let allocs = wait_running(&c, leader, &job, 3);
     let per_node = running_per_node(&allocs);
     // Normally one per node; any follower holding a replica will do.
-    let victim = (0..3)
-        .filter(|&i| i != leader)
-        .max_by_key(|&i| per_node.get(c.node(i).node_id()).copied().unwrap_or(0))
-        .unwrap();
+    let victim = busiest_follower(&c, leader, &per_node);
     let victim_id = c.node(victim).node_id().to_string();
     let stale = c.containers_on(victim, &job);
     assert_eq!(
