@@ -366,3 +366,69 @@ fn bad_input_is_refused_with_location_and_changes_nothing() {
         "only raft's own entry"
     );
 }
+
+#[test]
+fn kubernetes_service_selects_its_deployment_and_publishes_a_node_port() {
+    require_demo_image();
+    let agent = Agent::start(AgentOpts::default().arg("--container-dns").arg("none"));
+    let name = unique_name("k8s");
+    let ports = reserve_port_range();
+    let node_port = ports.first;
+    let yaml = format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+      - name: web
+        image: skein-demo/web:latest
+        ports:
+        - {{name: http, containerPort: 80}}
+        readinessProbe:
+          httpGet: {{path: /, port: http}}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  type: NodePort
+  selector: {{app: {name}}}
+  ports:
+  - port: 80
+    targetPort: http
+    nodePort: {node_port}
+"
+    );
+    let file = agent.write_manifest("svc.yaml", &yaml);
+    agent
+        .cli(&["apply", "-f", file.to_str().unwrap()])
+        .assert_success();
+    let svc = poll_until("service with 2 ready endpoints", WAIT, || {
+        let s = agent.cli_json(&["service", "status", &name]);
+        (s["endpoints"].as_array()?.len() == 2).then_some(s)
+    });
+    assert_eq!(svc["publish"], node_port);
+    assert_eq!(svc["job"], name.as_str());
+    // The node port answers, from both replicas in turn.
+    let mut seen = std::collections::BTreeSet::new();
+    poll_until("both replicas answer through the node port", WAIT, || {
+        let (_, body) = http_get_url(&format!("http://127.0.0.1:{node_port}/")).ok()?;
+        seen.insert(body.trim().to_string());
+        (seen.len() == 2).then_some(())
+    });
+    assert!(
+        seen.iter()
+            .all(|b| b.starts_with(&format!("hello from {name}-"))),
+        "{seen:?}"
+    );
+}
