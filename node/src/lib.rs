@@ -16,6 +16,7 @@ pub mod executor;
 pub mod inbound;
 pub mod membership;
 pub mod mesh;
+pub mod metrics;
 pub mod raft;
 pub mod routing;
 pub mod scheduler;

@@ -33,6 +33,7 @@ const READ_LEADER_WAIT: Duration = Duration::from_secs(2);
 fn is_local(method: &Method, path: &str) -> bool {
     method == Method::GET
         && (path == "/v1/status"
+            || path == "/metrics"
             || path == "/v1/nodes"
             || path.starts_with("/v1/services")
             || path.ends_with("/logs"))

@@ -44,6 +44,7 @@ pub fn router(ctx: Arc<NodeCtx>) -> Router {
         .route("/v1/allocs", get(allocs))
         .route("/v1/allocs/{id}/restart", post(restart_alloc))
         .route("/v1/allocs/{id}/logs", get(logs))
+        .route("/metrics", get(metrics))
         .route("/v1/services", get(services))
         .route("/v1/services/{name}", get(service))
         .layer(axum::middleware::from_fn_with_state(
@@ -199,6 +200,20 @@ async fn restart_job(
     Path(name): Path<String>,
 ) -> Result<Json<Vec<String>>, ApiErr> {
     Ok(Json(ctx.control.restart_job(&name).await?))
+}
+
+async fn metrics(State(ctx): Ctx) -> Result<Response, ApiErr> {
+    let text = crate::metrics::render(&ctx)
+        .await
+        .map_err(|e| ApiErr::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn services(State(ctx): Ctx) -> Json<Vec<ServiceView>> {
