@@ -12,11 +12,12 @@ use skein_protocol::api::ApiError;
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Client {
     /// A client for `addr` (`host:port` or a full `http://` URL).
-    pub fn new(addr: &str) -> Result<Self> {
+    pub fn new(addr: &str, token: Option<&str>) -> Result<Self> {
         let base = if addr.starts_with("http://") || addr.starts_with("https://") {
             addr.trim_end_matches('/').to_string()
         } else {
@@ -25,7 +26,11 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()?;
-        Ok(Self { base, http })
+        Ok(Self {
+            base,
+            http,
+            token: token.map(str::to_string),
+        })
     }
 
     /// Sends a request and returns the raw response if it succeeded.
@@ -37,6 +42,9 @@ impl Client {
     ) -> Result<Response> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b);
         }

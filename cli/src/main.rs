@@ -28,6 +28,10 @@ struct Cli {
     )]
     api: String,
 
+    /// API token, when the node requires one (--api-token-file).
+    #[arg(long, env = "SKEIN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+
     /// Output format: `table` for people, `json` for scripts.
     #[arg(
         short = 'o',
@@ -163,7 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let client = client::Client::new(&cli.api)?;
+    let client = client::Client::new(&cli.api, cli.token.as_deref())?;
     match cli.command {
         Command::Agent(_) | Command::Keygen { .. } => unreachable!("handled above"),
         Command::Apply(args) => return commands::apply::run(&client, fmt, args).await,

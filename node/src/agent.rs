@@ -65,6 +65,10 @@ pub struct AgentConfig {
     pub endpoint_ip: Option<IpAddr>,
     /// Address routing-mesh ports are opened on.
     pub routing_ip: IpAddr,
+    /// File holding the API token; `None` = no token needed.
+    pub api_token_file: Option<PathBuf>,
+    /// With a token: let reads through without it.
+    pub open_reads: bool,
 }
 
 /// Which resolver containers get.
@@ -223,7 +227,33 @@ pub async fn run(
         }
     }
 
-    let router = api::router(ctx.clone());
+    let token = match &cfg.api_token_file {
+        None => None,
+        Some(path) => {
+            let t = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the API token file {}", path.display()))?
+                .trim()
+                .to_string();
+            if t.is_empty() {
+                bail!("the API token file {} is empty", path.display());
+            }
+            info!(
+                open_reads = cfg.open_reads,
+                "API token required for {}",
+                if cfg.open_reads {
+                    "writes"
+                } else {
+                    "every call"
+                }
+            );
+            Some(t)
+        }
+    };
+    let auth = Arc::new(api::auth::AuthPolicy {
+        token,
+        open_reads: cfg.open_reads,
+    });
+    let router = api::router(ctx.clone(), auth);
     let mut tasks = tokio::task::JoinSet::new();
 
     // Services: DNS and routing mesh answer from tables built from gossip.

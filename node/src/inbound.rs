@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-use crate::api::forward::FORWARDED_HEADER;
+use crate::api::forward::Forwarded;
 use crate::assignments;
 use crate::context::NodeCtx;
 use crate::membership::gossip;
@@ -112,7 +112,7 @@ async fn api(router: Router, call: ApiCall) -> ApiReply {
     let req = Request::builder()
         .method(call.method.as_str())
         .uri(call.path.as_str())
-        .header(FORWARDED_HEADER, "1")
+        .extension(Forwarded)
         .header("content-type", "application/json")
         .body(Body::from(call.body));
     let req = match req {

@@ -432,3 +432,72 @@ spec:
         "{seen:?}"
     );
 }
+
+#[test]
+fn api_token_guards_writes_and_reads() {
+    require_demo_image();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let agent = Agent::start(
+        AgentOpts::default()
+            .arg("--api-token-file")
+            .arg(token_file.to_str().unwrap()),
+    );
+    let name = unique_name("auth");
+    let file = agent.write_manifest(
+        "job.yaml",
+        &format!("name: {name}\nimage: skein-demo/web:latest\n"),
+    );
+    // Without the token: refused, nothing changes.
+    let out = agent.cli(&["apply", "-f", file.to_str().unwrap()]);
+    out.assert_failure();
+    assert!(
+        out.stderr.contains("requires an API token"),
+        "{}",
+        out.stderr
+    );
+    let (code, _) = agent.http_post("/v1/jobs", br#"{"jobs":[]}"#);
+    assert_eq!(code, 401);
+    let (code, _) = agent.http_get("/v1/jobs");
+    assert_eq!(code, 401, "reads need the token too without --open-reads");
+    let wrong = agent.cli(&["--token", "nope", "job", "ls"]);
+    assert!(
+        wrong.stderr.contains("the API token is wrong"),
+        "{}",
+        wrong.stderr
+    );
+    assert!(agent.containers().is_empty());
+    // With it: works.
+    agent
+        .cli(&["--token", "s3cret", "apply", "-f", file.to_str().unwrap()])
+        .assert_success();
+    let jobs = agent.cli_json(&["--token", "s3cret", "job", "ls"]);
+    assert_eq!(jobs[0]["spec"]["name"], name.as_str());
+    let (code, _) = agent.http_delete(&format!("/v1/jobs/{name}"));
+    assert_eq!(code, 401);
+    assert_eq!(
+        agent.job_containers(&name).len(),
+        1,
+        "the refused stop changed nothing"
+    );
+}
+
+#[test]
+fn open_reads_let_gets_through_but_not_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "t0k3n").unwrap();
+    let agent = Agent::start(
+        AgentOpts::default()
+            .arg("--api-token-file")
+            .arg(token_file.to_str().unwrap())
+            .arg("--open-reads"),
+    );
+    let (code, _) = agent.http_get("/v1/jobs");
+    assert_eq!(code, 200);
+    let (code, _) = agent.http_get("/metrics");
+    assert_eq!(code, 200);
+    let (code, _) = agent.http_post("/v1/jobs/x/scale", br#"{"replicas":1}"#);
+    assert_eq!(code, 401);
+}

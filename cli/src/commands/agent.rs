@@ -83,6 +83,16 @@ pub struct AgentArgs {
     #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
     routing_ip: std::net::IpAddr,
 
+    /// File holding an API token: every mutating API call (and every read,
+    /// unless --open-reads) then needs `Authorization: Bearer <token>`
+    /// (`skein --token` / SKEIN_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
+
+    /// With --api-token-file: reads (GET) need no token.
+    #[arg(long, requires = "api_token_file")]
+    open_reads: bool,
+
     /// Development mode: keep all state in a fresh temporary directory
     /// that is deleted on exit.
     #[arg(long)]
@@ -195,6 +205,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         },
         endpoint_ip: args.endpoint_ip,
         routing_ip: args.routing_ip,
+        api_token_file: args.api_token_file,
+        open_reads: args.open_reads,
         name,
         labels,
         port_range,

@@ -21,9 +21,12 @@ use crate::context::NodeCtx;
 use crate::mesh::wire::{ApiCall, WireRequest, WireResponse};
 use crate::state::node_id_str;
 
-/// Marks a call that was already forwarded once: it is served where it
-/// lands, never forwarded again (no loops during leader changes).
-pub const FORWARDED_HEADER: &str = "x-skein-forwarded";
+/// Marks a call that arrived over the mesh (already forwarded once): it is
+/// served where it lands, never forwarded again (no loops during leader
+/// changes), and it was authenticated by the node it entered. A request
+/// extension, not a header, so that no HTTP client can claim it.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded;
 /// How long a write waits for a reachable leader.
 const LEADER_WAIT: Duration = Duration::from_secs(8);
 /// How long a read waits before falling back to the local replica.
@@ -36,13 +39,15 @@ fn is_local(method: &Method, path: &str) -> bool {
             || path == "/metrics"
             || path == "/v1/nodes"
             || path.starts_with("/v1/services")
-            || path.ends_with("/logs"))
+            || path.ends_with("/logs")
+            || path == "/"
+            || path.starts_with("/ui/"))
 }
 
 /// The middleware.
 pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    let forwarded = req.headers().contains_key(FORWARDED_HEADER);
+    let forwarded = req.extensions().get::<Forwarded>().is_some();
     let read = req.method() == Method::GET;
     if forwarded || is_local(req.method(), &path) || ctx.is_leader() {
         return next.run(req).await;

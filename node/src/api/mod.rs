@@ -3,6 +3,8 @@
 //! and read the local state for queries. Routes are listed in
 //! [`skein_protocol::api`].
 
+pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod forward;
 pub mod views;
@@ -32,8 +34,8 @@ pub use error::ApiErr;
 
 type Ctx = State<Arc<NodeCtx>>;
 
-/// The API router, with forwarding to the leader in front.
-pub fn router(ctx: Arc<NodeCtx>) -> Router {
+/// The API router: token check first, then forwarding to the leader.
+pub fn router(ctx: Arc<NodeCtx>, auth: Arc<auth::AuthPolicy>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/nodes", get(nodes))
@@ -47,10 +49,12 @@ pub fn router(ctx: Arc<NodeCtx>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/services", get(services))
         .route("/v1/services/{name}", get(service))
+        .merge(dashboard::routes())
         .layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
             forward::forward,
         ))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::check))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(ctx)
 }
