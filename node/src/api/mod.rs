@@ -7,18 +7,18 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod forward;
+pub mod logs;
 pub mod views;
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use skein_protocol::api::{
@@ -28,7 +28,6 @@ use skein_protocol::api::{
 use skein_protocol::spec::SpecError;
 
 use crate::context::NodeCtx;
-use crate::executor;
 use crate::state::node_id_str;
 pub use error::ApiErr;
 
@@ -45,7 +44,7 @@ pub fn router(ctx: Arc<NodeCtx>, auth: Arc<auth::AuthPolicy>) -> Router {
         .route("/v1/jobs/{name}/restart", post(restart_job))
         .route("/v1/allocs", get(allocs))
         .route("/v1/allocs/{id}/restart", post(restart_alloc))
-        .route("/v1/allocs/{id}/logs", get(logs))
+        .route("/v1/allocs/{id}/logs", get(logs::logs))
         .route("/metrics", get(metrics))
         .route("/v1/services", get(services))
         .route("/v1/services/{name}", get(service))
@@ -257,61 +256,4 @@ async fn restart_alloc(State(ctx): Ctx, Path(id): Path<String>) -> Result<Status
     }
     ctx.control.restart_alloc(&id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-struct LogQuery {
-    #[serde(default)]
-    follow: bool,
-    tail: Option<u32>,
-}
-
-async fn logs(
-    State(ctx): Ctx,
-    Path(id): Path<String>,
-    Query(q): Query<LogQuery>,
-) -> Result<Response, ApiErr> {
-    let mine = ctx.desired.read(|s| s.allocs.contains_key(&id)).await;
-    if !mine {
-        let owner = ctx.state.read(|s| s.allocs.get(&id).map(|a| a.node)).await;
-        return Err(match owner {
-            None => ApiErr::not_found(format!("allocation {id} not found on this node")),
-            Some(owner) => {
-                let addr = ctx
-                    .membership
-                    .get(owner)
-                    .await
-                    .map(|n| n.addr)
-                    .unwrap_or_default();
-                ApiErr::new(
-                    StatusCode::NOT_IMPLEMENTED,
-                    format!(
-                        "allocation {id} runs on node {} (api {addr}); ask that node for its logs",
-                        node_id_str(owner)
-                    ),
-                )
-            }
-        });
-    }
-    // Probe once so a missing container is a clean 404, not a broken stream.
-    let mut stream = Box::pin(executor::logs(&ctx.docker, &id, q.follow, q.tail));
-    let first = stream.next().await;
-    let first = match first {
-        Some(Err(e)) => {
-            return Err(ApiErr::not_found(format!(
-                "no container for allocation {id} yet: {}",
-                executor::docker_message(&e)
-            )))
-        }
-        other => other,
-    };
-    let body = futures::stream::iter(first).chain(stream);
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; charset=utf-8",
-        )],
-        Body::from_stream(body),
-    )
-        .into_response())
 }

@@ -559,14 +559,20 @@ pub fn logs(
     alloc_id: &str,
     follow: bool,
     tail: Option<u32>,
+    since: Option<i32>,
+    timestamps: bool,
 ) -> impl Stream<Item = Result<bytes::Bytes, bollard::errors::Error>> + Send + 'static {
     let tail = tail.map_or_else(|| "all".to_string(), |n| n.to_string());
-    let opts = LogsOptionsBuilder::new()
+    let mut opts = LogsOptionsBuilder::new()
         .follow(follow)
         .stdout(true)
         .stderr(true)
-        .tail(&tail)
-        .build();
+        .timestamps(timestamps)
+        .tail(&tail);
+    if let Some(s) = since {
+        opts = opts.since(s);
+    }
+    let opts = opts.build();
     docker
         .logs(&container_name(alloc_id), Some(opts))
         .map(|r| r.map(|o| o.into_bytes()))
