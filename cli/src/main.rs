@@ -53,15 +53,21 @@ enum Command {
     /// Create or update the jobs in a YAML file (native jobs or Kubernetes
     /// Deployments), then follow their replicas until they run.
     Apply(commands::apply::ApplyArgs),
+    /// Show what `apply -f FILE` would change and where replicas would go,
+    /// without changing anything.
+    Plan(commands::plan::PlanArgs),
     /// Inspect and control jobs.
     #[command(subcommand)]
     Job(JobCommand),
     /// Inspect allocations (the replicas placed on nodes).
     #[command(subcommand)]
     Alloc(AllocCommand),
-    /// Inspect nodes.
+    /// Inspect and drain nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Follow, list and undo a job's rolling updates.
+    #[command(subcommand)]
+    Rollout(commands::rollout::RolloutCommand),
     /// Inspect services (jobs reachable as NAME.service.skein).
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -128,6 +134,22 @@ enum ServiceCommand {
 enum NodeCommand {
     /// List nodes with capacity, usage and health.
     Ls,
+    /// Stop placing work on a node and move its replicas away.
+    Drain {
+        /// Node id or name.
+        node: String,
+        /// Return only once the node holds no allocations.
+        #[arg(long)]
+        wait: bool,
+        /// Seconds --wait waits.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Let a drained node take work again.
+    Undrain {
+        /// Node id or name.
+        node: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -171,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Agent(_) | Command::Keygen { .. } => unreachable!("handled above"),
         Command::Apply(args) => return commands::apply::run(&client, fmt, args).await,
+        Command::Plan(args) => commands::plan::run(&client, fmt, args).await?,
         Command::Job(JobCommand::Ls) => commands::read::job_ls(&client, fmt).await?,
         Command::Job(JobCommand::Status { name }) => {
             commands::read::job_status(&client, fmt, &name).await?
@@ -182,6 +205,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::read::alloc_ls(&client, fmt, job.as_deref()).await?
         }
         Command::Node(NodeCommand::Ls) => commands::read::node_ls(&client, fmt).await?,
+        Command::Node(NodeCommand::Drain {
+            node,
+            wait,
+            timeout,
+        }) => {
+            let timeout = std::time::Duration::from_secs(timeout);
+            commands::drain::run(&client, fmt, &node, true, wait, timeout).await?
+        }
+        Command::Node(NodeCommand::Undrain { node }) => {
+            commands::drain::run(&client, fmt, &node, false, false, Default::default()).await?
+        }
+        Command::Rollout(cmd) => return commands::rollout::run(&client, fmt, cmd).await,
         Command::Service(ServiceCommand::Ls) => {
             commands::read::service_ls(&client, fmt, None).await?
         }

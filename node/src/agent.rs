@@ -172,6 +172,7 @@ pub async fn run(
         raft.clone(),
         state.clone(),
         membership.clone(),
+        board.clone(),
     ));
     let ctx = Arc::new(NodeCtx {
         local,
@@ -473,14 +474,23 @@ async fn executor_when_synced(
 }
 
 /// On the leader: re-place replicas that are missing or lost with a dead
-/// node, right after membership changes and periodically.
+/// node and step rollouts and drains, right after membership changes,
+/// after status changes while a rollout moves, and periodically.
 async fn heal_loop(ctx: Arc<NodeCtx>, control: Arc<Control>, id: NodeId) {
     let mut changes = ctx.membership.subscribe();
     let mut metrics = ctx.raft.metrics();
+    let mut statuses = ctx.board.subscribe();
     let mut last_leader = None;
     loop {
         tokio::select! {
             _ = changes.changed() => {},
+            // A replica became ready or failed: the next rollout step (or
+            // a rollback) should not wait for the tick.
+            _ = statuses.changed() => {
+                if !control.in_motion().await {
+                    continue;
+                }
+            },
             // Metrics change on every heartbeat: only a new leader matters.
             _ = metrics.changed() => {
                 let leader = metrics.borrow().current_leader;

@@ -24,7 +24,9 @@ pub const LONG_POLL: Duration = Duration::from_secs(5);
 /// Pause before asking again after a failure.
 const RETRY: Duration = Duration::from_millis(300);
 
-/// The assignments of `node` in `state`.
+/// The assignments of `node` in `state`: its allocations and their jobs,
+/// each job with only the earlier versions those allocations run (the
+/// executor needs their specs; the rest of the history stays with Raft).
 pub fn of_node(state: &ClusterState, node: NodeId) -> Assignments {
     let allocs: Vec<_> = state.allocs_on(node).cloned().collect();
     let mut jobs: Vec<_> = allocs
@@ -33,10 +35,18 @@ pub fn of_node(state: &ClusterState, node: NodeId) -> Assignments {
         .collect();
     jobs.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     jobs.dedup_by(|a, b| a.spec.name == b.spec.name);
+    for job in &mut jobs {
+        job.history.retain(|r| {
+            allocs
+                .iter()
+                .any(|a| a.job == job.spec.name && a.job_version == r.version)
+        });
+    }
     Assignments {
         version: state.version,
         jobs,
         allocs,
+        drained: state.drained.clone(),
     }
 }
 
@@ -50,6 +60,7 @@ pub fn to_state(a: Assignments) -> ClusterState {
             .collect(),
         allocs: a.allocs.into_iter().map(|a| (a.id.clone(), a)).collect(),
         version: a.version,
+        drained: a.drained,
     }
 }
 

@@ -46,9 +46,10 @@ pub fn local_endpoints(
     desired
         .allocs_on(node)
         .filter_map(|a| {
-            let job = desired.jobs.get(&a.job)?;
-            let svc = job.spec.service.as_ref()?;
-            let port = service_port(&job.spec, a)?;
+            // The replica's own version: old ones serve during an update.
+            let spec = desired.jobs.get(&a.job)?.spec_for(a.job_version)?;
+            let svc = spec.service.as_ref()?;
+            let port = service_port(spec, a)?;
             let ready = statuses
                 .get(&a.id)
                 .is_some_and(|s| s.state == AllocState::Running && s.ready);

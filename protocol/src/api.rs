@@ -6,6 +6,11 @@
 //! `POST jobs/{name}/restart`, `GET allocs`, `POST allocs/{id}/restart`,
 //! `GET allocs/{id}/logs?follow=&tail=`. Errors are [`ApiError`] bodies
 //! with a 4xx/5xx status.
+//!
+//! Deployments: `GET jobs/{name}/history` ([`RevisionView`]s),
+//! `POST jobs/{name}/undo` ([`UndoRequest`], answers a [`JobApplyResult`]),
+//! `POST nodes/{id}/drain` and `POST nodes/{id}/undrain` (id or name;
+//! answer a [`DrainResponse`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -174,6 +179,100 @@ pub struct JobView {
     pub running: u32,
     /// The job's allocations.
     pub allocations: Vec<AllocView>,
+    /// The latest rollout (creation or update) and its progress.
+    #[serde(default)]
+    pub rollout: Option<RolloutView>,
+}
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutState {
+    /// New replicas are replacing old ones.
+    Progressing,
+    /// Every replica runs the target version and is ready.
+    Complete,
+    /// The target version failed; the job went back to its last good
+    /// version (`from_version` is the one that failed).
+    RolledBack,
+    /// The target version is failing and there is nothing to go back to
+    /// (a new job); the rollout keeps trying.
+    Failed,
+}
+
+impl fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RolloutState::Progressing => "progressing",
+            RolloutState::Complete => "complete",
+            RolloutState::RolledBack => "rolled-back",
+            RolloutState::Failed => "failed",
+        })
+    }
+}
+
+/// A job's latest rollout: from which version to which, and how far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// The version being replaced; `None` for a new job.
+    pub from_version: Option<u64>,
+    /// The version being rolled out (the job's current version).
+    pub to_version: u64,
+    /// Where it stands.
+    pub state: RolloutState,
+    /// Why it failed or was rolled back.
+    pub message: Option<String>,
+    /// When it started (Unix milliseconds, the leader's clock).
+    pub started_at_ms: u64,
+    /// Replicas wanted.
+    pub desired: u32,
+    /// Allocations of `to_version`.
+    pub updated: u32,
+    /// Allocations of `to_version` that run and are ready.
+    pub available: u32,
+    /// Allocations of other versions (or on drained nodes) still present.
+    pub outdated: u32,
+}
+
+/// `GET /v1/jobs/{name}/history`: one version of a job's spec.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevisionView {
+    /// Version number.
+    pub version: u64,
+    /// Its image, for the table.
+    pub image: String,
+    /// When it was first committed (Unix milliseconds, the leader's clock).
+    pub created_at_ms: u64,
+    /// Whether it is the job's current version.
+    pub current: bool,
+    /// Whether it failed during its rollout and was rolled back.
+    pub rolled_back: bool,
+    /// Its spec.
+    pub spec: JobSpec,
+}
+
+/// Body of `POST /v1/jobs/{name}/undo`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UndoRequest {
+    /// The version whose spec becomes current again (as a new version);
+    /// default: the newest earlier version with a different spec.
+    #[serde(default)]
+    pub to_version: Option<u64>,
+}
+
+/// Answer of `POST /v1/nodes/{id}/drain` and `.../undrain`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrainResponse {
+    /// Node id (hex).
+    pub node_id: String,
+    /// Node name.
+    pub node_name: String,
+    /// Whether the node is drained now.
+    pub drained: bool,
+    /// Allocations on the node when the call was answered (they move away
+    /// a few at a time after a drain).
+    pub allocations: u32,
 }
 
 /// Health of a node as the cluster sees it.
@@ -221,6 +320,34 @@ pub struct NodeView {
     pub labels: BTreeMap<String, String>,
     /// Skein version the node runs.
     pub version: String,
+    /// Drained (`skein node drain`): gets no new work, its work moves away.
+    #[serde(default)]
+    pub drained: bool,
+}
+
+/// One replica a plan would start or stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedAlloc {
+    /// Allocation id (new ones get their id when the plan is committed).
+    pub alloc: String,
+    /// Job name.
+    pub job: String,
+    /// Node it is (or would be) on.
+    pub node: String,
+    /// Host ports it would publish.
+    pub ports: Vec<PortMapping>,
+}
+
+/// `POST /v1/plan`: what applying a file would change, computed by the
+/// leader exactly as an apply would, and not committed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanResponse {
+    /// Per job: created, updated or unchanged, and its version after.
+    pub jobs: Vec<JobApplyResult>,
+    /// Replicas that would be started, with their placement.
+    pub start: Vec<PlannedAlloc>,
+    /// Replicas that would be stopped.
+    pub stop: Vec<PlannedAlloc>,
 }
 
 /// One endpoint of a service: a ready replica.

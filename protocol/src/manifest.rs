@@ -26,7 +26,8 @@ use serde_saphyr::MessageFormatter;
 
 use crate::quantity;
 use crate::spec::{
-    JobSpec, ResourceVec, Resources, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES, MAX_REPLICAS,
+    JobSpec, ResourceVec, Resources, UpdateStrategy, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES,
+    MAX_PROGRESS_DEADLINE_SECS, MAX_REPLICAS,
 };
 pub use kubernetes::PLACEMENT_ANNOTATION;
 use locate::{Document, Pos, Root};
@@ -518,5 +519,122 @@ pub(crate) fn resources(
         ),
         limit_cpu_millis: limit_cpu,
         limit_memory_bytes: limit_memory,
+    })
+}
+
+/// `maxSurge` / `maxUnavailable` as written: a count or a percentage of
+/// the replicas (`"25%"`).
+pub(crate) enum Amount<'a> {
+    /// A plain number.
+    Count(i64),
+    /// A string: `"25%"`, or a number in quotes.
+    Text(&'a str),
+}
+
+/// Which way a percentage is rounded (Kubernetes rounds surge up and
+/// unavailability down, so that an update can always move).
+#[derive(Clone, Copy)]
+pub(crate) enum Round {
+    Up,
+    Down,
+}
+
+/// Resolves an [`Amount`] against `replicas`; errors point at `path`.
+/// Returns the count and whether it was a percentage.
+pub(crate) fn scaled(
+    ctx: &Ctx<'_>,
+    path: &str,
+    amount: &Amount<'_>,
+    replicas: u32,
+    round: Round,
+) -> Result<(u32, bool), ManifestError> {
+    let bad = |what: String| ctx.at_value(path, what);
+    let count = |n: i64| {
+        if n < 0 {
+            return Err(bad(format!("must be 0 or more, got {n}")));
+        }
+        u32::try_from(n)
+            .ok()
+            .filter(|n| *n <= MAX_REPLICAS)
+            .ok_or_else(|| {
+                bad(format!(
+                    "{n} is more than the allowed maximum of {MAX_REPLICAS}"
+                ))
+            })
+    };
+    match amount {
+        Amount::Count(n) => count(*n).map(|n| (n, false)),
+        Amount::Text(t) => {
+            let t = t.trim();
+            if let Some(p) = t.strip_suffix('%') {
+                let pct: u64 = p.trim().parse().map_err(|_| {
+                    bad(format!(
+                        "{t:?} is not a percentage: expected a whole number followed by % \
+                         (e.g. 25%)"
+                    ))
+                })?;
+                let whole = u64::from(replicas).saturating_mul(pct);
+                let n = match round {
+                    Round::Up => whole.div_ceil(100),
+                    Round::Down => whole / 100,
+                };
+                Ok((
+                    u32::try_from(n).unwrap_or(MAX_REPLICAS).min(MAX_REPLICAS),
+                    true,
+                ))
+            } else {
+                match t.parse::<i64>() {
+                    Ok(n) => count(n).map(|n| (n, false)),
+                    Err(_) => Err(bad(format!(
+                        "{t:?} is neither a number nor a percentage (e.g. 1 or 25%)"
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+/// Builds an [`UpdateStrategy`] from surge, unavailability and deadline as
+/// written under `base` (the YAML paths of each are given). Two
+/// percentages that both round to 0 allow one unavailable replica, as in
+/// Kubernetes; two explicit zeros are left for validation to refuse.
+pub(crate) fn update_strategy(
+    ctx: &Ctx<'_>,
+    replicas: u32,
+    surge: Option<(&str, Amount<'_>)>,
+    unavailable: Option<(&str, Amount<'_>)>,
+    deadline: Option<(&str, i64)>,
+    defaults: UpdateStrategy,
+) -> Result<UpdateStrategy, ManifestError> {
+    let mut percent = false;
+    let mut get = |field: Option<(&str, Amount<'_>)>, round, default| match field {
+        None => Ok(default),
+        Some((path, amount)) => {
+            let (n, pct) = scaled(ctx, path, &amount, replicas, round)?;
+            percent |= pct;
+            Ok::<u32, ManifestError>(n)
+        }
+    };
+    let max_surge = get(surge, Round::Up, defaults.max_surge)?;
+    let mut max_unavailable = get(unavailable, Round::Down, defaults.max_unavailable)?;
+    if percent && max_surge == 0 && max_unavailable == 0 {
+        max_unavailable = 1;
+    }
+    let progress_deadline_secs = match deadline {
+        None => defaults.progress_deadline_secs,
+        Some((path, n)) => u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_PROGRESS_DEADLINE_SECS).contains(n))
+            .ok_or_else(|| {
+                ctx.at_value(
+                    path,
+                    format!("must be between 1 and {MAX_PROGRESS_DEADLINE_SECS} seconds, got {n}"),
+                )
+            })?,
+    };
+    Ok(UpdateStrategy {
+        max_surge,
+        max_unavailable,
+        progress_deadline_secs,
     })
 }

@@ -63,7 +63,50 @@ pub struct JobSpec {
     /// Health checks run against each container.
     #[serde(default)]
     pub checks: Vec<CheckSpec>,
+    /// How a new version replaces the running one.
+    #[serde(default)]
+    pub update: UpdateStrategy,
 }
+
+/// How a spec change rolls out: new replicas replace old ones a few at a
+/// time, so the job keeps serving while it is updated (Kubernetes'
+/// `RollingUpdate`). Not part of the job's template: changing only this
+/// (or `replicas`) starts no new version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateStrategy {
+    /// Replicas that may exist above `replicas` during an update (`maxSurge`).
+    #[serde(default = "default_surge")]
+    pub max_surge: u32,
+    /// Replicas that may be unavailable (not running and ready) during an
+    /// update (`maxUnavailable`).
+    #[serde(default)]
+    pub max_unavailable: u32,
+    /// An update that makes no progress (no new replica became ready) for
+    /// this long is rolled back (`progressDeadlineSeconds`).
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline_secs: u32,
+}
+
+impl Default for UpdateStrategy {
+    fn default() -> Self {
+        Self {
+            max_surge: default_surge(),
+            max_unavailable: 0,
+            progress_deadline_secs: default_progress_deadline(),
+        }
+    }
+}
+
+fn default_surge() -> u32 {
+    1
+}
+fn default_progress_deadline() -> u32 {
+    120
+}
+
+/// Longest progress deadline accepted (one day): a longer one is a typo.
+pub const MAX_PROGRESS_DEADLINE_SECS: u32 = 86_400;
 
 /// A job's replicas as one service: `NAME.service.skein` in DNS, and
 /// optionally a port published on every node (the routing mesh).
@@ -603,6 +646,35 @@ impl JobSpec {
                 }
             }
         }
+        let u = &self.update;
+        if u.max_surge == 0 && u.max_unavailable == 0 {
+            err(
+                "update.max_surge",
+                "max_surge and max_unavailable cannot both be 0: the update could never \
+                 replace a replica"
+                    .into(),
+            );
+        }
+        for (field, value) in [
+            ("update.max_surge", u.max_surge),
+            ("update.max_unavailable", u.max_unavailable),
+        ] {
+            if value > MAX_REPLICAS {
+                err(
+                    field,
+                    format!("{value} is more than the allowed maximum of {MAX_REPLICAS}"),
+                );
+            }
+        }
+        if u.progress_deadline_secs == 0 || u.progress_deadline_secs > MAX_PROGRESS_DEADLINE_SECS {
+            err(
+                "update.progress_deadline_secs",
+                format!(
+                    "must be between 1 and {MAX_PROGRESS_DEADLINE_SECS} seconds, got {}",
+                    u.progress_deadline_secs
+                ),
+            );
+        }
         if errs.is_empty() {
             Ok(())
         } else {
@@ -636,6 +708,7 @@ mod tests {
             placement: PlacementStrategy::Spread,
             service: None,
             checks: vec![],
+            update: UpdateStrategy::default(),
         }
     }
 
@@ -720,6 +793,32 @@ mod tests {
         portless.checks.clear();
         let errs = portless.validate().unwrap_err();
         assert_eq!(errs[0].field, "service.port");
+    }
+
+    #[test]
+    fn update_strategy_rules() {
+        let mut s = sample();
+        s.update = UpdateStrategy {
+            max_surge: 0,
+            max_unavailable: 0,
+            progress_deadline_secs: 0,
+        };
+        let errs = s.validate().unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["update.max_surge", "update.progress_deadline_secs"]
+        );
+        s.update.max_unavailable = 3;
+        s.update.progress_deadline_secs = 30;
+        assert_eq!(s.validate(), Ok(()));
+        // Older clients send no `update`: the defaults apply.
+        let mut json = serde_json::to_value(sample()).unwrap();
+        json.as_object_mut().unwrap().remove("update");
+        let back: JobSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back.update, UpdateStrategy::default());
+        assert_eq!(back.update.max_surge, 1);
+        assert_eq!(back.update.progress_deadline_secs, 120);
     }
 
     #[test]

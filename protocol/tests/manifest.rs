@@ -7,7 +7,8 @@ use proptest::prelude::*;
 use skein_protocol::manifest::{parse_manifests, ManifestError, MAX_MANIFEST_BYTES};
 use skein_protocol::spec::{
     Balance, CheckKind, CheckSpec, JobSpec, PlacementStrategy, PortProtocol, PortSpec, Probe,
-    ResourceVec, Resources, RestartPolicy, ServiceSpec, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES,
+    ResourceVec, Resources, RestartPolicy, ServiceSpec, UpdateStrategy, DEFAULT_CPU_MILLIS,
+    DEFAULT_MEMORY_BYTES,
 };
 
 /// The Deployment from the article (section 4.2), byte for byte.
@@ -105,6 +106,12 @@ fn seed_deployment_converts() {
             placement: PlacementStrategy::Spread,
             service: None,
             checks: vec![],
+            // Kubernetes' defaults: 25% surge (up) and unavailable (down) of 3, 600 s.
+            update: UpdateStrategy {
+                max_surge: 1,
+                max_unavailable: 0,
+                progress_deadline_secs: 600,
+            },
         }]
     );
 }
@@ -138,6 +145,7 @@ fn native_job_converts_every_field() {
             placement: PlacementStrategy::Spread,
             service: None,
             checks: vec![],
+            update: UpdateStrategy::default(),
         }]
     );
 }

@@ -501,3 +501,48 @@ fn open_reads_let_gets_through_but_not_writes() {
     let (code, _) = agent.http_post("/v1/jobs/x/scale", br#"{"replicas":1}"#);
     assert_eq!(code, 401);
 }
+
+#[test]
+fn plan_shows_changes_and_placements_without_doing_them() {
+    require_demo_image();
+    let agent = Agent::start(AgentOpts::default());
+    let name = unique_name("plan");
+    let yaml = |n: u32| {
+        format!("name: {name}\nreplicas: {n}\nimage: skein-demo/web:latest\nports:\n  - container_port: 80\n")
+    };
+    let file = agent.write_manifest("p2.yaml", &yaml(2));
+    let plan = agent.cli_json(&["plan", "-f", file.to_str().unwrap()]);
+    assert_eq!(plan["jobs"][0]["change"], "created");
+    assert_eq!(plan["start"].as_array().unwrap().len(), 2);
+    assert!(plan["start"][0]["ports"][0]["host_port"].as_u64().is_some());
+    // Nothing happened.
+    assert_eq!(agent.cli_json(&["job", "ls"]), json!([]));
+    assert!(agent.containers().is_empty());
+    let table = agent.cli(&["plan", "-f", file.to_str().unwrap()]);
+    assert!(
+        table.stdout.contains("would be created"),
+        "{}",
+        table.stdout
+    );
+
+    agent
+        .cli(&["apply", "-f", file.to_str().unwrap()])
+        .assert_success();
+    let same = agent.cli_json(&["plan", "-f", file.to_str().unwrap()]);
+    assert_eq!(same["jobs"][0]["change"], "unchanged");
+    assert_eq!(same["start"], json!([]));
+    let more = agent.write_manifest("p3.yaml", &yaml(3));
+    let grow = agent.cli_json(&["plan", "-f", more.to_str().unwrap()]);
+    assert_eq!(grow["start"].as_array().unwrap().len(), 1);
+    assert_eq!(grow["stop"], json!([]));
+    assert_eq!(agent.job_containers(&name).len(), 2, "plan changed nothing");
+    // An impossible plan says why.
+    let bad = agent.write_manifest("bad.yaml", &format!("name: {name}-x\nimage: nope:1\n"));
+    let out = agent.cli(&["plan", "-f", bad.to_str().unwrap()]);
+    out.assert_failure();
+    assert!(
+        out.stderr.contains("image nope:1 is not present"),
+        "{}",
+        out.stderr
+    );
+}

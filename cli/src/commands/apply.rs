@@ -41,20 +41,26 @@ pub struct ApplyArgs {
     timeout: u64,
 }
 
-/// Runs `skein apply`.
-pub async fn run(client: &Client, fmt: Format, args: ApplyArgs) -> Result<ExitCode> {
-    let (name, text) = if args.file.as_os_str() == "-" {
+/// Reads, parses and validates the file, with `--image` overrides applied.
+pub fn load(file: &std::path::Path, images: &[String]) -> Result<Vec<JobSpec>> {
+    let (name, text) = if file.as_os_str() == "-" {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
             .context("cannot read stdin")?;
         ("<stdin>".to_string(), s)
     } else {
-        let text = std::fs::read_to_string(&args.file)
-            .with_context(|| format!("cannot read {}", args.file.display()))?;
-        (args.file.display().to_string(), text)
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        (file.display().to_string(), text)
     };
     let mut jobs = parse_manifests(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    override_images(&mut jobs, &args.images)?;
+    override_images(&mut jobs, images)?;
+    Ok(jobs)
+}
+
+/// Runs `skein apply`.
+pub async fn run(client: &Client, fmt: Format, args: ApplyArgs) -> Result<ExitCode> {
+    let jobs = load(&args.file, &args.images)?;
 
     let resp: ApplyResponse = client
         .call(Method::POST, "/v1/jobs", &ApplyRequest { jobs })
@@ -135,6 +141,9 @@ async fn follow(
         let mut failure = None;
         for r in &resp.jobs {
             let v: JobView = client.get(&format!("/v1/jobs/{}", r.name)).await?;
+            if let Some(why) = rolled_back(&v, r.version) {
+                failure.get_or_insert(why);
+            }
             let current: Vec<_> = v
                 .allocations
                 .iter()
@@ -226,4 +235,19 @@ async fn follow(
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// Why the applied `version` is no longer current: its rollout failed and
+/// the leader went back to the last good version.
+fn rolled_back(v: &JobView, version: u64) -> Option<String> {
+    let r = v.rollout.as_ref()?;
+    (r.state == skein_protocol::api::RolloutState::RolledBack && r.from_version == Some(version))
+        .then(|| {
+            format!(
+                "version {version} of job {} failed and was rolled back to version {}: {}",
+                v.spec.name,
+                r.to_version,
+                r.message.as_deref().unwrap_or("no reason given")
+            )
+        })
 }

@@ -2,6 +2,9 @@
 
 pub mod agent;
 pub mod apply;
+pub mod drain;
 pub mod logs;
+pub mod plan;
 pub mod read;
+pub mod rollout;
 pub mod write;

@@ -172,7 +172,11 @@ pub async fn node_ls(client: &Client, fmt: Format) -> Result<()> {
                 n.name.clone(),
                 n.id.clone(),
                 n.address.clone(),
-                n.health.to_string(),
+                if n.drained {
+                    format!("{},drained", n.health)
+                } else {
+                    n.health.to_string()
+                },
                 n.role.clone(),
                 format!(
                     "{}/{}",

@@ -52,6 +52,7 @@ impl From<ControlError> for ApiErr {
         let status = match &e {
             ControlError::Plan(PlanError::UnknownJob(_)) => StatusCode::NOT_FOUND,
             ControlError::Plan(PlanError::Unplaceable(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            ControlError::Plan(PlanError::Refused(_)) => StatusCode::CONFLICT,
             ControlError::Rejected(_) => StatusCode::CONFLICT,
             ControlError::NotLeader { .. } | ControlError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -8,6 +8,8 @@ pub mod dashboard;
 pub mod error;
 pub mod forward;
 pub mod logs;
+pub mod plan;
+pub mod rollout;
 pub mod views;
 
 use std::sync::Arc;
@@ -39,9 +41,14 @@ pub fn router(ctx: Arc<NodeCtx>, auth: Arc<auth::AuthPolicy>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/nodes", get(nodes))
         .route("/v1/jobs", get(jobs).post(apply))
+        .route("/v1/plan", post(plan::plan))
         .route("/v1/jobs/{name}", get(job).delete(stop_job))
         .route("/v1/jobs/{name}/scale", post(scale))
         .route("/v1/jobs/{name}/restart", post(restart_job))
+        .route("/v1/jobs/{name}/history", get(rollout::history))
+        .route("/v1/jobs/{name}/undo", post(rollout::undo))
+        .route("/v1/nodes/{id}/drain", post(rollout::drain))
+        .route("/v1/nodes/{id}/undrain", post(rollout::undrain))
         .route("/v1/allocs", get(allocs))
         .route("/v1/allocs/{id}/restart", post(restart_alloc))
         .route("/v1/allocs/{id}/logs", get(logs::logs))
@@ -99,6 +106,7 @@ async fn nodes(State(ctx): Ctx) -> Json<Vec<NodeView>> {
             .map(|n| n.raft.voters.clone())
             .unwrap_or_default()
     };
+    let drained = rollout::drained_nodes(&ctx).await;
     let views = all
         .iter()
         .map(|n| {
@@ -109,7 +117,9 @@ async fn nodes(State(ctx): Ctx) -> Json<Vec<NodeView>> {
             } else {
                 "worker"
             };
-            views::node_view(n, role)
+            let mut v = views::node_view(n, role);
+            v.drained = drained.contains(&n.id);
+            v
         })
         .collect();
     Json(views)

@@ -56,6 +56,7 @@ pub fn job_view(
         desired: if job.stopped { 0 } else { job.spec.replicas },
         running: u32::try_from(running).unwrap_or(u32::MAX),
         allocations,
+        rollout: crate::control::rollout::view(job, state, statuses),
     }
 }
 
@@ -73,5 +74,7 @@ pub fn node_view(n: &NodeRecord, role: &str) -> NodeView {
         allocations: n.allocation_count,
         labels: n.labels.clone(),
         version: n.version.clone(),
+        // Set by the caller from the replicated drained set.
+        drained: false,
     }
 }

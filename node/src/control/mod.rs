@@ -1,29 +1,34 @@
 //! The write path of the control plane: turns user intents (apply, scale,
-//! stop, restart) into plans and commits them through Raft.
+//! stop, restart, undo, drain) into plans and commits them through Raft.
 //!
 //! Only the leader plans. Plans are computed under one lock from an
 //! up-to-date (linearizable) state and carry its version, so a plan that
 //! raced with another write is rejected by the state machine and simply
-//! recomputed. A call returns only after its command is committed.
+//! recomputed. A call returns only after its command is committed. The
+//! leader's reconcile pass also drives rollouts (`rollout.rs`): it steps
+//! rolling updates as replicas become ready and rolls back failed ones.
 
 pub mod planner;
+pub mod rollout;
 pub mod voters;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use rand::Rng;
-use skein_protocol::api::{ApplyResponse, ChangeKind};
+use skein_protocol::api::{ApplyResponse, ChangeKind, JobApplyResult};
 use skein_protocol::spec::JobSpec;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
+use crate::executor::StatusBoard;
 use crate::membership::Membership;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
-use crate::scheduler::NodeCandidate;
-use crate::state::{node_id_str, ClusterState, Command, CommandResult, NodeId, Plan};
+use crate::state::{node_id_str, Command, CommandResult, NodeId, Plan};
 pub use planner::PlanError;
+use planner::{Input, RolloutEvent};
 
 /// How often a plan is recomputed when it keeps losing races.
 const MAX_PLAN_ATTEMPTS: usize = 5;
@@ -53,17 +58,35 @@ pub struct Control {
     raft: SkeinRaft,
     state: Arc<StateHandle>,
     membership: Arc<Membership>,
+    board: StatusBoard,
     plan_lock: Mutex<()>,
+    /// Jobs the last pass could not place, and why: warned once per change.
+    stuck: Mutex<BTreeMap<String, String>>,
+}
+
+/// Now, in Unix milliseconds (stamped on versions and rollouts).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Control {
-    /// A control plane over `raft`.
-    pub fn new(raft: SkeinRaft, state: Arc<StateHandle>, membership: Arc<Membership>) -> Self {
+    /// A control plane over `raft`; `board` tells which replicas are ready,
+    /// which paces rolling updates.
+    pub fn new(
+        raft: SkeinRaft,
+        state: Arc<StateHandle>,
+        membership: Arc<Membership>,
+        board: StatusBoard,
+    ) -> Self {
         Self {
             raft,
             state,
             membership,
+            board,
             plan_lock: Mutex::new(()),
+            stuck: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -72,10 +95,10 @@ impl Control {
         &self.raft
     }
 
-    /// Creates or updates jobs atomically.
+    /// Creates or updates jobs atomically; an update starts a rollout.
     pub async fn apply(&self, specs: Vec<JobSpec>) -> Result<ApplyResponse, ControlError> {
         let results = self
-            .planned(|s, nodes, ready, seed| planner::apply(s, nodes, ready, &specs, seed))
+            .planned(|input| planner::apply_with(input, &specs))
             .await?;
         for r in &results {
             if r.change != ChangeKind::Unchanged {
@@ -87,17 +110,32 @@ impl Control {
 
     /// Sets a job's replica count.
     pub async fn scale(&self, job: &str, replicas: u32) -> Result<(), ControlError> {
-        self.planned(|s, nodes, ready, seed| {
-            planner::scale(s, nodes, ready, job, replicas, seed).map(|p| (p, ()))
-        })
-        .await?;
+        self.planned(|input| planner::scale(input, job, replicas).map(|p| (p, ())))
+            .await?;
         info!(job, replicas, "job scaled");
+        Ok(())
+    }
+
+    /// Rolls `job` back to a kept version (default: the previous one with
+    /// another spec), as a new version.
+    pub async fn undo(&self, job: &str, to: Option<u64>) -> Result<JobApplyResult, ControlError> {
+        let result = self.planned(|input| planner::undo(input, job, to)).await?;
+        info!(job, version = result.version, to = ?to, "rollback requested");
+        Ok(result)
+    }
+
+    /// Drains `node` (no new placements; its allocations move away a few
+    /// at a time) or undrains it.
+    pub async fn drain(&self, node: NodeId, drained: bool) -> Result<(), ControlError> {
+        self.ensure_leader().await?;
+        self.write(Command::Drain { node, drained }).await?;
+        info!(node = %node_id_str(node), "node {}", if drained { "drained" } else { "undrained" });
         Ok(())
     }
 
     /// Stops a job: removes its allocations, keeps its spec.
     pub async fn stop(&self, job: &str) -> Result<(), ControlError> {
-        self.planned(|s, _, _, _| planner::stop(s, job).map(|p| (p, ())))
+        self.planned(|input| planner::stop(input.state, job).map(|p| (p, ())))
             .await?;
         info!(job, "job stopped");
         Ok(())
@@ -135,21 +173,60 @@ impl Control {
         Ok(())
     }
 
-    /// Heals every job (lost nodes, missing replicas). Returns whether
-    /// anything was written.
+    /// Whether a rollout or drain is under way, so that status changes
+    /// (a replica became ready) deserve a pass at once.
+    pub async fn in_motion(&self) -> bool {
+        self.state.read(planner::in_motion).await
+    }
+
+    /// One pass over every job: heals (lost nodes, missing replicas),
+    /// drains, steps rolling updates, completes or rolls back rollouts.
+    /// Returns whether anything was written.
     pub async fn reconcile(&self) -> Result<bool, ControlError> {
         let mut stuck_jobs = Vec::new();
+        let mut events = Vec::new();
         let wrote = self
-            .planned(|s, nodes, ready, seed| {
-                let (plan, stuck) = planner::reconcile(s, nodes, ready, seed);
-                stuck_jobs = stuck;
-                let changed = !plan.is_empty();
-                Ok((plan, changed))
+            .planned(|input| {
+                let r = planner::reconcile(input);
+                stuck_jobs = r.stuck;
+                events = r.events;
+                let changed = !r.plan.is_empty();
+                Ok((r.plan, changed))
             })
             .await?;
-        for (job, why) in stuck_jobs {
-            warn!(job = %job, reason = %why, "cannot place all replicas");
+        for e in events {
+            match e {
+                RolloutEvent::Completed { job, version } => {
+                    info!(job = %job, version, "rollout complete")
+                }
+                RolloutEvent::RolledBack {
+                    job,
+                    from,
+                    to,
+                    reason,
+                } => {
+                    warn!(job = %job, from, to, reason = %reason, "rollout failed: rolled back")
+                }
+                RolloutEvent::Failed {
+                    job,
+                    version,
+                    reason,
+                } => {
+                    warn!(job = %job, version, reason = %reason, "rollout failing, no earlier version to return to")
+                }
+            }
         }
+        let now: BTreeMap<String, String> = stuck_jobs
+            .into_iter()
+            .map(|(job, why)| (job, why.to_string()))
+            .collect();
+        let mut last = self.stuck.lock().await;
+        for (job, why) in &now {
+            if last.get(job) != Some(why) {
+                warn!(job = %job, reason = %why, "cannot place all replicas");
+            }
+        }
+        *last = now;
         Ok(wrote)
     }
 
@@ -157,12 +234,7 @@ impl Control {
     /// lost a race with another write.
     async fn planned<T>(
         &self,
-        mut f: impl FnMut(
-            &ClusterState,
-            &[NodeCandidate],
-            &BTreeSet<NodeId>,
-            u64,
-        ) -> Result<(Plan, T), PlanError>,
+        mut f: impl FnMut(&Input<'_>) -> Result<(Plan, T), PlanError>,
     ) -> Result<T, ControlError> {
         let _guard = self.plan_lock.lock().await;
         let mut last = String::new();
@@ -170,9 +242,17 @@ impl Control {
             self.ensure_leader().await?;
             let state = self.state.snapshot().await;
             let nodes = self.membership.candidates(&state).await;
-            let alive = self.membership.alive_ids().await;
-            let seed = rand::rng().random();
-            let (plan, out) = f(&state, &nodes, &alive, seed)?;
+            let alive: BTreeSet<NodeId> = self.membership.alive_ids().await;
+            let statuses = self.board.all().await;
+            let input = Input {
+                state: &state,
+                nodes: &nodes,
+                alive: &alive,
+                statuses: &statuses,
+                now_ms: now_ms(),
+                seed: rand::rng().random(),
+            };
+            let (plan, out) = f(&input)?;
             if plan.is_empty() {
                 return Ok(out);
             }

@@ -129,6 +129,7 @@ mod tests {
             placement: Default::default(),
             service: None,
             checks: vec![],
+            update: Default::default(),
         }
     }
 

@@ -185,10 +185,12 @@ impl Executor {
         let desired: Vec<(Allocation, JobSpec)> = self
             .state
             .read(|s| {
+                // Each allocation runs the spec of its own version: during a
+                // rolling update old replicas keep the old spec.
                 s.allocs_on(node)
                     .filter_map(|a| {
-                        let job = s.jobs.get(&a.job)?;
-                        (job.version == a.job_version).then(|| (a.clone(), job.spec.clone()))
+                        let spec = s.jobs.get(&a.job)?.spec_for(a.job_version)?;
+                        Some((a.clone(), spec.clone()))
                     })
                     .collect()
             })

@@ -6,7 +6,7 @@
 //! [`skein_protocol::codec`] and decoded with size limits, so a peer can
 //! never make a node panic or allocate without bound.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -108,6 +108,8 @@ pub struct Assignments {
     pub jobs: Vec<Job>,
     /// Allocations placed on the node.
     pub allocs: Vec<Allocation>,
+    /// Drained nodes, so that every node can show them in `node ls`.
+    pub drained: BTreeSet<NodeId>,
 }
 
 /// A node's role in Raft, as it sees it.

@@ -72,11 +72,7 @@ fn plan() -> Command {
     .unwrap();
     Command::Plan(Plan {
         base_version: 0,
-        put_jobs: vec![Job {
-            spec,
-            version: 1,
-            stopped: false,
-        }],
+        put_jobs: vec![Job::new(spec, 1, 0)],
         remove_allocs: vec![],
         add_allocs: vec![Allocation {
             id: "web-0-a".into(),

@@ -5,12 +5,20 @@
 //! against a snapshot of this state and submits them with the state
 //! `version` they were computed from; `apply` rejects a plan whose base is
 //! stale, which makes planning race-free even across leader changes.
+//!
+//! A job keeps its earlier specs ([`Job::history`]): during a rolling
+//! update allocations of the old version keep running the old spec
+//! ([`Job::spec_for`]), and `rollout undo` goes back to any kept version.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use skein_protocol::api::PortMapping;
+use skein_protocol::api::{PortMapping, RolloutState};
 use skein_protocol::spec::{JobSpec, ResourceVec};
+
+/// Earlier versions a job keeps for `rollout history` and `undo`; versions
+/// that allocations still run (or a rollout may return to) are kept beyond it.
+pub const HISTORY_LIMIT: usize = 10;
 
 /// Raft and cluster identity of a node. `Copy + Default` as openraft needs;
 /// the human name and addresses live in [`crate::raft::RaftPeer`].
@@ -26,10 +34,110 @@ pub fn node_id_str(id: NodeId) -> String {
 pub struct Job {
     /// The spec as validated at the API.
     pub spec: JobSpec,
-    /// Bumped whenever the spec changes (not on scale).
+    /// The version of `spec`: a new number whenever the template changes
+    /// (not on scale). A rollback makes an earlier version current again.
     pub version: u64,
     /// Stopped jobs keep their spec (for `job ls`) but have no allocations.
     pub stopped: bool,
+    /// When `version` was first committed (Unix ms, the leader's clock).
+    pub created_ms: u64,
+    /// Earlier versions, by ascending version, at most [`HISTORY_LIMIT`]
+    /// plus those still in use.
+    pub history: Vec<Revision>,
+    /// The latest rollout (creation, update or rollback).
+    pub rollout: Option<Rollout>,
+}
+
+impl Job {
+    /// A new job at `version`, created at `now_ms`, with no history.
+    pub fn new(spec: JobSpec, version: u64, now_ms: u64) -> Self {
+        Self {
+            spec,
+            version,
+            stopped: false,
+            created_ms: now_ms,
+            history: Vec::new(),
+            rollout: None,
+        }
+    }
+
+    /// The spec allocations of `version` run: the current one, or a kept
+    /// earlier one (old replicas keep their spec during a rolling update).
+    pub fn spec_for(&self, version: u64) -> Option<&JobSpec> {
+        if version == self.version {
+            return Some(&self.spec);
+        }
+        self.revision(version).map(|r| &r.spec)
+    }
+
+    /// A kept earlier version.
+    pub fn revision(&self, version: u64) -> Option<&Revision> {
+        self.history.iter().find(|r| r.version == version)
+    }
+
+    /// The number the next version gets: above every version ever kept, so
+    /// numbers never repeat, even after a rollback.
+    pub fn next_version(&self) -> u64 {
+        self.history
+            .iter()
+            .map(|r| r.version)
+            .chain([self.version])
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1)
+    }
+}
+
+/// An earlier version of a job's spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    /// Its version number.
+    pub version: u64,
+    /// Its spec.
+    pub spec: JobSpec,
+    /// When it was first committed (Unix ms).
+    pub created_ms: u64,
+    /// It failed during its rollout and was rolled back.
+    pub rolled_back: bool,
+}
+
+/// The latest rollout of a job, driven by the leader's reconcile loop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// The version being replaced; `None` for a new (or restarted) job.
+    pub from_version: Option<u64>,
+    /// The version rolled out: the job's current version.
+    pub to_version: u64,
+    /// Where it stands.
+    pub state: RolloutState,
+    /// The last good version, which a failure returns to; `None` when
+    /// there is none (a new job, or this rollout is itself a rollback).
+    pub rollback_to: Option<u64>,
+    /// When it started (Unix ms).
+    pub started_ms: u64,
+    /// Last progress (start, or one more new replica ready), for the
+    /// progress deadline.
+    pub progress_ms: u64,
+    /// Most replicas of `to_version` seen ready at once.
+    pub best_available: u32,
+    /// Why it failed or was rolled back.
+    pub message: Option<String>,
+}
+
+impl Rollout {
+    /// A rollout starting now from `from` to `to`.
+    pub fn start(from: Option<u64>, to: u64, rollback_to: Option<u64>, now_ms: u64) -> Self {
+        Self {
+            from_version: from,
+            to_version: to,
+            state: RolloutState::Progressing,
+            rollback_to,
+            started_ms: now_ms,
+            progress_ms: now_ms,
+            best_available: 0,
+            message: None,
+        }
+    }
 }
 
 /// One replica of a job, placed on one node.
@@ -64,6 +172,14 @@ pub enum Command {
     Restart {
         /// Allocation ids.
         allocs: Vec<String>,
+    },
+    /// Drain a node (no new placements; its allocations move away) or
+    /// undo that. Idempotent.
+    Drain {
+        /// The node.
+        node: NodeId,
+        /// True to drain, false to undrain.
+        drained: bool,
     },
 }
 
@@ -113,6 +229,9 @@ pub struct ClusterState {
     pub allocs: BTreeMap<String, Allocation>,
     /// Bumped on every applied change; plans are checked against it.
     pub version: u64,
+    /// Drained nodes: the scheduler skips them and the leader moves their
+    /// allocations away.
+    pub drained: BTreeSet<NodeId>,
 }
 
 impl ClusterState {
@@ -131,6 +250,19 @@ impl ClusterState {
                     }
                 }
                 self.version += 1;
+                CommandResult::Applied {
+                    version: self.version,
+                }
+            }
+            Command::Drain { node, drained } => {
+                let changed = if *drained {
+                    self.drained.insert(*node)
+                } else {
+                    self.drained.remove(node)
+                };
+                if changed {
+                    self.version += 1;
+                }
                 CommandResult::Applied {
                     version: self.version,
                 }
@@ -229,6 +361,7 @@ mod tests {
             placement: PlacementStrategy::Spread,
             service: None,
             checks: vec![],
+            update: Default::default(),
         }
     }
 
@@ -246,11 +379,7 @@ mod tests {
     }
 
     fn job(name: &str) -> Job {
-        Job {
-            spec: spec(name),
-            version: 1,
-            stopped: false,
-        }
+        Job::new(spec(name), 1, 0)
     }
 
     #[test]
@@ -313,5 +442,42 @@ mod tests {
             allocs: vec!["nope".into()],
         });
         assert!(matches!(r, CommandResult::Rejected { .. }));
+    }
+
+    #[test]
+    fn drain_is_idempotent_and_bumps_the_version_once() {
+        let mut s = ClusterState::default();
+        let drain = Command::Drain {
+            node: 7,
+            drained: true,
+        };
+        assert_eq!(s.apply(&drain), CommandResult::Applied { version: 1 });
+        assert_eq!(s.apply(&drain), CommandResult::Applied { version: 1 });
+        assert!(s.drained.contains(&7));
+        let undrain = Command::Drain {
+            node: 7,
+            drained: false,
+        };
+        assert_eq!(s.apply(&undrain), CommandResult::Applied { version: 2 });
+        assert!(s.drained.is_empty());
+    }
+
+    #[test]
+    fn old_versions_keep_their_spec() {
+        let mut j = job("web");
+        assert_eq!(j.next_version(), 2);
+        let mut old = spec("web");
+        old.image = "img:1".into();
+        j.history.push(Revision {
+            version: 3,
+            spec: old.clone(),
+            created_ms: 5,
+            rolled_back: true,
+        });
+        assert_eq!(j.spec_for(1), Some(&j.spec));
+        assert_eq!(j.spec_for(3), Some(&old));
+        assert_eq!(j.spec_for(2), None);
+        // Numbers never repeat, even when an older version is current.
+        assert_eq!(j.next_version(), 4);
     }
 }

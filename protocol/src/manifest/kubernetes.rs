@@ -5,8 +5,14 @@
 //! liveness and readiness probes, the pod's restart policy, labels and node
 //! selector. A `Service` in the same file becomes the `service` of the
 //! Deployment it selects (name, target port, `nodePort` as the routing-mesh
-//! port). Fields Skein cannot honour but that do no harm (selector, strategy,
-//! startup probes, namespace, session affinity, …) are accepted and ignored;
+//! port). The Deployment's `strategy` drives rolling updates: `RollingUpdate`
+//! with `maxSurge`/`maxUnavailable` (counts or percentages of the replicas,
+//! surge rounded up and unavailability down; 25% each when not given, as in
+//! Kubernetes), or `Recreate` (all old replicas go before new ones start);
+//! `progressDeadlineSeconds` (default 600, as in Kubernetes) bounds how long
+//! an update may stall before it is rolled back. Fields Skein cannot honour
+//! but that do no harm (selector, minReadySeconds, startup probes, namespace,
+//! session affinity, …) are accepted and ignored;
 //! fields whose absence would change behaviour (`valueFrom`, `envFrom`, init
 //! containers, SCTP, gRPC or HTTPS probes) are errors rather than silently
 //! dropped. Keys outside the Kubernetes schema are errors too.
@@ -19,10 +25,10 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::locate::index_path;
-use super::{check_field, Amounts, Ctx, ManifestError, Object, SourcePaths};
+use super::{check_field, Amount, Amounts, Ctx, ManifestError, Object, SourcePaths};
 use crate::spec::{
     Balance, CheckKind, CheckSpec, JobSpec, PlacementStrategy, PortProtocol, PortSpec, Probe,
-    RestartPolicy, ServiceSpec,
+    RestartPolicy, ServiceSpec, UpdateStrategy,
 };
 
 /// Named in every "not supported" message so users know what to write instead.
@@ -34,6 +40,11 @@ const CONTAINER: &str = "spec.template.spec.containers[0]";
 pub const PLACEMENT_ANNOTATION: &str = "skein.io/placement";
 /// Service annotation choosing the routing mesh's [`Balance`].
 pub const BALANCE_ANNOTATION: &str = "skein.io/balance";
+/// Kubernetes' default `maxSurge` and `maxUnavailable`.
+const DEFAULT_ROLLING: &str = "25%";
+/// Kubernetes' default `progressDeadlineSeconds`.
+const DEFAULT_PROGRESS_DEADLINE_SECS: u32 = 600;
+const ROLLING_UPDATE: &str = "spec.strategy.rollingUpdate";
 
 /// Converts a document that has an `apiVersion` or `kind` key.
 pub(super) fn convert(ctx: &Ctx<'_>) -> Result<Object, ManifestError> {
@@ -213,6 +224,8 @@ fn deployment(ctx: &Ctx<'_>) -> Result<(JobSpec, SourcePaths), ManifestError> {
         }
     }
 
+    let update = update_strategy(ctx, &d, replicas)?;
+
     let spec = JobSpec {
         name,
         replicas,
@@ -232,9 +245,78 @@ fn deployment(ctx: &Ctx<'_>) -> Result<(JobSpec, SourcePaths), ManifestError> {
         placement,
         service: None,
         checks,
+        update,
     };
     let paths: SourcePaths = Box::new(move |field| source_paths(field, &check_paths));
     Ok((spec, paths))
+}
+
+/// The Deployment's `strategy` and `progressDeadlineSeconds`.
+fn update_strategy(
+    ctx: &Ctx<'_>,
+    d: &Deployment,
+    replicas: u32,
+) -> Result<UpdateStrategy, ManifestError> {
+    let strategy = d.spec.strategy.as_ref();
+    let rolling = strategy.and_then(|s| s.rolling_update.as_ref());
+    let deadline = d
+        .spec
+        .progress_deadline_seconds
+        .map(|n| ("spec.progressDeadlineSeconds", i64::from(n)));
+    let defaults = UpdateStrategy {
+        progress_deadline_secs: DEFAULT_PROGRESS_DEADLINE_SECS,
+        ..UpdateStrategy::default()
+    };
+    match strategy.and_then(|s| s.type_.as_deref()) {
+        None | Some("RollingUpdate") => {
+            fn amount(v: Option<&IntOrString>) -> Amount<'_> {
+                match v {
+                    None => Amount::Text(DEFAULT_ROLLING),
+                    Some(IntOrString::Int(n)) => Amount::Count(i64::from(*n)),
+                    Some(IntOrString::String(s)) => Amount::Text(s),
+                }
+            }
+            let surge_path = format!("{ROLLING_UPDATE}.maxSurge");
+            let unavailable_path = format!("{ROLLING_UPDATE}.maxUnavailable");
+            super::update_strategy(
+                ctx,
+                replicas,
+                Some((
+                    &surge_path,
+                    amount(rolling.and_then(|r| r.max_surge.as_ref())),
+                )),
+                Some((
+                    &unavailable_path,
+                    amount(rolling.and_then(|r| r.max_unavailable.as_ref())),
+                )),
+                deadline,
+                defaults,
+            )
+        }
+        Some("Recreate") => {
+            if rolling.is_some() {
+                return Err(ctx.at_key(
+                    ROLLING_UPDATE,
+                    "rollingUpdate may not be given when the strategy type is Recreate",
+                ));
+            }
+            super::update_strategy(
+                ctx,
+                replicas,
+                Some(("spec.strategy.type", Amount::Count(0))),
+                Some((
+                    "spec.strategy.type",
+                    Amount::Count(i64::from(replicas.max(1))),
+                )),
+                deadline,
+                defaults,
+            )
+        }
+        Some(other) => Err(ctx.at_value(
+            "spec.strategy.type",
+            format!("strategy type {other} is not supported; use RollingUpdate or Recreate"),
+        )),
+    }
 }
 
 /// Converts one probe of the container, whose YAML path is `base`.
@@ -511,9 +593,18 @@ fn source_paths(field: &str, check_paths: &[String]) -> Vec<String> {
             vec![format!("{base}.{key}"), base.clone()]
         };
     }
+    let strategy = |key: &str| {
+        vec![
+            format!("{ROLLING_UPDATE}.{key}"),
+            "spec.strategy".to_string(),
+        ]
+    };
     match field {
         "name" => vec!["metadata.name".into()],
         "replicas" => vec!["spec.replicas".into()],
+        "update.max_surge" => strategy("maxSurge"),
+        "update.max_unavailable" => strategy("maxUnavailable"),
+        "update.progress_deadline_secs" => vec!["spec.progressDeadlineSeconds".into()],
         "labels" => vec![
             "spec.template.metadata.labels".into(),
             "spec.template.spec.nodeSelector".into(),

@@ -22,6 +22,10 @@
 //!     failure_threshold: 3
 //!   - { kind: liveness, tcp: { port: 80 } }
 //!   - { kind: liveness, exec: [cat, /tmp/healthy] }
+//! update:                # how a new version replaces the running one
+//!   max_surge: 1         # extra replicas during an update: a count or "25%" (default 1)
+//!   max_unavailable: 0   # replicas that may be down: a count or "25%" (default 0)
+//!   progress_deadline: 120  # seconds without progress before rolling back
 //! ```
 //!
 //! Unknown keys are errors (`deny_unknown_fields`): a typo must not silently
@@ -35,10 +39,10 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::{check_field, Amounts, Ctx, ManifestError};
+use super::{check_field, Amount, Amounts, Ctx, ManifestError};
 use crate::spec::{
     Balance, CheckKind, CheckSpec, JobSpec, PlacementStrategy, PortSpec, Probe, RestartPolicy,
-    ServiceSpec,
+    ServiceSpec, UpdateStrategy,
 };
 
 #[derive(Deserialize)]
@@ -71,6 +75,53 @@ struct Job {
     service: Option<ServiceIn>,
     #[serde(default)]
     checks: Vec<CheckIn>,
+    #[serde(default)]
+    update: Option<UpdateIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateIn {
+    max_surge: Option<AmountIn>,
+    max_unavailable: Option<AmountIn>,
+    progress_deadline: Option<i64>,
+}
+
+/// A count (`1`) or a percentage of the replicas (`"25%"`).
+enum AmountIn {
+    Count(i64),
+    Text(String),
+}
+
+impl AmountIn {
+    fn as_amount(&self) -> Amount<'_> {
+        match self {
+            AmountIn::Count(n) => Amount::Count(*n),
+            AmountIn::Text(t) => Amount::Text(t),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AmountIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = AmountIn;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a count (1) or a percentage (\"25%\")")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AmountIn, E> {
+                Ok(AmountIn::Text(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<AmountIn, E> {
+                Ok(AmountIn::Count(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<AmountIn, E> {
+                Ok(AmountIn::Count(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `service: web` or a mapping.
@@ -280,8 +331,24 @@ pub(super) fn convert(ctx: &Ctx<'_>) -> Result<JobSpec, ManifestError> {
             ..d
         });
     }
+    let replicas = super::replicas(ctx, "replicas", job.replicas)?;
+    let update = match &job.update {
+        None => UpdateStrategy::default(),
+        Some(u) => super::update_strategy(
+            ctx,
+            replicas,
+            u.max_surge
+                .as_ref()
+                .map(|a| ("update.max_surge", a.as_amount())),
+            u.max_unavailable
+                .as_ref()
+                .map(|a| ("update.max_unavailable", a.as_amount())),
+            u.progress_deadline.map(|n| ("update.progress_deadline", n)),
+            UpdateStrategy::default(),
+        )?,
+    };
     Ok(JobSpec {
-        replicas: super::replicas(ctx, "replicas", job.replicas)?,
+        replicas,
         name: job.name,
         image: job.image,
         command: job.command,
@@ -295,6 +362,7 @@ pub(super) fn convert(ctx: &Ctx<'_>) -> Result<JobSpec, ManifestError> {
         placement: job.placement,
         service,
         checks,
+        update,
     })
 }
 
@@ -355,6 +423,9 @@ pub(super) fn source_paths(field: &str) -> Vec<String> {
         "labels" => &["labels", "constraints"],
         "resources.requests.cpu" => &["resources.requests.cpu", "resources.limits.cpu"],
         "resources.requests.memory" => &["resources.requests.memory", "resources.limits.memory"],
+        "update.max_surge" => &["update.max_surge", "update.max_unavailable", "update"],
+        "update.max_unavailable" => &["update.max_unavailable", "update"],
+        "update.progress_deadline_secs" => &["update.progress_deadline", "update"],
         _ => &[field],
     };
     paths.iter().map(|p| p.to_string()).collect()
