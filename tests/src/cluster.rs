@@ -855,6 +855,15 @@ impl ClusterOpts {
         self
     }
 
+    /// Labels node `i` with `zone=<zones[i]>` (replacing its labels), for
+    /// tests that pin work to a node by constraint.
+    pub fn zones(mut self, zones: &[&str]) -> Self {
+        for (i, z) in zones.iter().enumerate() {
+            self = self.labels(i, &[("zone", z)]);
+        }
+        self
+    }
+
     /// Sets an environment variable for every agent.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));

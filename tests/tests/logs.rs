@@ -24,11 +24,7 @@ impl Drop for Follower {
 #[test]
 fn logs_follow_from_node_a_shows_lines_written_on_node_b() {
     require_demo_image();
-    let opts = ClusterOpts::default()
-        .args(STEADY)
-        .labels(0, &[("zone", "a")])
-        .labels(1, &[("zone", "b")])
-        .labels(2, &[("zone", "c")]);
+    let opts = ClusterOpts::default().args(STEADY).zones(&["a", "b", "c"]);
     let c = Cluster::start(3, opts);
     c.wait_for_nodes(3, WAIT);
     let leader = c.wait_for_leader(WAIT);

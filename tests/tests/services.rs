@@ -21,11 +21,7 @@ const FORM: Duration = Duration::from_secs(45);
 const RUN: Duration = Duration::from_secs(60);
 
 fn cluster() -> (Cluster, usize) {
-    let opts = ClusterOpts::default()
-        .args(STEADY)
-        .labels(0, &[("zone", "a")])
-        .labels(1, &[("zone", "b")])
-        .labels(2, &[("zone", "c")]);
+    let opts = ClusterOpts::default().args(STEADY).zones(&["a", "b", "c"]);
     let c = Cluster::start(3, opts);
     c.wait_for_nodes(3, FORM);
     let leader = c.wait_for_leader(FORM);
