@@ -480,6 +480,10 @@ async fn heal_loop(ctx: Arc<NodeCtx>, control: Arc<Control>, id: NodeId) {
     let mut changes = ctx.membership.subscribe();
     let mut metrics = ctx.raft.metrics();
     let mut statuses = ctx.board.subscribe();
+    // An interval, not a sleep per turn: frequent wake-ups (metrics change
+    // on every heartbeat) must not keep postponing the periodic pass.
+    let mut tick = tokio::time::interval(HEAL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_leader = None;
     loop {
         tokio::select! {
@@ -499,7 +503,7 @@ async fn heal_loop(ctx: Arc<NodeCtx>, control: Arc<Control>, id: NodeId) {
                 }
                 last_leader = leader;
             },
-            _ = tokio::time::sleep(HEAL_INTERVAL) => {},
+            _ = tick.tick() => {},
         }
         if ctx.raft.metrics().borrow().current_leader != Some(id) {
             continue;

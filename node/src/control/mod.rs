@@ -130,6 +130,12 @@ impl Control {
         self.ensure_leader().await?;
         self.write(Command::Drain { node, drained }).await?;
         info!(node = %node_id_str(node), "node {}", if drained { "drained" } else { "undrained" });
+        // Start moving replicas now rather than at the next tick.
+        if drained {
+            if let Err(e) = self.reconcile().await {
+                warn!(error = %e, "first drain step failed; the reconcile loop retries");
+            }
+        }
         Ok(())
     }
 

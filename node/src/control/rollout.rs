@@ -41,12 +41,15 @@ pub fn health_of(a: &Allocation, statuses: &Statuses) -> Health {
     health(statuses.get(&a.node).and_then(|m| m.get(&a.id)))
 }
 
-/// The health a status shows.
+/// The health a status shows. A replica that finished (exit 0 under a
+/// policy that does not restart it) did its job: it counts as available,
+/// so updating a batch job neither stalls nor rolls back.
 pub fn health(status: Option<&AllocStatus>) -> Health {
     match status {
         None => Health::Unknown,
         Some(s) => match s.state {
             AllocState::Running if s.ready => Health::Available,
+            AllocState::Complete => Health::Available,
             AllocState::Failed | AllocState::Restarting => Health::Failing,
             _ => Health::Unavailable,
         },
@@ -343,6 +346,40 @@ mod tests {
         let st = step(3, &s, &[], &old);
         assert_eq!(st.remove, [0, 1, 2]);
         assert_eq!(st.place, [0, 1, 2]);
+    }
+
+    #[test]
+    fn health_follows_the_status() {
+        let st = |state, ready| AllocStatus {
+            state,
+            ready,
+            ..AllocStatus::default()
+        };
+        assert_eq!(health(None), Health::Unknown);
+        assert_eq!(
+            health(Some(&st(AllocState::Running, true))),
+            Health::Available
+        );
+        assert_eq!(
+            health(Some(&st(AllocState::Running, false))),
+            Health::Unavailable
+        );
+        assert_eq!(
+            health(Some(&st(AllocState::Pending, false))),
+            Health::Unavailable
+        );
+        assert_eq!(
+            health(Some(&st(AllocState::Restarting, false))),
+            Health::Failing
+        );
+        assert_eq!(
+            health(Some(&st(AllocState::Failed, false))),
+            Health::Failing
+        );
+        assert_eq!(
+            health(Some(&st(AllocState::Complete, false))),
+            Health::Available
+        );
     }
 
     #[test]
