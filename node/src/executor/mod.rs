@@ -215,7 +215,24 @@ impl Executor {
             by_alloc.entry(alloc).or_default().push(c);
         }
 
+        // Containers no allocation here wants any more go first: a
+        // replacement placed in the same plan may take over their host
+        // ports, and Docker refuses a port that is still bound.
+        let wanted: std::collections::HashSet<&str> =
+            desired.iter().map(|(a, _)| a.id.as_str()).collect();
+        let unwanted: Vec<String> = by_alloc
+            .keys()
+            .filter(|id| !wanted.contains(id.as_str()))
+            .cloned()
+            .collect();
         let mut doomed = Vec::new();
+        for alloc in unwanted {
+            let cs = by_alloc.remove(&alloc).unwrap_or_default();
+            doomed.extend(cs.into_iter().map(|c| (alloc.clone(), c)));
+        }
+        self.remove_all(doomed).await;
+
+        let mut duplicates = Vec::new();
         let mut statuses = HashMap::new();
         for (alloc, spec) in &desired {
             let mut found = by_alloc.remove(&alloc.id).unwrap_or_default();
@@ -228,15 +245,26 @@ impl Executor {
             });
             let mut found = found.into_iter();
             let keep = found.next();
-            doomed.extend(found.map(|c| (alloc.id.clone(), c)));
+            duplicates.extend(found.map(|c| (alloc.id.clone(), c)));
             let mut status = self.drive(alloc, spec, keep).await;
             self.check_health(alloc, spec, &mut status).await;
             statuses.insert(alloc.id.clone(), status);
         }
-        for (alloc, cs) in by_alloc {
-            doomed.extend(cs.into_iter().map(|c| (alloc.clone(), c)));
-        }
-        let removals = doomed.into_iter().map(|(alloc, c)| {
+        self.remove_all(duplicates).await;
+        self.tracks.retain(|id, _| statuses.contains_key(id));
+        let probed: std::collections::HashSet<String> = statuses
+            .iter()
+            .filter(|(_, s)| s.state == AllocState::Running)
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.health.retain(&probed);
+        self.board.set_node(node, statuses).await;
+        Ok(())
+    }
+
+    /// Stops and removes `containers` concurrently, logging failures.
+    async fn remove_all(&self, containers: Vec<(String, ContainerSummary)>) {
+        let removals = containers.into_iter().map(|(alloc, c)| {
             let docker = self.docker.clone();
             let timeout = self.cfg.stop_timeout;
             async move {
@@ -250,15 +278,6 @@ impl Executor {
                 warn!(error = %e, "executor: could not remove container");
             }
         }
-        self.tracks.retain(|id, _| statuses.contains_key(id));
-        let probed: std::collections::HashSet<String> = statuses
-            .iter()
-            .filter(|(_, s)| s.state == AllocState::Running)
-            .map(|(id, _)| id.clone())
-            .collect();
-        self.health.retain(&probed);
-        self.board.set_node(node, statuses).await;
-        Ok(())
     }
 
     /// Runs the allocation's health checks: readiness decides whether it
