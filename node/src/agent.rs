@@ -423,19 +423,12 @@ async fn publish_loop(ctx: Arc<NodeCtx>, endpoint_ip: IpAddr) {
         }) else {
             continue;
         };
-        record.raft = ctx.raft_role();
-        (record.allocated, record.allocation_count) = ctx.assigned().await;
+        ctx.fill_live(&mut record).await;
         let statuses = ctx.board.of_node(ctx.id()).await;
         record.endpoints = ctx
             .desired
             .read(|d| crate::services::local_endpoints(ctx.id(), d, &statuses, endpoint_ip))
             .await;
-        record.mesh_addrs = ctx
-            .mesh
-            .advertised_addrs()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
         ctx.membership.observe(record.clone()).await;
         seq += 1;
         let status = gossip::status_of(&record, statuses, record.raft.clone(), seq);

@@ -93,14 +93,12 @@ impl NodeCtx {
     pub async fn refresh_self(&self) -> Option<NodeRecord> {
         match self.local.read(&self.docker).await {
             Ok(mut r) => {
-                r.mesh_addrs = self
-                    .mesh
-                    .advertised_addrs()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                r.raft = self.raft_role();
-                (r.allocated, r.allocation_count) = self.assigned().await;
+                self.fill_live(&mut r).await;
+                // Endpoints are computed by the status publisher; keep the
+                // last ones rather than drop them from DNS until it runs.
+                if let Some(old) = self.membership.get(self.id()).await {
+                    r.endpoints = old.endpoints;
+                }
                 self.membership.observe(r.clone()).await;
                 Some(r)
             }
@@ -109,6 +107,19 @@ impl NodeCtx {
                 None
             }
         }
+    }
+
+    /// Sets the parts of this node's record that change between Docker
+    /// inventory reads: mesh addresses, Raft view, assigned resources.
+    pub async fn fill_live(&self, r: &mut NodeRecord) {
+        r.mesh_addrs = self
+            .mesh
+            .advertised_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        r.raft = self.raft_role();
+        (r.allocated, r.allocation_count) = self.assigned().await;
     }
 
     /// Resources and count of the allocations assigned to this node.
