@@ -154,6 +154,15 @@ async fn apply(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ApplyResponse>, ApiErr> {
     let req: ApplyRequest = json_body(body)?;
+    validate_request(&req)?;
+    // Images built a moment ago must count: refresh our own record first.
+    ctx.refresh_self().await;
+    Ok(Json(ctx.control.apply(req.jobs).await?))
+}
+
+/// Checks an apply (or plan) request: at least one job, every spec valid,
+/// no name twice. Problems carry `jobs[i].` paths.
+fn validate_request(req: &ApplyRequest) -> Result<(), ApiErr> {
     if req.jobs.is_empty() {
         return Err(ApiErr::new(StatusCode::BAD_REQUEST, "no jobs in request"));
     }
@@ -176,9 +185,7 @@ async fn apply(
     if !details.is_empty() {
         return Err(ApiErr::invalid("invalid job spec", details));
     }
-    // Images built a moment ago must count: refresh our own record first.
-    ctx.refresh_self().await;
-    Ok(Json(ctx.control.apply(req.jobs).await?))
+    Ok(())
 }
 
 async fn stop_job(State(ctx): Ctx, Path(name): Path<String>) -> Result<StatusCode, ApiErr> {

@@ -8,19 +8,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use skein_protocol::api::{ApplyRequest, PlanResponse, PlannedAlloc};
-use skein_protocol::spec::SpecError;
 
-use super::{json_body, ApiErr, Ctx};
+use super::views::node_name;
+use super::{json_body, validate_request, ApiErr, Ctx};
 use crate::control::planner;
 use crate::membership::NodeRecord;
-use crate::state::{node_id_str, Allocation, NodeId};
-
-fn node_name(nodes: &[NodeRecord], id: NodeId) -> String {
-    nodes
-        .iter()
-        .find(|n| n.id == id)
-        .map_or_else(|| node_id_str(id), |n| n.name.clone())
-}
+use crate::state::Allocation;
 
 fn view(a: &Allocation, nodes: &[NodeRecord]) -> PlannedAlloc {
     PlannedAlloc {
@@ -37,21 +30,7 @@ pub async fn plan(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PlanResponse>, ApiErr> {
     let req: ApplyRequest = json_body(body)?;
-    let details: Vec<SpecError> = req
-        .jobs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| s.validate().err().map(|e| (i, e)))
-        .flat_map(|(i, errs)| {
-            errs.into_iter().map(move |e| SpecError {
-                field: format!("jobs[{i}].{}", e.field),
-                message: e.message,
-            })
-        })
-        .collect();
-    if !details.is_empty() {
-        return Err(ApiErr::invalid("invalid job spec", details));
-    }
+    validate_request(&req)?;
     if !ctx.is_leader() {
         return Err(ApiErr::new(
             StatusCode::SERVICE_UNAVAILABLE,

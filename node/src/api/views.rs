@@ -11,6 +11,14 @@ use crate::state::{node_id_str, Allocation, ClusterState, Job, NodeId};
 /// Observed statuses, per node then allocation.
 pub type Statuses = HashMap<NodeId, HashMap<String, AllocStatus>>;
 
+/// A node's name, or its id when no record of it is known.
+pub fn node_name(nodes: &[NodeRecord], id: NodeId) -> String {
+    nodes
+        .iter()
+        .find(|n| n.id == id)
+        .map_or_else(|| node_id_str(id), |n| n.name.clone())
+}
+
 /// The view of one allocation.
 pub fn alloc_view(a: &Allocation, nodes: &[NodeRecord], statuses: &Statuses) -> AllocView {
     let status = statuses
@@ -24,11 +32,7 @@ pub fn alloc_view(a: &Allocation, nodes: &[NodeRecord], statuses: &Statuses) -> 
         index: a.index,
         job_version: a.job_version,
         node_id: node_id_str(a.node),
-        node_name: nodes
-            .iter()
-            .find(|n| n.id == a.node)
-            .map(|n| n.name.clone())
-            .unwrap_or_else(|| node_id_str(a.node)),
+        node_name: node_name(nodes, a.node),
         ports: a.ports.clone(),
         status,
     }
