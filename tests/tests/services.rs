@@ -35,8 +35,8 @@ fn apply(c: &Cluster, via: usize, file: &str, yaml: &str) {
         .assert_success();
 }
 
-/// `dig @node -p 53 name type +short` lines.
-fn dig(c: &Cluster, node: usize, name: &str, qtype: &str) -> Vec<String> {
+/// `dig @node -p 53 name qtype [extra…]`'s output.
+fn dig_raw(c: &Cluster, node: usize, name: &str, qtype: &str, extra: &[&str]) -> String {
     let out = Command::new("dig")
         .args([
             &format!("@{}", c.ip(node)),
@@ -44,33 +44,27 @@ fn dig(c: &Cluster, node: usize, name: &str, qtype: &str) -> Vec<String> {
             "53",
             name,
             qtype,
-            "+short",
             "+time=1",
             "+tries=1",
         ])
+        .args(extra)
         .output()
         .expect("dig (Debian dnsutils) is installed by .ci/run");
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `dig @node -p 53 name type +short` lines.
+fn dig(c: &Cluster, node: usize, name: &str, qtype: &str) -> Vec<String> {
+    dig_raw(c, node, name, qtype, &["+short"])
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
         .map(str::to_string)
         .collect()
 }
 
+/// The response code (`NOERROR`, `NXDOMAIN`, …) of an A query.
 fn dig_status(c: &Cluster, node: usize, name: &str) -> String {
-    let out = Command::new("dig")
-        .args([
-            &format!("@{}", c.ip(node)),
-            "-p",
-            "53",
-            name,
-            "A",
-            "+time=1",
-            "+tries=1",
-        ])
-        .output()
-        .expect("dig");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = dig_raw(c, node, name, "A", &[]);
     text.lines()
         .find_map(|l| l.split("status: ").nth(1))
         .map(|s| s.split(',').next().unwrap_or("").to_string())

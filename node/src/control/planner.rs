@@ -926,6 +926,16 @@ mod tests {
         fn job(&self, name: &str) -> &Job {
             &self.state.jobs[name]
         }
+
+        /// Ids of the allocations running job version `v`.
+        fn ids_of_version(&self, v: u64) -> Vec<String> {
+            self.state
+                .allocs
+                .values()
+                .filter(|a| a.job_version == v)
+                .map(|a| a.id.clone())
+                .collect()
+        }
     }
 
     #[test]
@@ -1080,13 +1090,7 @@ mod tests {
         let good: BTreeSet<String> = sim.state.allocs.keys().cloned().collect();
 
         sim.apply(&[version("web", 3, "img:bad", 1, 0)]);
-        let new: Vec<String> = sim
-            .state
-            .allocs
-            .values()
-            .filter(|a| a.job_version == 2)
-            .map(|a| a.id.clone())
-            .collect();
+        let new = sim.ids_of_version(2);
         assert_eq!(new.len(), 1);
         sim.report(&new[0], AllocState::Restarting);
         let r = sim.reconcile();
@@ -1122,13 +1126,7 @@ mod tests {
         sim.reconcile();
         sim.apply(&[version("web", 2, "img:2", 1, 0)]);
         // The new replica runs but never gets ready.
-        let new: Vec<String> = sim
-            .state
-            .allocs
-            .values()
-            .filter(|a| a.job_version == 2)
-            .map(|a| a.id.clone())
-            .collect();
+        let new = sim.ids_of_version(2);
         for id in &new {
             sim.report(id, AllocState::Pending);
         }
