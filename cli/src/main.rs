@@ -73,6 +73,12 @@ enum Command {
     Service(ServiceCommand),
     /// Print (and with -f follow) the output of an allocation's container.
     Logs(commands::logs::LogsArgs),
+    /// Print (and with -f follow) cluster events: placements, container
+    /// starts and exits with their codes, node up/down, leader changes,
+    /// rollouts.
+    Events(commands::monitor::EventsArgs),
+    /// Show live CPU, memory and network use per node and per container.
+    Top(commands::monitor::TopArgs),
     /// Restart an allocation, or every allocation of a job.
     Restart {
         /// An allocation id or a job name.
@@ -224,6 +230,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::read::service_ls(&client, fmt, Some(&name)).await?
         }
         Command::Logs(args) => commands::logs::run(&client, args).await?,
+        Command::Events(args) => commands::monitor::events(&client, fmt, args).await?,
+        Command::Top(args) => commands::monitor::top(&client, fmt, args).await?,
         Command::Restart { target } => commands::write::restart(&client, fmt, &target).await?,
         Command::Scale { job, replicas } => {
             commands::write::scale(&client, fmt, &job, replicas).await?

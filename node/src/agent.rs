@@ -17,10 +17,13 @@ use tracing::{info, warn};
 
 use crate::context::NodeCtx;
 use crate::control::{voters, Control};
+use crate::events::EventLog;
+use crate::executor::stats::UsageBoard;
 use crate::executor::{Executor, ExecutorConfig, StatusBoard};
 use crate::membership::local::LocalNode;
 use crate::membership::{gossip, HealthTiming, Membership};
 use crate::mesh::{self, Mesh, MeshConfig};
+use crate::metrics::Metrics;
 use crate::raft::log_store::{open_db, LogStore};
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachineStore;
@@ -69,6 +72,8 @@ pub struct AgentConfig {
     pub api_token_file: Option<PathBuf>,
     /// With a token: let reads through without it.
     pub open_reads: bool,
+    /// How often container usage is sampled from Docker stats.
+    pub stats_interval: Duration,
 }
 
 /// Which resolver containers get.
@@ -113,14 +118,18 @@ pub async fn run(
 
     let psk = load_cluster_key(&cfg)?;
     let keypair = mesh::key::load_or_create_identity(&cfg.data_dir.join("node.key"))?;
-    let (mesh, mesh_events) = Mesh::start(MeshConfig {
-        listen: cfg.mesh,
-        advertise: cfg.advertise,
-        join: cfg.join.clone(),
-        psk,
-        keypair,
-        request_timeout: Duration::from_secs(10),
-    })
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (mesh, mesh_events) = Mesh::start(
+        MeshConfig {
+            listen: cfg.mesh,
+            advertise: cfg.advertise,
+            join: cfg.join.clone(),
+            psk,
+            keypair,
+            request_timeout: Duration::from_secs(10),
+        },
+        &mut registry,
+    )
     .await
     .with_context(|| format!("cannot start the mesh on {}", cfg.mesh))?;
 
@@ -168,11 +177,15 @@ pub async fn run(
     let (synced_tx, synced_rx) = watch::channel(saved.is_some());
     let desired = StateHandle::new(saved.unwrap_or_default());
     let board = StatusBoard::new();
+    let events = EventLog::new(id);
+    let metrics = Metrics::new(registry);
     let control = Arc::new(Control::new(
         raft.clone(),
         state.clone(),
         membership.clone(),
         board.clone(),
+        events.clone(),
+        metrics.clone(),
     ));
     let ctx = Arc::new(NodeCtx {
         local,
@@ -184,6 +197,9 @@ pub async fn run(
         board,
         mesh,
         docker,
+        events,
+        usage: UsageBoard::new(),
+        metrics,
     });
     let record = ctx
         .refresh_self()
@@ -296,6 +312,13 @@ pub async fn run(
     ));
     tasks.spawn(inbound::run(ctx.clone(), router.clone(), mesh_events));
     tasks.spawn(publish_loop(ctx.clone(), endpoint_ip));
+    tasks.spawn(crate::events::watch_cluster(ctx.clone()));
+    tasks.spawn(crate::executor::stats::run(
+        ctx.docker.clone(),
+        id,
+        ctx.usage.clone(),
+        cfg.stats_interval,
+    ));
     tasks.spawn(health_loop(ctx.clone()));
     tasks.spawn(assignments::run(
         ctx.clone(),
@@ -431,7 +454,13 @@ async fn publish_loop(ctx: Arc<NodeCtx>, endpoint_ip: IpAddr) {
             .await;
         ctx.membership.observe(record.clone()).await;
         seq += 1;
-        let status = gossip::status_of(&record, statuses, record.raft.clone(), seq);
+        let status = gossip::status_of(
+            &record,
+            statuses,
+            record.raft.clone(),
+            ctx.events.for_gossip(),
+            seq,
+        );
         if let Err(e) = ctx.mesh.publish_status(&status).await {
             tracing::debug!(error = %e, "status not published");
         }
@@ -457,9 +486,10 @@ async fn executor_when_synced(
     }
     Executor::new(
         ctx.docker.clone(),
-        ctx.id(),
+        (ctx.id(), ctx.local.name.clone()),
         ctx.desired.clone(),
         ctx.board.clone(),
+        ctx.events.clone(),
         cfg,
     )
     .run()

@@ -8,11 +8,14 @@ use bollard::Docker;
 use libp2p::PeerId;
 
 use crate::control::Control;
+use crate::events::EventLog;
+use crate::executor::stats::UsageBoard;
 use crate::executor::StatusBoard;
 use crate::membership::local::LocalNode;
 use crate::membership::{Membership, NodeRecord};
 use crate::mesh::wire::RaftRole;
 use crate::mesh::Mesh;
+use crate::metrics::Metrics;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
 use crate::state::NodeId;
 
@@ -36,6 +39,12 @@ pub struct NodeCtx {
     pub mesh: Mesh,
     /// Local Docker.
     pub docker: Docker,
+    /// Cluster events this node has seen (and reports its own into).
+    pub events: Arc<EventLog>,
+    /// Measured usage of this node's containers.
+    pub usage: UsageBoard,
+    /// Metrics that are counted as things happen (scheduler, libp2p).
+    pub metrics: Arc<Metrics>,
 }
 
 impl NodeCtx {
@@ -120,6 +129,7 @@ impl NodeCtx {
             .collect();
         r.raft = self.raft_role();
         (r.allocated, r.allocation_count) = self.assigned().await;
+        r.usage = self.usage.all().await;
     }
 
     /// Resources and count of the allocations assigned to this node.

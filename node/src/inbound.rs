@@ -37,7 +37,7 @@ pub async fn run(ctx: Arc<NodeCtx>, router: Router, mut events: mpsc::Receiver<M
                 } else {
                     debug!(%from, "status without a valid peer id");
                 }
-                gossip::receive(status, &ctx.membership, &ctx.board).await;
+                gossip::receive(status, &ctx.membership, &ctx.board, &ctx.events).await;
             }
             MeshEvent::Request {
                 from,

@@ -12,6 +12,7 @@ pub mod assignments;
 pub mod context;
 pub mod control;
 pub mod dns;
+pub mod events;
 pub mod executor;
 pub mod inbound;
 pub mod membership;

@@ -1,17 +1,71 @@
 //! Prometheus metrics (`GET /metrics`, OpenMetrics text, prometheus-client).
 //!
-//! Every value is derived from state the node already holds (Raft state,
-//! gossip, the status board), so a scrape builds a fresh registry from a
-//! consistent read instead of keeping counters in sync by hand.
+//! Two kinds. Values that describe state the node already holds (Raft
+//! state, gossip, the status board, container usage) are derived per scrape
+//! into a fresh registry, from a consistent read, instead of being kept in
+//! sync by hand. Things that are counted as they happen (scheduler
+//! placements and planning time, libp2p's own metrics) live in [`Metrics`],
+//! one registry for the life of the node that the mesh records into too.
 
-use prometheus_client::encoding::text::encode;
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use skein_protocol::api::{AllocState, NodeHealth};
 
 use crate::context::NodeCtx;
+use crate::state::node_id_str;
+
+/// Metrics counted as things happen, in the registry libp2p's metrics
+/// were registered into when the mesh started.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Replicas placed (by this node, while it led).
+    pub placements: Counter,
+    /// Plans committed (by this node, while it led).
+    pub plans: Counter,
+    /// Time from reading the state to the commit of a plan.
+    pub plan_seconds: Histogram,
+}
+
+impl Metrics {
+    /// Adds the scheduler's metrics to `registry` (which may already hold
+    /// libp2p's) and keeps it for scraping.
+    pub fn new(mut registry: Registry) -> Arc<Self> {
+        let placements = Counter::default();
+        let plans = Counter::default();
+        // 1 ms .. ~16 s: a plan is a Raft round trip plus placement.
+        let plan_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        let sub = registry.sub_registry_with_prefix("skein_scheduler");
+        sub.register(
+            "placements",
+            "Replicas placed on nodes by this node as leader",
+            placements.clone(),
+        );
+        sub.register(
+            "plans",
+            "Plans this node committed as leader",
+            plans.clone(),
+        );
+        sub.register(
+            "plan_duration_seconds",
+            "Time from reading the state to the commit of a plan",
+            plan_seconds.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            placements,
+            plans,
+            plan_seconds,
+        })
+    }
+}
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -25,6 +79,12 @@ struct JobLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
     node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaderLabels {
+    leader: String,
+    name: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +110,24 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
 
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn counters<L>(registry: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Family::<L, Counter>::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+fn float_counters<L>(registry: &mut Registry, name: &str, help: &str) -> Family<L, Counter<f64>>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Family::<L, Counter<f64>>::default();
+    registry.register(name, help, f.clone());
+    f
 }
 
 /// The node's metrics in OpenMetrics text format.
@@ -113,6 +191,16 @@ pub async fn render(ctx: &NodeCtx) -> Result<String, std::fmt::Error> {
         "Memory requested by placed replicas",
     );
     let allocs = family::<NodeLabels>(&mut r, "node_allocations", "Replicas placed on the node");
+    let used_cpu_now = family::<NodeLabels>(
+        &mut r,
+        "node_used_cpu_millicores",
+        "CPU the node's containers use (Docker stats)",
+    );
+    let used_mem_now = family::<NodeLabels>(
+        &mut r,
+        "node_used_memory_bytes",
+        "Memory the node's containers use (Docker stats)",
+    );
     let records = ctx.membership.all().await;
     for n in &records {
         let l = NodeLabels {
@@ -127,6 +215,12 @@ pub async fn render(ctx: &NodeCtx) -> Result<String, std::fmt::Error> {
             .get_or_create(&l)
             .set(int(n.allocated.memory_bytes));
         allocs.get_or_create(&l).set(i64::from(n.allocation_count));
+        used_cpu_now
+            .get_or_create(&l)
+            .set(int(n.usage.iter().map(|u| u.cpu_millis).sum()));
+        used_mem_now
+            .get_or_create(&l)
+            .set(int(n.usage.iter().map(|u| u.memory_bytes).sum()));
     }
     let peers = records
         .iter()
@@ -168,6 +262,7 @@ pub async fn render(ctx: &NodeCtx) -> Result<String, std::fmt::Error> {
             }
         })
         .await;
+    container_usage(&mut r, ctx).await;
 
     // Raft, as this node sees it.
     let m = ctx.raft.metrics().borrow().clone();
@@ -185,6 +280,31 @@ pub async fn render(ctx: &NodeCtx) -> Result<String, std::fmt::Error> {
     );
     gauge(
         &mut r,
+        "raft_last_log_index",
+        "Last Raft log index stored here",
+        int(m.last_log_index.unwrap_or(0)),
+    );
+    let leader = family::<LeaderLabels>(
+        &mut r,
+        "raft_leader",
+        "1 for the leader this node follows (id and name as labels)",
+    );
+    if let Some(id) = m.current_leader {
+        let name = ctx
+            .membership
+            .get(id)
+            .await
+            .map(|n| n.name)
+            .unwrap_or_default();
+        leader
+            .get_or_create(&LeaderLabels {
+                leader: node_id_str(id),
+                name,
+            })
+            .set(1);
+    }
+    gauge(
+        &mut r,
         "raft_is_leader",
         "1 on the Raft leader",
         i64::from(m.current_leader == Some(ctx.id())),
@@ -197,6 +317,58 @@ pub async fn render(ctx: &NodeCtx) -> Result<String, std::fmt::Error> {
     );
 
     let mut out = String::new();
-    encode(&mut out, &r)?;
+    encode_registry(&mut out, &r)?;
+    encode_registry(&mut out, &ctx.metrics.registry)?;
+    encode_eof(&mut out)?;
     Ok(out)
+}
+
+/// This node's containers, from their last Docker stats sample.
+async fn container_usage(r: &mut Registry, ctx: &NodeCtx) {
+    let cpu = family::<AllocLabels>(
+        r,
+        "container_cpu_millicores",
+        "CPU a replica's container used over the last sample interval",
+    );
+    let cpu_total = float_counters::<AllocLabels>(
+        r,
+        "container_cpu_usage_seconds",
+        "CPU time a replica's container used since it started",
+    );
+    let mem = family::<AllocLabels>(
+        r,
+        "container_memory_bytes",
+        "Memory a replica's container uses (without page cache)",
+    );
+    let limit = family::<AllocLabels>(
+        r,
+        "container_memory_limit_bytes",
+        "Memory limit of a replica's container (0: none)",
+    );
+    let rx = counters::<AllocLabels>(
+        r,
+        "container_network_receive_bytes",
+        "Bytes a replica's container received",
+    );
+    let tx = counters::<AllocLabels>(
+        r,
+        "container_network_transmit_bytes",
+        "Bytes a replica's container sent",
+    );
+    for u in ctx.usage.all().await {
+        let l = AllocLabels {
+            skein_job: u.job.clone(),
+            alloc: u.alloc.clone(),
+        };
+        cpu.get_or_create(&l).set(int(u.cpu_millis));
+        // Precision loss above 2^53 ns (104 days of CPU) is acceptable.
+        #[allow(clippy::cast_precision_loss)]
+        cpu_total
+            .get_or_create(&l)
+            .inc_by(u.cpu_total_ns as f64 / 1e9);
+        mem.get_or_create(&l).set(int(u.memory_bytes));
+        limit.get_or_create(&l).set(int(u.memory_limit_bytes));
+        rx.get_or_create(&l).inc_by(u.net_rx_bytes);
+        tx.get_or_create(&l).inc_by(u.net_tx_bytes);
+    }
 }

@@ -11,6 +11,10 @@
 //! `POST jobs/{name}/undo` ([`UndoRequest`], answers a [`JobApplyResult`]),
 //! `POST nodes/{id}/drain` and `POST nodes/{id}/undrain` (id or name;
 //! answer a [`DrainResponse`]).
+//!
+//! Monitoring: `GET events?after=&wait=&limit=&job=` ([`EventsResponse`]:
+//! cluster events this node has seen, long-polled with `wait` seconds),
+//! `GET top` ([`TopView`]: measured usage of every node and container).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -389,6 +393,225 @@ pub struct StatusView {
     pub last_applied: u64,
     /// Skein version.
     pub version: String,
+}
+
+/// What happened, in a cluster event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A job was created or changed (a new version).
+    JobApplied,
+    /// A job's replica count was changed.
+    JobScaled,
+    /// A job was stopped.
+    JobStopped,
+    /// The leader placed a replica on a node.
+    Placed,
+    /// The leader could not place every replica of a job.
+    Unplaceable,
+    /// A node started a replica's container.
+    Started,
+    /// A replica's container exited (with `exit_code`).
+    Exited,
+    /// A node restarted a replica's container (restart policy, failed
+    /// liveness check or `skein restart`).
+    Restarted,
+    /// A node could not start a replica's container.
+    StartFailed,
+    /// A node stopped and removed a container no longer placed on it.
+    Removed,
+    /// A node joined or came back.
+    NodeUp,
+    /// A node went silent (keeps its work for now).
+    NodeSuspect,
+    /// A node is considered gone; its work is rescheduled.
+    NodeDown,
+    /// A node was drained or undrained.
+    NodeDrain,
+    /// A node became the Raft leader.
+    LeaderElected,
+    /// A rolling update finished.
+    RolloutComplete,
+    /// A rolling update failed and was rolled back.
+    RolledBack,
+}
+
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 17] = [
+        EventKind::JobApplied,
+        EventKind::JobScaled,
+        EventKind::JobStopped,
+        EventKind::Placed,
+        EventKind::Unplaceable,
+        EventKind::Started,
+        EventKind::Exited,
+        EventKind::Restarted,
+        EventKind::StartFailed,
+        EventKind::Removed,
+        EventKind::NodeUp,
+        EventKind::NodeSuspect,
+        EventKind::NodeDown,
+        EventKind::NodeDrain,
+        EventKind::LeaderElected,
+        EventKind::RolloutComplete,
+        EventKind::RolledBack,
+    ];
+
+    /// The name used in the API and the CLI (`started`, `node_down`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::JobApplied => "job_applied",
+            EventKind::JobScaled => "job_scaled",
+            EventKind::JobStopped => "job_stopped",
+            EventKind::Placed => "placed",
+            EventKind::Unplaceable => "unplaceable",
+            EventKind::Started => "started",
+            EventKind::Exited => "exited",
+            EventKind::Restarted => "restarted",
+            EventKind::StartFailed => "start_failed",
+            EventKind::Removed => "removed",
+            EventKind::NodeUp => "node_up",
+            EventKind::NodeSuspect => "node_suspect",
+            EventKind::NodeDown => "node_down",
+            EventKind::NodeDrain => "node_drain",
+            EventKind::LeaderElected => "leader_elected",
+            EventKind::RolloutComplete => "rollout_complete",
+            EventKind::RolledBack => "rolled_back",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unknown event kind {s:?}; expected one of {}",
+                    all.join(", ")
+                )
+            })
+    }
+}
+
+/// Something that happened in the cluster, reported by the node that saw
+/// it (a container's node, or the leader for placements and node health)
+/// and spread by gossip. `(origin, seq)` identifies it cluster-wide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Id (hex) of the node that reported it.
+    pub origin: String,
+    /// Per-origin sequence number (increasing, also across agent restarts).
+    pub seq: u64,
+    /// When it happened, Unix milliseconds on the origin's clock.
+    pub time_ms: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// Name of the node concerned (the container's node, the placement's
+    /// target, the node that went down).
+    pub node: Option<String>,
+    /// Job concerned.
+    pub job: Option<String>,
+    /// Allocation concerned.
+    pub alloc: Option<String>,
+    /// Exit code, for [`EventKind::Exited`].
+    pub exit_code: Option<i64>,
+    /// One human line.
+    pub message: String,
+}
+
+/// An event as one node serves it: `index` orders events on that node and
+/// is the cursor of `GET /v1/events?after=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventEntry {
+    /// Position on the serving node (increasing, gaps allowed).
+    pub index: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// `GET /v1/events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventsResponse {
+    /// Events after the cursor, oldest first.
+    pub events: Vec<EventEntry>,
+    /// Cursor for the next call (`after=`).
+    pub next: u64,
+}
+
+/// Measured resource use of one container (Docker stats).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerUsage {
+    /// Allocation id.
+    pub alloc: String,
+    /// Job name.
+    pub job: String,
+    /// CPU used over the last sampling interval, in millicores.
+    pub cpu_millis: u64,
+    /// CPU time used since the container started, in nanoseconds.
+    pub cpu_total_ns: u64,
+    /// Memory in use (without page cache), in bytes.
+    pub memory_bytes: u64,
+    /// Memory limit, in bytes (0 when unlimited).
+    pub memory_limit_bytes: u64,
+    /// Bytes received on all the container's interfaces.
+    pub net_rx_bytes: u64,
+    /// Bytes sent on all the container's interfaces.
+    pub net_tx_bytes: u64,
+    /// When it was sampled, Unix milliseconds.
+    pub sampled_at_ms: u64,
+}
+
+/// One node's line in [`TopView`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeUsageView {
+    /// Node id (hex).
+    pub id: String,
+    /// Node name.
+    pub name: String,
+    /// Health.
+    pub health: NodeHealth,
+    /// What the node offers.
+    pub capacity: ResourceVec,
+    /// What placed replicas request.
+    pub allocated: ResourceVec,
+    /// CPU its containers use, in millicores (sum of the last samples).
+    pub used_cpu_millis: u64,
+    /// Memory its containers use, in bytes.
+    pub used_memory_bytes: u64,
+    /// Containers measured.
+    pub containers: u32,
+}
+
+/// One container's line in [`TopView`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerUsageView {
+    /// Name of the node running it.
+    pub node: String,
+    /// Its usage.
+    #[serde(flatten)]
+    pub usage: ContainerUsage,
+}
+
+/// `GET /v1/top`: live usage, as gossiped by every node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopView {
+    /// Nodes, by name.
+    pub nodes: Vec<NodeUsageView>,
+    /// Containers, busiest CPU first.
+    pub containers: Vec<ContainerUsageView>,
 }
 
 /// Error body of every failed call.

@@ -1203,6 +1203,12 @@ impl Agent {
         c
     }
 
+    /// Starts `skein --api <addr> args…` and streams its stdout line by
+    /// line (for `logs -f`, `events -f`); killed when dropped.
+    pub fn cli_stream(&self, args: &[&str]) -> LineStream {
+        LineStream::spawn(self.cli_command(args))
+    }
+
     /// Runs `skein --api <addr> args…` (at most [`COMMAND_TIMEOUT`]) and
     /// returns its status and output, whatever the status.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
@@ -1382,5 +1388,81 @@ impl Drop for Agent {
                 }
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Streaming commands
+// ---------------------------------------------------------------------------
+
+/// A running command whose stdout lines arrive on a channel (read by a
+/// thread, so a test can wait for a line with a deadline). The process is
+/// killed when this is dropped, pass or fail.
+pub struct LineStream {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl LineStream {
+    /// Spawns `cmd` with stdout piped and stderr discarded.
+    pub fn spawn(mut cmd: Command) -> LineStream {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn streaming command");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        LineStream { child, lines }
+    }
+
+    /// The next line, or `None` when `deadline` passed or the command
+    /// ended first.
+    pub fn next_line(&self, deadline: Instant) -> Option<String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.lines.recv_timeout(left).ok()
+    }
+
+    /// Reads lines until `f` returns `Some` for one; panics with the lines
+    /// seen when `timeout` passes first.
+    #[track_caller]
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&str) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let Some(line) = self.next_line(deadline) else {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; lines seen:\n{}",
+                    seen.join("\n")
+                );
+            };
+            if let Some(v) = f(&line) {
+                return v;
+            }
+            seen.push(line);
+        }
+    }
+}
+
+impl Drop for LineStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

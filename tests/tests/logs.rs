@@ -1,25 +1,12 @@
 //! Logs across hosts: `skein logs -f` on one node shows what a container
 //! on another node writes, relayed over the mesh.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use skein_e2e::*;
 
 const STEADY: &[&str] = &["--suspect-after", "5s", "--dead-after", "20s"];
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Kills the follower process when the test ends.
-struct Follower(Child);
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn logs_follow_from_node_a_shows_lines_written_on_node_b() {
@@ -57,30 +44,13 @@ fn logs_follow_from_node_a_shows_lines_written_on_node_b() {
     assert!(out.stdout.lines().count() <= 5, "{}", out.stdout);
 
     // Following, through node2 (neither the owner nor necessarily the leader).
-    let child = c
-        .node(2)
-        .cli_command(&["logs", "-f", &alloc, "--tail", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut follower = Follower(child);
-    let stdout = follower.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let follower = c.node(2).cli_stream(&["logs", "-f", &alloc, "--tail", "1"]);
     let mut seen: Vec<u64> = Vec::new();
     let deadline = std::time::Instant::now() + WAIT;
     while seen.len() < 10 {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("only {} lines followed: {seen:?}", seen.len()));
+        let line = follower
+            .next_line(deadline)
+            .unwrap_or_else(|| panic!("only {} lines followed: {seen:?}", seen.len()));
         if let Some(n) = line
             .strip_prefix("tick-")
             .and_then(|n| n.trim().parse().ok())

@@ -122,6 +122,11 @@ pub struct AgentArgs {
     /// Longest delay between restarts of a crashing container, in seconds.
     #[arg(long, default_value_t = 30)]
     max_restart_backoff: u64,
+
+    /// How often the CPU, memory and network use of this node's containers
+    /// is read from Docker (for `skein top`, the dashboard and /metrics).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    stats_interval: Duration,
 }
 
 /// Runs the agent.
@@ -207,6 +212,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         routing_ip: args.routing_ip,
         api_token_file: args.api_token_file,
         open_reads: args.open_reads,
+        stats_interval: args.stats_interval.max(Duration::from_millis(200)),
         name,
         labels,
         port_range,

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod apply;
 pub mod drain;
 pub mod logs;
+pub mod monitor;
 pub mod plan;
 pub mod read;
 pub mod rollout;

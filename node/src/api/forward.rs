@@ -38,6 +38,8 @@ fn is_local(method: &Method, path: &str) -> bool {
         && (path == "/v1/status"
             || path == "/metrics"
             || path == "/v1/nodes"
+            || path == "/v1/events"
+            || path == "/v1/top"
             || path.starts_with("/v1/services")
             || path.ends_with("/logs")
             || path == "/"

@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod error;
 pub mod forward;
 pub mod logs;
+pub mod monitor;
 pub mod plan;
 pub mod rollout;
 pub mod views;
@@ -52,6 +53,8 @@ pub fn router(ctx: Arc<NodeCtx>, auth: Arc<auth::AuthPolicy>) -> Router {
         .route("/v1/allocs", get(allocs))
         .route("/v1/allocs/{id}/restart", post(restart_alloc))
         .route("/v1/allocs/{id}/logs", get(logs::logs))
+        .route("/v1/events", get(monitor::events))
+        .route("/v1/top", get(monitor::top))
         .route("/metrics", get(metrics))
         .route("/v1/services", get(services))
         .route("/v1/services/{name}", get(service))

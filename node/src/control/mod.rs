@@ -18,13 +18,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use rand::Rng;
-use skein_protocol::api::{ApplyResponse, ChangeKind, JobApplyResult};
+use skein_protocol::api::{ApplyResponse, ChangeKind, EventKind, JobApplyResult};
 use skein_protocol::spec::JobSpec;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
+use crate::events::{EventLog, NewEvent};
 use crate::executor::StatusBoard;
 use crate::membership::Membership;
+use crate::metrics::Metrics;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
 use crate::state::{node_id_str, Command, CommandResult, NodeId, Plan};
 pub use planner::PlanError;
@@ -62,6 +64,8 @@ pub struct Control {
     plan_lock: Mutex<()>,
     /// Jobs the last pass could not place, and why: warned once per change.
     stuck: Mutex<BTreeMap<String, String>>,
+    events: Arc<EventLog>,
+    metrics: Arc<Metrics>,
 }
 
 /// Now, in Unix milliseconds (stamped on versions and rollouts).
@@ -79,6 +83,8 @@ impl Control {
         state: Arc<StateHandle>,
         membership: Arc<Membership>,
         board: StatusBoard,
+        events: Arc<EventLog>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             raft,
@@ -87,7 +93,17 @@ impl Control {
             board,
             plan_lock: Mutex::new(()),
             stuck: Mutex::new(BTreeMap::new()),
+            events,
+            metrics,
         }
+    }
+
+    /// A node's name for events (its id when unknown).
+    async fn node_name(&self, node: NodeId) -> String {
+        self.membership
+            .get(node)
+            .await
+            .map_or_else(|| node_id_str(node), |n| n.name)
     }
 
     /// The Raft handle (metrics, membership changes).
@@ -102,7 +118,18 @@ impl Control {
             .await?;
         for r in &results {
             if r.change != ChangeKind::Unchanged {
-                info!(job = %r.name, version = r.version, replicas = r.allocations.len(), "job {}", match r.change { ChangeKind::Created => "created", _ => "updated" });
+                let what = match r.change {
+                    ChangeKind::Created => "created",
+                    _ => "updated",
+                };
+                info!(job = %r.name, version = r.version, replicas = r.allocations.len(), "job {what}");
+                self.events.emit(
+                    NewEvent::new(
+                        EventKind::JobApplied,
+                        format!("job {what}: version {}", r.version),
+                    )
+                    .job(r.name.clone()),
+                );
             }
         }
         Ok(ApplyResponse { jobs: results })
@@ -113,6 +140,13 @@ impl Control {
         self.planned(|input| planner::scale(input, job, replicas).map(|p| (p, ())))
             .await?;
         info!(job, replicas, "job scaled");
+        self.events.emit(
+            NewEvent::new(
+                EventKind::JobScaled,
+                format!("scaled to {replicas} replicas"),
+            )
+            .job(job),
+        );
         Ok(())
     }
 
@@ -121,6 +155,13 @@ impl Control {
     pub async fn undo(&self, job: &str, to: Option<u64>) -> Result<JobApplyResult, ControlError> {
         let result = self.planned(|input| planner::undo(input, job, to)).await?;
         info!(job, version = result.version, to = ?to, "rollback requested");
+        self.events.emit(
+            NewEvent::new(
+                EventKind::JobApplied,
+                format!("undo requested: version {}", result.version),
+            )
+            .job(job),
+        );
         Ok(result)
     }
 
@@ -129,7 +170,12 @@ impl Control {
     pub async fn drain(&self, node: NodeId, drained: bool) -> Result<(), ControlError> {
         self.ensure_leader().await?;
         self.write(Command::Drain { node, drained }).await?;
-        info!(node = %node_id_str(node), "node {}", if drained { "drained" } else { "undrained" });
+        let what = if drained { "drained" } else { "undrained" };
+        info!(node = %node_id_str(node), "node {what}");
+        self.events.emit(
+            NewEvent::new(EventKind::NodeDrain, format!("node {what}"))
+                .node(self.node_name(node).await),
+        );
         // Start moving replicas now rather than at the next tick.
         if drained {
             if let Err(e) = self.reconcile().await {
@@ -144,6 +190,8 @@ impl Control {
         self.planned(|input| planner::stop(input.state, job).map(|p| (p, ())))
             .await?;
         info!(job, "job stopped");
+        self.events
+            .emit(NewEvent::new(EventKind::JobStopped, "job stopped").job(job));
         Ok(())
     }
 
@@ -203,7 +251,14 @@ impl Control {
         for e in events {
             match e {
                 RolloutEvent::Completed { job, version } => {
-                    info!(job = %job, version, "rollout complete")
+                    info!(job = %job, version, "rollout complete");
+                    self.events.emit(
+                        NewEvent::new(
+                            EventKind::RolloutComplete,
+                            format!("rollout to version {version} complete"),
+                        )
+                        .job(job),
+                    );
                 }
                 RolloutEvent::RolledBack {
                     job,
@@ -211,7 +266,16 @@ impl Control {
                     to,
                     reason,
                 } => {
-                    warn!(job = %job, from, to, reason = %reason, "rollout failed: rolled back")
+                    warn!(job = %job, from, to, reason = %reason, "rollout failed: rolled back");
+                    self.events.emit(
+                        NewEvent::new(
+                            EventKind::RolledBack,
+                            format!(
+                                "version {from} failed ({reason}): rolled back to version {to}"
+                            ),
+                        )
+                        .job(job),
+                    );
                 }
                 RolloutEvent::Failed {
                     job,
@@ -230,6 +294,13 @@ impl Control {
         for (job, why) in &now {
             if last.get(job) != Some(why) {
                 warn!(job = %job, reason = %why, "cannot place all replicas");
+                self.events.emit(
+                    NewEvent::new(
+                        EventKind::Unplaceable,
+                        format!("cannot place all replicas: {why}"),
+                    )
+                    .job(job.clone()),
+                );
             }
         }
         *last = now;
@@ -245,6 +316,7 @@ impl Control {
         let _guard = self.plan_lock.lock().await;
         let mut last = String::new();
         for _ in 0..MAX_PLAN_ATTEMPTS {
+            let started = std::time::Instant::now();
             self.ensure_leader().await?;
             let state = self.state.snapshot().await;
             let nodes = self.membership.candidates(&state).await;
@@ -262,8 +334,29 @@ impl Control {
             if plan.is_empty() {
                 return Ok(out);
             }
+            let placed: Vec<(String, String, NodeId)> = plan
+                .add_allocs
+                .iter()
+                .map(|a| (a.id.clone(), a.job.clone(), a.node))
+                .collect();
             match self.write(Command::Plan(plan)).await? {
-                CommandResult::Applied { .. } => return Ok(out),
+                CommandResult::Applied { .. } => {
+                    self.metrics.plans.inc();
+                    self.metrics
+                        .plan_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    self.metrics.placements.inc_by(placed.len() as u64);
+                    for (alloc, job, node) in placed {
+                        let name = self.node_name(node).await;
+                        self.events.emit(
+                            NewEvent::new(EventKind::Placed, format!("placed on {name}"))
+                                .node(name)
+                                .job(job)
+                                .alloc(alloc),
+                        );
+                    }
+                    return Ok(out);
+                }
                 CommandResult::Rejected {
                     stale: true,
                     reason,

@@ -10,6 +10,7 @@
 
 pub mod container;
 pub mod health;
+pub mod stats;
 pub mod status;
 
 use std::collections::HashMap;
@@ -23,10 +24,11 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures::{Stream, StreamExt};
-use skein_protocol::api::{AllocState, AllocStatus};
+use skein_protocol::api::{AllocState, AllocStatus, EventKind};
 use skein_protocol::spec::JobSpec;
 use tracing::{debug, info, warn};
 
+use crate::events::{EventLog, NewEvent};
 use crate::raft::StateHandle;
 use crate::state::{node_id_str, Allocation, NodeId};
 use container::{container_name, create_body, is_current, LABEL_ALLOC, LABEL_NODE};
@@ -90,15 +92,20 @@ pub struct Executor {
     tracks: HashMap<String, Track>,
     health: health::HealthMonitor,
     last_error: Option<String>,
+    events: Arc<EventLog>,
+    /// This node's name, for events.
+    name: String,
 }
 
 impl Executor {
-    /// An executor for `node`, reporting into `board`.
+    /// An executor for `node` (called `name`), reporting statuses into
+    /// `board` and starts, exits and removals into `events`.
     pub fn new(
         docker: Docker,
-        node: NodeId,
+        (node, name): (NodeId, String),
         state: Arc<StateHandle>,
         board: StatusBoard,
+        events: Arc<EventLog>,
         cfg: ExecutorConfig,
     ) -> Self {
         let health = health::HealthMonitor::new(docker.clone())
@@ -112,7 +119,14 @@ impl Executor {
             tracks: HashMap::new(),
             health,
             last_error: None,
+            events,
+            name,
         }
+    }
+
+    /// Reports an event about allocation `alloc` of `job` on this node.
+    fn report(&self, e: NewEvent, alloc: &str, job: &str) {
+        report_event(&self.events, &self.name, e, alloc, job);
     }
 
     /// Runs until the task is dropped.
@@ -230,7 +244,8 @@ impl Executor {
             let cs = by_alloc.remove(&alloc).unwrap_or_default();
             doomed.extend(cs.into_iter().map(|c| (alloc.clone(), c)));
         }
-        self.remove_all(doomed).await;
+        self.remove_all(doomed, "no longer placed on this node")
+            .await;
 
         let mut duplicates = Vec::new();
         let mut statuses = HashMap::new();
@@ -250,7 +265,8 @@ impl Executor {
             self.check_health(alloc, spec, &mut status).await;
             statuses.insert(alloc.id.clone(), status);
         }
-        self.remove_all(duplicates).await;
+        self.remove_all(duplicates, "duplicate container of one allocation")
+            .await;
         self.tracks.retain(|id, _| statuses.contains_key(id));
         let probed: std::collections::HashSet<String> = statuses
             .iter()
@@ -263,19 +279,30 @@ impl Executor {
     }
 
     /// Stops and removes `containers` concurrently, logging failures.
-    async fn remove_all(&self, containers: Vec<(String, ContainerSummary)>) {
+    async fn remove_all(&self, containers: Vec<(String, ContainerSummary)>, why: &str) {
         let removals = containers.into_iter().map(|(alloc, c)| {
             let docker = self.docker.clone();
             let timeout = self.cfg.stop_timeout;
             async move {
                 let id = c.id.unwrap_or_default();
-                info!(alloc = %alloc, container = %short(&id), "stopping container: allocation no longer placed here");
-                remove(&docker, &id, timeout).await
+                let job = c
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(container::LABEL_JOB))
+                    .cloned()
+                    .unwrap_or_default();
+                info!(alloc = %alloc, container = %short(&id), "stopping container: {why}");
+                (alloc, job, remove(&docker, &id, timeout).await)
             }
         });
-        for r in futures::future::join_all(removals).await {
-            if let Err(e) = r {
-                warn!(error = %e, "executor: could not remove container");
+        for (alloc, job, r) in futures::future::join_all(removals).await {
+            match r {
+                Ok(()) => self.report(
+                    NewEvent::new(EventKind::Removed, format!("container removed: {why}")),
+                    &alloc,
+                    &job,
+                ),
+                Err(e) => warn!(alloc = %alloc, error = %e, "executor: could not remove container"),
             }
         }
     }
@@ -301,6 +328,14 @@ impl Executor {
         }
         let reason = self.health.reason(&alloc.id).unwrap_or_default();
         info!(alloc = %alloc.id, container = %short(&cid), reason = %reason, "liveness check failed: restarting container");
+        self.report(
+            NewEvent::new(
+                EventKind::Restarted,
+                format!("liveness check failed: {reason}"),
+            ),
+            &alloc.id,
+            &alloc.job,
+        );
         // Fresh probes for the restarted container.
         self.health.forget(&alloc.id);
         let t = i32::try_from(self.cfg.stop_timeout.as_secs()).unwrap_or(i32::MAX);
@@ -333,6 +368,8 @@ impl Executor {
         let docker = self.docker.clone();
         let cfg = self.cfg.clone();
         let node = self.node;
+        let (events, name) = (self.events.clone(), self.name.clone());
+        let report = |e: NewEvent| report_event(&events, &name, e, &alloc.id, &alloc.job);
         let track = self.tracks.entry(alloc.id.clone()).or_default();
         let mut status = AllocStatus {
             state: AllocState::Pending,
@@ -352,6 +389,10 @@ impl Executor {
                     status.message = Some(e.to_string());
                     return status;
                 }
+                report(NewEvent::new(
+                    EventKind::Restarted,
+                    "container replaced: restart requested or job updated",
+                ));
                 *track = Track {
                     restarts: track.restarts,
                     ..Track::default()
@@ -370,6 +411,10 @@ impl Executor {
             match create_and_start(&docker, node, alloc, spec, cfg.container_dns).await {
                 Ok(id) => {
                     info!(alloc = %alloc.id, job = %alloc.job, container = %short(&id), image = %spec.image, "container started");
+                    report(NewEvent::new(
+                        EventKind::Started,
+                        format!("container {} started from {}", short(&id), spec.image),
+                    ));
                     track.retry_at = None;
                     track.message = None;
                     track.running_since = Some(now);
@@ -383,6 +428,7 @@ impl Executor {
                     let msg = format!("cannot start container: {}", docker_message(&e));
                     if track.message.as_deref() != Some(&msg) {
                         warn!(alloc = %alloc.id, error = %msg, retry_in = ?delay, "container failed to start");
+                        report(NewEvent::new(EventKind::StartFailed, msg.clone()));
                     }
                     track.message = Some(msg.clone());
                     status.state = AllocState::Failed;
@@ -426,7 +472,19 @@ impl Executor {
                 track.last_exit = Some(code);
                 status.exit_code = Some(code);
                 if !spec.restart.should_restart(code) {
-                    track.running_since = None;
+                    if track.running_since.take().is_some() {
+                        info!(alloc = %alloc.id, exit_code = code, "container exited; restart policy {} does not restart it", spec.restart);
+                        report(
+                            NewEvent::new(
+                                EventKind::Exited,
+                                format!(
+                                    "exited with code {code}; restart policy {} does not restart it",
+                                    spec.restart
+                                ),
+                            )
+                            .exit_code(code),
+                        );
+                    }
                     status.state = if code == 0 {
                         AllocState::Complete
                     } else {
@@ -449,6 +507,17 @@ impl Executor {
                     track.backoff_exp += 1;
                     track.retry_at = Some(now + delay);
                     info!(alloc = %alloc.id, exit_code = code, restart_in = ?delay, "container exited; restarting per policy {}", spec.restart);
+                    report(
+                        NewEvent::new(
+                            EventKind::Exited,
+                            format!(
+                                "exited with code {code}; restarting in {:.1} s (policy {})",
+                                delay.as_secs_f64(),
+                                spec.restart
+                            ),
+                        )
+                        .exit_code(code),
+                    );
                     status.state = AllocState::Restarting;
                     return status;
                 };
@@ -464,6 +533,10 @@ impl Executor {
                         status.restarts = track.restarts;
                         status.state = AllocState::Running;
                         debug!(alloc = %alloc.id, restarts = track.restarts, "container restarted");
+                        report(NewEvent::new(
+                            EventKind::Restarted,
+                            format!("restarted after its exit (restart {})", track.restarts),
+                        ));
                     }
                     Err(e) => {
                         track.retry_at = Some(now + backoff(&cfg, track.backoff_exp));
@@ -476,6 +549,10 @@ impl Executor {
         }
         status
     }
+}
+
+fn report_event(events: &EventLog, node: &str, e: NewEvent, alloc: &str, job: &str) {
+    events.emit(e.node(node).alloc(alloc).job(job));
 }
 
 /// Restart delay after `exp` consecutive quick failures.

@@ -7,10 +7,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use skein_protocol::api::AllocStatus;
+use skein_protocol::api::{AllocStatus, Event};
 use tracing::{debug, warn};
 
 use super::{Membership, NodeRecord};
+use crate::events::EventLog;
 use crate::executor::StatusBoard;
 use crate::mesh::wire::{NodeStatus, RaftRole};
 use crate::state::{node_id_str, NodeId};
@@ -23,12 +24,15 @@ pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 const MAX_IMAGES: usize = 256;
 /// At most this many allocation statuses per message.
 const MAX_ALLOCS: usize = 512;
+/// At most this many events per message.
+const MAX_EVENTS: usize = crate::events::MAX_GOSSIP_EVENTS;
 
 /// The status message for `record`.
 pub fn status_of(
     record: &NodeRecord,
     allocs: HashMap<String, AllocStatus>,
     raft: RaftRole,
+    events: Vec<Event>,
     seq: u64,
 ) -> NodeStatus {
     let mut allocs: Vec<(String, AllocStatus)> = allocs.into_iter().collect();
@@ -47,6 +51,8 @@ pub fn status_of(
         allocated: record.allocated,
         allocation_count: record.allocation_count,
         endpoints: record.endpoints.iter().take(MAX_ALLOCS).cloned().collect(),
+        usage: record.usage.iter().take(MAX_ALLOCS).cloned().collect(),
+        events: events.into_iter().take(MAX_EVENTS).collect(),
         allocs,
         raft,
         version: record.version.clone(),
@@ -66,6 +72,8 @@ pub fn record_from(status: NodeStatus, local: NodeId) -> Option<NodeRecord> {
     } else if status.images.len() > MAX_IMAGES
         || status.allocs.len() > MAX_ALLOCS
         || status.endpoints.len() > MAX_ALLOCS
+        || status.usage.len() > MAX_ALLOCS
+        || status.events.len() > MAX_EVENTS
     {
         Some("too many entries")
     } else {
@@ -88,6 +96,7 @@ pub fn record_from(status: NodeStatus, local: NodeId) -> Option<NodeRecord> {
         allocated: status.allocated,
         allocation_count: status.allocation_count,
         endpoints: status.endpoints,
+        usage: status.usage,
         raft: status.raft,
         health: NodeHealth::Ready,
         last_seen: tokio::time::Instant::now(),
@@ -96,9 +105,16 @@ pub fn record_from(status: NodeStatus, local: NodeId) -> Option<NodeRecord> {
     })
 }
 
-/// Folds a received status into the table and the status board.
-pub async fn receive(status: NodeStatus, membership: &Arc<Membership>, board: &StatusBoard) {
+/// Folds a received status into the table, the status board and the
+/// event journal.
+pub async fn receive(
+    mut status: NodeStatus,
+    membership: &Arc<Membership>,
+    board: &StatusBoard,
+    events: &EventLog,
+) {
     let allocs: HashMap<String, AllocStatus> = status.allocs.iter().cloned().collect();
+    let heard = std::mem::take(&mut status.events);
     let Some(record) = record_from(status, membership.local_id()) else {
         return;
     };
@@ -106,4 +122,5 @@ pub async fn receive(status: NodeStatus, membership: &Arc<Membership>, board: &S
     let id = record.id;
     membership.observe(record).await;
     board.set_node(id, allocs).await;
+    events.merge(&node_id_str(id), heard);
 }

@@ -65,6 +65,7 @@ impl LocalNode {
             allocated: ResourceVec::default(),
             allocation_count: 0,
             endpoints: Vec::new(),
+            usage: Vec::new(),
             raft: RaftRole::default(),
             health: NodeHealth::Ready,
             last_seen: tokio::time::Instant::now(),

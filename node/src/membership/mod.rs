@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use skein_protocol::api::NodeHealth;
+use skein_protocol::api::{ContainerUsage, NodeHealth};
 use skein_protocol::spec::ResourceVec;
 use tokio::sync::{watch, RwLock};
 use tokio::time::Instant;
@@ -52,6 +52,8 @@ pub struct NodeRecord {
     pub allocation_count: u32,
     /// Service endpoints it offers, as it reports them.
     pub endpoints: Vec<EndpointReport>,
+    /// Measured usage of its containers, as it reports them.
+    pub usage: Vec<ContainerUsage>,
     /// The node's own view of Raft.
     pub raft: RaftRole,
     /// Health as last judged.
@@ -263,6 +265,7 @@ mod tests {
             allocated: ResourceVec::default(),
             allocation_count: 0,
             endpoints: vec![],
+            usage: vec![],
             raft: RaftRole::default(),
             health: NodeHealth::Ready,
             last_seen: Instant::now(),

@@ -44,9 +44,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use libp2p::identity::Keypair;
+use libp2p::metrics::Metrics;
 use libp2p::multiaddr::Protocol;
 use libp2p::pnet::PreSharedKey;
 use libp2p::{Multiaddr, PeerId};
+use prometheus_client::registry::Registry;
 use skein_protocol::codec::{encode, MAX_MESSAGE_BYTES};
 use tokio::sync::{mpsc, oneshot};
 
@@ -187,8 +189,13 @@ impl std::fmt::Debug for Mesh {
 impl Mesh {
     /// Starts the swarm task: listens, dials the seeds, returns the handle and
     /// the event stream. Returns once the listener has an address, so
-    /// [`Mesh::advertised_addrs`] is usable right away.
-    pub async fn start(cfg: MeshConfig) -> anyhow::Result<(Mesh, mpsc::Receiver<MeshEvent>)> {
+    /// [`Mesh::advertised_addrs`] is usable right away. libp2p's metrics
+    /// (swarm, identify, ping, gossipsub, bandwidth) are registered in
+    /// `registry` under the `libp2p` prefix and kept up to date by the task.
+    pub async fn start(
+        cfg: MeshConfig,
+        registry: &mut Registry,
+    ) -> anyhow::Result<(Mesh, mpsc::Receiver<MeshEvent>)> {
         let seeds = cfg
             .join
             .iter()
@@ -197,9 +204,10 @@ impl Mesh {
         let local_peer_id = cfg.keypair.public().to_peer_id();
         let fingerprint = key::fingerprint(&cfg.psk);
         let request_timeout = cfg.request_timeout;
-        let mut swarm = transport::build_swarm(cfg.keypair, cfg.psk, |kp| {
+        let mut swarm = transport::build_swarm(cfg.keypair, cfg.psk, registry, |kp| {
             swarm::new_behaviour(kp, request_timeout)
         })?;
+        let metrics = Metrics::new(registry);
         let topic = swarm::status_topic();
         swarm
             .behaviour_mut()
@@ -227,6 +235,7 @@ impl Mesh {
             listening: listening_tx,
             request_timeout,
             stats: stats.clone(),
+            metrics,
         });
         tokio::spawn(driver.run());
 

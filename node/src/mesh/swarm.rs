@@ -24,6 +24,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, PublishError};
 use libp2p::identity::Keypair;
+use libp2p::metrics::{Metrics, Recorder};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundFailure, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -382,6 +383,7 @@ pub(crate) struct DriverParts {
     pub(crate) listening: oneshot::Sender<Result<(), String>>,
     pub(crate) request_timeout: Duration,
     pub(crate) stats: Arc<Stats>,
+    pub(crate) metrics: Metrics,
 }
 
 /// The swarm task's state.
@@ -406,6 +408,8 @@ pub(crate) struct Driver {
     listening: Option<oneshot::Sender<Result<(), String>>>,
     request_timeout: Duration,
     stats: Arc<Stats>,
+    /// libp2p's metrics, in the registry given to [`Mesh::start`](super::Mesh::start).
+    metrics: Metrics,
 }
 
 type PendingRequest = oneshot::Sender<Result<WireResponse, MeshError>>;
@@ -440,6 +444,7 @@ impl Driver {
             listening: Some(parts.listening),
             request_timeout: parts.request_timeout,
             stats: parts.stats,
+            metrics: parts.metrics,
         }
     }
 
@@ -534,6 +539,7 @@ impl Driver {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.record(&event);
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => self.on_rpc(event),
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(event)) => self.on_gossip(event),
@@ -669,6 +675,17 @@ impl Driver {
                     let _ = listening.send(Err(error.to_string()));
                 }
             }
+            _ => {}
+        }
+    }
+
+    /// Feeds libp2p's metrics (request-response has no recorder).
+    fn record(&self, event: &SwarmEvent<BehaviourEvent>) {
+        self.metrics.record(event);
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.metrics.record(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.metrics.record(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(event)) => self.metrics.record(event),
             _ => {}
         }
     }

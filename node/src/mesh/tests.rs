@@ -18,6 +18,7 @@ use libp2p::pnet::PreSharedKey;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use prometheus_client::registry::Registry;
 use skein_protocol::codec::{decode, encode};
 use tokio::time::Instant;
 
@@ -89,7 +90,12 @@ async fn start_with(psk: PreSharedKey, join: Vec<String>, keypair: Keypair, port
 /// with `"<own peer id> <path>"`, except: `/drop` is dropped unanswered,
 /// `/slow` is held until a `/release` request arrives.
 async fn start_cfg(cfg: MeshConfig) -> Node {
-    let (mesh, mut events) = Mesh::start(cfg).await.unwrap();
+    start_cfg_in(cfg, &mut Registry::default()).await
+}
+
+/// [`start_cfg`], with libp2p's metrics in `registry`.
+async fn start_cfg_in(cfg: MeshConfig, registry: &mut Registry) -> Node {
+    let (mesh, mut events) = Mesh::start(cfg, registry).await.unwrap();
     let log = Log::default();
     let me = mesh.local_peer_id();
     let sink = log.clone();
@@ -196,6 +202,8 @@ fn status_of(node: &Node, seq: u64) -> NodeStatus {
         allocation_count: 0,
         allocs: vec![],
         endpoints: vec![],
+        usage: vec![],
+        events: vec![],
         raft: RaftRole::default(),
         version: "test".into(),
         seq,
@@ -261,6 +269,54 @@ async fn two_nodes_request_both_ways_and_gossip_status() {
             .any(|s| matches!(s, Seen::Disconnected(p) if *p == b_id))
     })
     .await;
+}
+
+/// The sum over all label sets of metric `name` in an OpenMetrics text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn libp2p_metrics_land_in_the_callers_registry() {
+    let mut registry = Registry::default();
+    let cfg = MeshConfig::new(
+        ([127, 0, 0, 1], 0).into(),
+        key(6),
+        Keypair::generate_ed25519(),
+    );
+    let a = start_cfg_in(cfg, &mut registry).await;
+    let b = start(key(6), vec![a.seed()]).await;
+    poll_until("A and B connected", || async {
+        connected(&a.mesh, b.id()).await && connected(&b.mesh, a.id()).await
+    })
+    .await;
+    round_trip(&a, &b, "/metrics").await;
+
+    let scrape = |registry: &Registry| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    };
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = scrape(&registry);
+        let established = metric_sum(&text, "libp2p_swarm_connections_established_total");
+        let bytes = metric_sum(&text, "libp2p_bandwidth_bytes_total");
+        if established >= 1.0 && bytes > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no established connection or no bytes counted in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -412,12 +468,17 @@ async fn garbage_on_the_wire_is_dropped_and_the_node_keeps_serving() {
     let a = start(key(5), vec![]).await;
     let a_addr: Multiaddr = a.mesh.advertised_addrs()[0].clone();
 
-    let mut raw = transport::build_swarm(Keypair::generate_ed25519(), key(5), |_| {
-        Ok(request_response::Behaviour::<RawCodec>::new(
-            [(super::codec::PROTOCOL, ProtocolSupport::Outbound)],
-            request_response::Config::default(),
-        ))
-    })
+    let mut raw = transport::build_swarm(
+        Keypair::generate_ed25519(),
+        key(5),
+        &mut Registry::default(),
+        |_| {
+            Ok(request_response::Behaviour::<RawCodec>::new(
+                [(super::codec::PROTOCOL, ProtocolSupport::Outbound)],
+                request_response::Config::default(),
+            ))
+        },
+    )
     .unwrap();
 
     let valid = encode(&api("/after-garbage")).unwrap();

@@ -20,6 +20,7 @@ use libp2p::identity::Keypair;
 use libp2p::pnet::{PnetConfig, PnetOutput, PreSharedKey};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{noise, tcp, yamux, PeerId, Swarm, SwarmBuilder};
+use prometheus_client::registry::Registry;
 
 /// Upper bound on TCP connect plus pnet, noise and yamux negotiation.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,11 +71,13 @@ fn transport(
         .boxed())
 }
 
-/// Builds a swarm on our transport with the given behaviour. Generic so
-/// tests can speak our protocols with a hand-made behaviour.
+/// Builds a swarm on our transport with the given behaviour, counting the
+/// bytes of every connection in `registry` (`libp2p_bandwidth_bytes`).
+/// Generic so tests can speak our protocols with a hand-made behaviour.
 pub(crate) fn build_swarm<B, F>(
     keypair: Keypair,
     psk: PreSharedKey,
+    registry: &mut Registry,
     behaviour: F,
 ) -> anyhow::Result<Swarm<B>>
 where
@@ -87,6 +90,7 @@ where
             transport(key, psk)
                 .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
         })?
+        .with_bandwidth_metrics(registry)
         .with_behaviour(|key| {
             behaviour(key).map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })
         })?

@@ -2,7 +2,7 @@
 //!
 //! Request-response carries [`WireRequest`]/[`WireResponse`] (Raft RPCs,
 //! API calls forwarded to the leader, assignment fetches); gossip carries
-//! one [`NodeStatus`] per node per second. Everything is encoded with
+//! one [`NodeStatus`] per node twice a second. Everything is encoded with
 //! [`skein_protocol::codec`] and decoded with size limits, so a peer can
 //! never make a node panic or allocate without bound.
 
@@ -13,7 +13,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use skein_protocol::api::AllocStatus;
+use skein_protocol::api::{AllocStatus, ContainerUsage, Event};
 use skein_protocol::spec::ResourceVec;
 
 use crate::raft::TypeConfig;
@@ -173,6 +173,12 @@ pub struct NodeStatus {
     pub allocs: Vec<(String, AllocStatus)>,
     /// Service endpoints this node offers (ready or not).
     pub endpoints: Vec<EndpointReport>,
+    /// Measured usage of its containers (Docker stats, sampled every few
+    /// seconds).
+    pub usage: Vec<ContainerUsage>,
+    /// Its own recent events, repeated for a few seconds so that one lost
+    /// message does not lose them (`crate::events`).
+    pub events: Vec<Event>,
     /// Raft view.
     pub raft: RaftRole,
     /// Skein version.
