@@ -313,6 +313,7 @@ pub async fn run(
     tasks.spawn(inbound::run(ctx.clone(), router.clone(), mesh_events));
     tasks.spawn(publish_loop(ctx.clone(), endpoint_ip));
     tasks.spawn(crate::events::watch_cluster(ctx.clone()));
+    tasks.spawn(crate::events::backfill(ctx.clone()));
     tasks.spawn(crate::executor::stats::run(
         ctx.docker.clone(),
         id,

@@ -13,11 +13,11 @@ use crate::executor::stats::UsageBoard;
 use crate::executor::StatusBoard;
 use crate::membership::local::LocalNode;
 use crate::membership::{Membership, NodeRecord};
-use crate::mesh::wire::RaftRole;
+use crate::mesh::wire::{ApiCall, ApiReply, RaftRole, WireRequest, WireResponse};
 use crate::mesh::Mesh;
 use crate::metrics::Metrics;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
-use crate::state::NodeId;
+use crate::state::{node_id_str, NodeId};
 
 /// Shared handles of one node.
 pub struct NodeCtx {
@@ -141,6 +141,28 @@ impl NodeCtx {
                 (s.allocated_on(me), u32::try_from(n).unwrap_or(u32::MAX))
             })
             .await
+    }
+
+    /// A GET of `path` on `node`'s API, over the mesh: its answer (any
+    /// status), or why the node could not be asked.
+    pub async fn peer_get(&self, node: NodeId, path: &str) -> Result<ApiReply, String> {
+        let peer = self
+            .peer_of(node)
+            .await
+            .ok_or_else(|| format!("no mesh address for node {}", node_id_str(node)))?;
+        let call = ApiCall {
+            method: "GET".into(),
+            path: path.to_string(),
+            body: Vec::new(),
+        };
+        match self.mesh.request(peer, WireRequest::Api(call)).await {
+            Ok(WireResponse::Api(r)) => Ok(r),
+            Ok(_) => Err(format!(
+                "node {}: unexpected answer to GET {path}",
+                node_id_str(node)
+            )),
+            Err(e) => Err(format!("node {}: {e}", node_id_str(node))),
+        }
     }
 
     /// What Raft needs to reach `node`, from its gossiped record.

@@ -10,7 +10,8 @@
 //! are deduplicated by `(origin, seq)`.
 //!
 //! The journal lives in memory: it is a monitoring aid, not a record. A
-//! node that joins or restarts sees events from then on.
+//! node that starts (or restarts) copies the recent history of a peer's
+//! journal once ([`backfill`]), so it can show what happened before.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,6 +36,9 @@ const MAX_MESSAGE_CHARS: usize = 1024;
 const MAX_NAME_CHARS: usize = 256;
 /// Most events one answer carries.
 pub const MAX_PAGE: usize = 1000;
+/// Events copied from a peer at start; indexes below the first local one
+/// are kept free for them, so cursors handed out earlier stay valid.
+const BACKFILL: usize = MAX_PAGE;
 
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> u64 {
@@ -126,6 +130,7 @@ struct Inner {
     seen: HashSet<(String, u64)>,
     /// This node's own events still to be repeated in gossip.
     recent: VecDeque<(Instant, Event)>,
+    backfilled: bool,
 }
 
 /// One node's journal.
@@ -149,10 +154,11 @@ impl EventLog {
             origin: node_id_str(origin),
             inner: Mutex::new(Inner {
                 next_seq: start,
-                next_index: 1,
+                next_index: BACKFILL as u64 + 1,
                 entries: VecDeque::new(),
                 seen: HashSet::new(),
                 recent: VecDeque::new(),
+                backfilled: false,
             }),
             changes: watch::channel(0).0,
         })
@@ -222,6 +228,37 @@ impl EventLog {
         if let Some(last) = changed {
             self.changes.send_replace(last);
         }
+    }
+
+    /// Puts a peer's recent history (any origin) before everything this
+    /// journal holds, oldest first; only once. Returns how many were new.
+    pub fn backfill(&self, mut events: Vec<Event>) -> usize {
+        let mut inner = self.lock();
+        if inner.backfilled {
+            return 0;
+        }
+        inner.backfilled = true;
+        events.retain(|e| well_formed(e) && !inner.seen.contains(&(e.origin.clone(), e.seq)));
+        events.sort_by_key(|e| (e.time_ms, e.seq));
+        let keep = events.len().saturating_sub(BACKFILL);
+        events.drain(..keep);
+        // Indexes start above BACKFILL and only grow, so there is room.
+        let first = inner.entries.front().map_or(inner.next_index, |e| e.index);
+        let n = events.len();
+        let base = first.saturating_sub(n as u64).max(1);
+        for (i, event) in events.into_iter().enumerate().rev() {
+            inner.seen.insert((event.origin.clone(), event.seq));
+            inner.entries.push_front(EventEntry {
+                index: base + i as u64,
+                event,
+            });
+        }
+        while inner.entries.len() > CAPACITY {
+            if let Some(old) = inner.entries.pop_front() {
+                inner.seen.remove(&(old.event.origin, old.event.seq));
+            }
+        }
+        n
     }
 
     /// Events with an index above `after` that match `filter`, oldest
@@ -360,6 +397,51 @@ pub async fn watch_cluster(ctx: Arc<NodeCtx>) {
     }
 }
 
+/// How long a starting node looks for a peer to copy history from.
+const BACKFILL_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Copies a peer's recent events into this node's fresh journal: the
+/// leader's if one is known, else any ready node's. Gives up quietly after
+/// [`BACKFILL_PATIENCE`] (a lone first node has nobody to ask).
+pub async fn backfill(ctx: Arc<NodeCtx>) {
+    let deadline = Instant::now() + BACKFILL_PATIENCE;
+    let path = format!("/v1/events?tail={BACKFILL}");
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let leader = ctx.leader().await.filter(|l| *l != ctx.id());
+        let ready = ctx
+            .membership
+            .all()
+            .await
+            .into_iter()
+            .find(|n| n.id != ctx.id() && n.health == NodeHealth::Ready)
+            .map(|n| n.id);
+        let Some(peer) = leader.or(ready) else {
+            continue;
+        };
+        let reply = match ctx.peer_get(peer, &path).await {
+            Ok(r) if r.status == 200 => r,
+            Ok(r) => {
+                tracing::debug!(status = r.status, "event history not copied");
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "event history not copied");
+                continue;
+            }
+        };
+        match serde_json::from_slice::<EventsResponse>(&reply.body) {
+            Ok(r) => {
+                let events = r.events.into_iter().map(|e| e.event).collect();
+                let n = ctx.events.backfill(events);
+                tracing::info!(events = n, from = %node_id_str(peer), "event history copied");
+            }
+            Err(e) => tracing::warn!(error = %e, "peer sent an unreadable event history"),
+        }
+        return;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -389,10 +471,10 @@ mod tests {
         assert_eq!(r.events.len(), 2);
         assert_eq!(r.events[1].event.exit_code, Some(3));
         assert!(r.events[0].event.seq < r.events[1].event.seq);
-        assert_eq!(r.next, 2);
+        assert_eq!(r.next, r.events[1].index);
         assert_eq!(log.for_gossip().len(), 2);
         assert!(log
-            .since(2, &Filter::default(), 100, None)
+            .since(r.next, &Filter::default(), 100, None)
             .events
             .is_empty());
     }
@@ -416,6 +498,35 @@ mod tests {
     }
 
     #[test]
+    fn backfill_goes_before_everything_once_and_keeps_cursors() {
+        let log = EventLog::new(1);
+        log.merge("b", vec![remote("b", 10, EventKind::Started)]);
+        let before = log.since(0, &Filter::default(), 100, None);
+        let cursor = before.next;
+        let history = vec![
+            remote("c", 2, EventKind::Exited),
+            remote("c", 1, EventKind::Placed),
+            // Already held: not twice.
+            remote("b", 10, EventKind::Started),
+        ];
+        assert_eq!(log.backfill(history.clone()), 2);
+        assert_eq!(log.backfill(history), 0, "only once");
+        let all = log.since(0, &Filter::default(), 100, None);
+        let kinds: Vec<EventKind> = all.events.iter().map(|e| e.event.kind).collect();
+        assert_eq!(
+            kinds,
+            [EventKind::Placed, EventKind::Exited, EventKind::Started]
+        );
+        assert!(all.events.windows(2).all(|w| w[0].index < w[1].index));
+        // A follower's cursor from before does not see history as new.
+        assert!(log
+            .since(cursor, &Filter::default(), 100, None)
+            .events
+            .is_empty());
+        assert!(all.events[0].index >= 1);
+    }
+
+    #[test]
     fn capacity_bounds_memory() {
         let log = EventLog::new(1);
         for i in 0..(CAPACITY as u64 + 10) {
@@ -423,7 +534,7 @@ mod tests {
         }
         let r = log.since(0, &Filter::default(), usize::MAX, None);
         assert_eq!(r.events.len(), MAX_PAGE);
-        assert_eq!(r.events[0].index, 11);
+        assert_eq!(r.events[0].index, BACKFILL as u64 + 11);
         let inner = log.lock();
         assert_eq!(inner.entries.len(), CAPACITY);
         assert_eq!(inner.seen.len(), CAPACITY);
@@ -476,7 +587,7 @@ mod tests {
             100,
             None,
         );
-        assert_eq!(none.next, 4);
+        assert_eq!(none.next, BACKFILL as u64 + 4);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Events and live usage across hosts (real processes in network
 //! namespaces, real containers): `skein events -f` on one node shows the
 //! placement, start and exit (with its code) of a container on another
-//! node, then a dead node and a new leader; `skein top` and `/metrics` show
-//! the CPU and memory a busy container on another node really uses.
+//! node, then a dead node and a new leader (and, once it is back, the
+//! history it copied from a peer); `skein top` and `/metrics` show the CPU
+//! and memory a busy container on another node really uses.
 
 use std::time::{Duration, Instant};
 
@@ -170,5 +171,23 @@ fn events_top_and_usage_metrics_across_nodes() {
     collect_until(&stream, &mut seen, "leader_elected and node_down", |s| {
         has(s, "leader_elected", |e| e["node"] != old.as_str())
             && has(s, "node_down", |e| e["node"] == old.as_str())
+    });
+
+    // It comes back with an empty journal and copies a peer's history:
+    // the exit it saw before it died is listed again, and its return is
+    // an event too.
+    c.restart(leader);
+    poll_until(
+        "the restarted node lists the exit from before",
+        WAIT,
+        || {
+            let l = c
+                .try_cli_json(leader, &["events", "--job", &crash, "--kind", "exited"])
+                .ok()?;
+            (l.as_array()?.len() == 1).then_some(())
+        },
+    );
+    collect_until(&stream, &mut seen, "node_up of the restarted node", |s| {
+        has(s, "node_up", |e| e["node"] == old.as_str())
     });
 }

@@ -18,8 +18,7 @@ use serde::Deserialize;
 use super::{ApiErr, Ctx};
 use crate::context::NodeCtx;
 use crate::executor;
-use crate::mesh::wire::{ApiCall, WireRequest, WireResponse};
-use crate::state::{node_id_str, NodeId};
+use crate::state::NodeId;
 
 /// Query parameters.
 #[derive(Debug, Deserialize)]
@@ -107,28 +106,13 @@ async fn local(ctx: &NodeCtx, id: &str, q: &LogQuery) -> Result<Response, ApiErr
 
 /// One logs call to `owner` over the mesh.
 async fn remote(ctx: &NodeCtx, owner: NodeId, path: &str) -> Result<Vec<u8>, ApiErr> {
-    let peer = ctx.peer_of(owner).await.ok_or_else(|| {
-        ApiErr::new(
-            StatusCode::BAD_GATEWAY,
-            format!("no mesh address for node {}", node_id_str(owner)),
-        )
-    })?;
-    let call = ApiCall {
-        method: "GET".into(),
-        path: path.to_string(),
-        body: Vec::new(),
-    };
-    match ctx.mesh.request(peer, WireRequest::Api(call)).await {
-        Ok(WireResponse::Api(r)) if (200..300).contains(&r.status) => Ok(r.body),
-        Ok(WireResponse::Api(r)) => Err(ApiErr::new(
+    match ctx.peer_get(owner, path).await {
+        Ok(r) if (200..300).contains(&r.status) => Ok(r.body),
+        Ok(r) => Err(ApiErr::new(
             StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY),
             String::from_utf8_lossy(&r.body).into_owned(),
         )),
-        Ok(_) => Err(ApiErr::new(StatusCode::BAD_GATEWAY, "unexpected answer")),
-        Err(e) => Err(ApiErr::new(
-            StatusCode::BAD_GATEWAY,
-            format!("node {}: {e}", node_id_str(owner)),
-        )),
+        Err(e) => Err(ApiErr::new(StatusCode::BAD_GATEWAY, e)),
     }
 }
 
