@@ -352,15 +352,21 @@ pub fn health_events(
     out
 }
 
+/// Nodes a follower saw go suspect or dead this recently are reported when
+/// it becomes leader: the change that cost the old leader its office (its
+/// own death) happens before anyone leads.
+const CARRY_OVER: Duration = Duration::from_secs(15);
+
 /// Watches membership and Raft and reports node health changes and
 /// leader elections. Every node tracks them, only the leader reports
 /// health (one report per change, not one per node), and a new leader
-/// reports its own election.
+/// reports its own election and the changes of the last [`CARRY_OVER`].
 pub async fn watch_cluster(ctx: Arc<NodeCtx>) {
     let mut members = ctx.membership.subscribe();
     let mut metrics = ctx.raft.metrics();
     let mut known = std::collections::BTreeMap::new();
     let mut reported_term = None;
+    let mut pending: VecDeque<(Instant, NewEvent)> = VecDeque::new();
     loop {
         let now: std::collections::BTreeMap<NodeId, (String, NodeHealth)> = ctx
             .membership
@@ -384,9 +390,29 @@ pub async fn watch_cluster(ctx: Arc<NodeCtx>) {
                 .node(ctx.local.name.clone()),
             );
         }
+        let changes = health_events(&known, &now);
         if leading {
-            for e in health_events(&known, &now) {
+            for (_, e) in pending.drain(..) {
                 ctx.events.emit(e);
+            }
+            for e in changes {
+                ctx.events.emit(e);
+            }
+        } else {
+            // Only losses: a node a follower sees appear is news to it,
+            // not to the cluster.
+            let t = Instant::now();
+            pending.extend(
+                changes
+                    .into_iter()
+                    .filter(|e| e.kind != EventKind::NodeUp)
+                    .map(|e| (t, e)),
+            );
+            while pending
+                .front()
+                .is_some_and(|(at, _)| t.duration_since(*at) > CARRY_OVER)
+            {
+                pending.pop_front();
             }
         }
         known = now;

@@ -1,8 +1,10 @@
 //! The web dashboard in a real headless browser: Debian's `chromium`
 //! driven over WebDriver (`chromedriver`, both installed by .ci/run) with
-//! plain HTTP/JSON calls. The page must show a job and its allocation,
-//! and its restart button must replace the container in Docker; with an
-//! API token, the page asks for it and works once it is entered.
+//! plain HTTP/JSON calls. The page must show a job, its allocation with
+//! measured memory, and the allocation's events; its restart button must
+//! replace the container in Docker, and the restart's events must appear
+//! live; with an API token, the page asks for it and works once it is
+//! entered.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -282,6 +284,17 @@ fn alloc_row_text(alloc: &str) -> String {
     )
 }
 
+/// A JS expression: the rows of the events table, newest first.
+const EVENT_ROWS: &str = "Array.from(document.querySelectorAll('#events tbody tr[data-kind]'))";
+
+/// A JS function body: true when the events table has a `kind` row of
+/// allocation `alloc`.
+fn has_event(kind: &str, alloc: &str) -> String {
+    format!(
+        "return {EVENT_ROWS}.some((r) => r.dataset.kind === '{kind}' && r.dataset.alloc === '{alloc}');"
+    )
+}
+
 #[test]
 fn dashboard_shows_the_job_and_restarts_its_allocation() {
     require_demo_image();
@@ -307,6 +320,23 @@ fn dashboard_shows_the_job_and_restarts_its_allocation() {
     let nodes = browser.eval("return document.querySelector('#nodes tbody').innerText;");
     assert!(nodes.as_str().unwrap().contains("leader"), "{nodes}");
     assert_eq!(browser.banner(), "", "no error banner");
+
+    // Recent events (the tail loaded with the page) hold the start.
+    browser.wait_for(
+        "a `started` event of the allocation",
+        &has_event("started", &alloc),
+    );
+    // Measured usage (Docker stats, gossiped): the allocation's memory and
+    // the node's use.
+    browser.wait_for(
+        "the measured memory of the allocation and the node",
+        &format!(
+            r#"const a = document.querySelector('#allocs tr[data-key="{alloc}"] td.mem-used');
+               const n = document.querySelector('#nodes tbody td.mem-used');
+               return !!a && /^[0-9.]+ ?(B|Ki|Mi|Gi)\b/.test(a.innerText.trim())
+                   && !!n && n.innerText.includes('%');"#
+        ),
+    );
 
     // The log panel opens for the allocation.
     browser.click(&format!("button.logs-link[data-alloc=\"{alloc}\"]"));
@@ -349,6 +379,20 @@ fn dashboard_shows_the_job_and_restarts_its_allocation() {
             &new_id[..12]
         ),
     );
+    // The restart's events arrive by the long poll, newest first: the
+    // restart, then the start of the new container.
+    browser.wait_for(
+        "the `restarted` and new `started` events, newest first",
+        &format!(
+            "const rows = {EVENT_ROWS};
+             const restarted = rows.findIndex((r) =>
+                 r.dataset.kind === 'restarted' && r.dataset.alloc === '{alloc}');
+             const started = rows.findIndex((r) => r.dataset.kind === 'started'
+                 && r.dataset.alloc === '{alloc}' && r.innerText.includes('{short}'));
+             return restarted >= 0 && started >= 0 && started < restarted;",
+            short = &new_id[..12]
+        ),
+    );
     assert_eq!(browser.banner(), "", "no error banner after the restart");
 }
 
@@ -386,6 +430,11 @@ fn dashboard_asks_for_the_api_token_and_uses_it() {
                 && {}.includes('{job}');",
             alloc_row_text(&alloc)
         ),
+    );
+    // The events follow restarted with the token.
+    browser.wait_for(
+        "a `started` event of the allocation once the token is saved",
+        &has_event("started", &alloc),
     );
     // Stored for the next visit, not shown in the page.
     let stored = browser.eval("return localStorage.getItem('skein.apiToken');");

@@ -1,6 +1,8 @@
 // Skein dashboard: plain JavaScript over this node's JSON API (/v1/...).
 // Tables are updated in place every 2 s (rows keyed by name or id), so a
 // number typed into a scale box or a focused button survives a refresh.
+// Measured usage (/v1/top) comes with that refresh; recent events follow
+// the journal with a long poll (/v1/events?after=&wait=) of their own.
 // Every value from the API is inserted as text, never as HTML.
 'use strict';
 
@@ -8,6 +10,9 @@
   const REFRESH_MS = 2000;
   const LOG_TAIL = 100;
   const TOKEN_KEY = 'skein.apiToken';
+  const EVENTS_MAX = 50;
+  const EVENTS_WAIT_S = 25;
+  const EVENTS_BACKOFF_MAX_MS = 15000;
 
   const $ = (id) => document.getElementById(id);
 
@@ -46,11 +51,13 @@
   /**
    * Calls the API. Resolves with the parsed JSON body (or text when
    * `asText`), rejects with an ApiError carrying the `{error, details}` body.
+   * `signal` (an AbortSignal) cancels the call.
    */
-  async function api(method, path, body, asText) {
+  async function api(method, path, body, asText, signal) {
     const headers = { Accept: asText ? 'text/plain' : 'application/json' };
     if (token) headers.Authorization = 'Bearer ' + token;
     const init = { method, headers, cache: 'no-store' };
+    if (signal) init.signal = signal;
     if (body !== undefined) {
       headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
@@ -98,8 +105,9 @@
   // Banner (errors) and notice (successes)
   // ---------------------------------------------------------------------
 
-  // Keyed errors: 'refresh' and 'logs' clear themselves when the next call
-  // succeeds; 'action' stays until dismissed or the next action succeeds.
+  // Keyed errors: 'refresh', 'logs' and 'events' clear themselves when the
+  // next call succeeds; 'action' stays until dismissed or the next action
+  // succeeds.
   const errors = new Map();
 
   function showError(key, err) {
@@ -264,6 +272,19 @@
     return [wrap];
   }
 
+  function fmtSeconds(s) {
+    if (s < 1) return Math.round(s * 1000) + ' ms';
+    if (s < 120) return +s.toFixed(1) + ' s';
+    if (s < 7200) return +(s / 60).toFixed(1) + ' min';
+    return +(s / 3600).toFixed(1) + ' h';
+  }
+
+  /** "12.5Mi / 64Mi (20%)"; just the value when there is no limit. */
+  function fmtOfLimit(used, limit, fmt) {
+    if (!(limit > 0)) return fmt(used);
+    return fmt(used) + ' / ' + fmt(limit) + ' (' + Math.round((used * 100) / limit) + '%)';
+  }
+
   function badge(text, kind) {
     return el('span', 'badge badge-' + kind, text);
   }
@@ -327,6 +348,24 @@
 
   let nodeNames = new Map();
 
+  // Measured usage from the last /v1/top: node id → node line, allocation
+  // id → container line. Kept when a refresh of /v1/top fails.
+  let nodeUsage = new Map();
+  let allocUsage = new Map();
+
+  function setUsage(top) {
+    nodeUsage = new Map((top.nodes || []).map((n) => [n.id, n]));
+    allocUsage = new Map((top.containers || []).map((c) => [c.alloc, c]));
+  }
+
+  const NOT_MEASURED = '—';
+
+  function notMeasured() {
+    const s = el('span', 'muted', NOT_MEASURED);
+    s.title = 'not measured yet';
+    return [s];
+  }
+
   function renderNodes(nodes) {
     nodes.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
     nodeNames = new Map(nodes.map((n) => [n.id, n.name]));
@@ -334,7 +373,9 @@
     syncRows($('nodes').tBodies[0], nodes, (n) => n.id,
       () => {
         const tr = el('tr');
-        cells(tr, 7);
+        const c = cells(tr, 9);
+        c[5].className = 'cpu-used';
+        c[6].className = 'mem-used';
         return tr;
       },
       (tr, n) => {
@@ -349,9 +390,26 @@
           () => usageBar(used.cpu_millis || 0, cap.cpu_millis || 0, fmtCpu));
         setContent(c[4], used.memory_bytes + '/' + cap.memory_bytes,
           () => usageBar(used.memory_bytes || 0, cap.memory_bytes || 0, fmtBytes));
-        setText(c[5], n.allocations);
+        const u = nodeUsage.get(n.id);
+        if (u) {
+          const cpu = u.used_cpu_millis || 0;
+          const mem = u.used_memory_bytes || 0;
+          setContent(c[5], 'u' + cpu + '/' + cap.cpu_millis,
+            () => usageBar(cpu, cap.cpu_millis || 0, fmtCpu));
+          setContent(c[6], 'u' + mem + '/' + cap.memory_bytes,
+            () => usageBar(mem, cap.memory_bytes || 0, fmtBytes));
+          const title = u.containers + ' container' + (u.containers === 1 ? '' : 's') + ' measured';
+          c[5].title = title;
+          c[6].title = title;
+        } else {
+          setContent(c[5], '-', notMeasured);
+          setContent(c[6], '-', notMeasured);
+          c[5].title = '';
+          c[6].title = '';
+        }
+        setText(c[7], n.allocations);
         const labels = Object.entries(n.labels || {});
-        setContent(c[6], JSON.stringify(labels), () =>
+        setContent(c[8], JSON.stringify(labels), () =>
           labels.length
             ? labels.map(([k, v]) => el('span', 'chip', k + '=' + v))
             : [el('span', 'muted', '—')]);
@@ -437,7 +495,9 @@
         const id = a.id;
         const tr = el('tr', 'alloc');
         tr.dataset.alloc = id;
-        const c = cells(tr, 9);
+        const c = cells(tr, 11);
+        c[7].className = 'cpu-used num';
+        c[8].className = 'mem-used num';
         const open = button('logs-link', id, 'Show logs of allocation ' + id);
         open.dataset.alloc = id;
         open.dataset.testid = 'logs-' + id;
@@ -450,7 +510,7 @@
           ev.stopPropagation();
           restartAlloc(restart, id);
         });
-        c[8].append(restart);
+        c[10].append(restart);
         tr.addEventListener('click', (ev) => {
           if (ev.target.closest('button, input, a')) return;
           openLogs(id);
@@ -472,8 +532,23 @@
         setText(c[5], s.restarts);
         setContent(c[6], String(!!s.ready), () =>
           [el('span', s.ready ? 'ok' : 'muted', s.ready ? 'yes' : 'no')]);
+        const u = allocUsage.get(a.id);
+        if (u) {
+          const cpu = fmtCpu(u.cpu_millis || 0);
+          const mem = fmtOfLimit(u.memory_bytes || 0, u.memory_limit_bytes || 0, fmtBytes);
+          setContent(c[7], 'u' + cpu, () => [document.createTextNode(cpu)]);
+          setContent(c[8], 'u' + mem, () => [document.createTextNode(mem)]);
+          const at = 'measured ' + new Date(u.sampled_at_ms).toLocaleTimeString();
+          c[7].title = at + ' · ' + fmtSeconds((u.cpu_total_ns || 0) / 1e9) + ' of CPU time in total';
+          c[8].title = at;
+        } else {
+          setContent(c[7], '-', notMeasured);
+          setContent(c[8], '-', notMeasured);
+          c[7].title = '';
+          c[8].title = '';
+        }
         const ports = fmtPorts(a.ports);
-        setContent(c[7], ports.join(','), () =>
+        setContent(c[9], ports.join(','), () =>
           ports.length ? ports.map((p) => el('span', 'chip', p)) : [el('span', 'muted', '—')]);
         const sel = a.id === selectedAlloc;
         tr.classList.toggle('selected', sel);
@@ -580,6 +655,148 @@
   }
 
   // ---------------------------------------------------------------------
+  // Recent events (long poll)
+  // ---------------------------------------------------------------------
+
+  // The newest EVENTS_MAX events, newest first. `evCursor` is the `next` of
+  // the last answer (null: load the tail afresh). Each run of the follow
+  // loop has a generation: restartEvents() ends the current run (aborting
+  // its call or its back-off) and starts a new one, e.g. for a new token.
+  let evList = [];
+  let evCursor = null;
+  let evGen = 0;
+  let evAbort = null;
+  let evWake = null;
+  let evNetDown = false;
+
+  const EVENT_BAD = new Set(['start_failed', 'node_down', 'rolled_back', 'unplaceable']);
+  const EVENT_WARN = new Set(['node_suspect']);
+  const EVENT_OK = new Set(['started', 'node_up', 'rollout_complete']);
+
+  /** How an event is marked: 'bad', 'warn', 'ok' or '' (plain). */
+  function eventSeverity(e) {
+    if (EVENT_BAD.has(e.kind)) return 'bad';
+    if (e.kind === 'exited') return e.exit_code ? 'warn' : '';
+    if (EVENT_WARN.has(e.kind)) return 'warn';
+    if (EVENT_OK.has(e.kind)) return 'ok';
+    return '';
+  }
+
+  function fmtEventTime(d) {
+    return d.toDateString() === new Date().toDateString()
+      ? d.toLocaleTimeString()
+      : d.toLocaleString();
+  }
+
+  function renderEvents() {
+    setText($('events-count'), '(' + evList.length + ')');
+    syncRows($('events').tBodies[0], evList, (e) => e.origin + '/' + e.seq,
+      (e) => {
+        const sev = eventSeverity(e);
+        const tr = el('tr', 'event' + (sev ? ' ev-' + sev : ''));
+        tr.dataset.kind = e.kind;
+        if (e.job) tr.dataset.job = e.job;
+        if (e.alloc) tr.dataset.alloc = e.alloc;
+        const c = cells(tr, 7);
+        const d = new Date(e.time_ms);
+        if (Number.isNaN(d.getTime())) {
+          c[0].append(el('span', 'muted', '?'));
+        } else {
+          const t = el('time', null, fmtEventTime(d));
+          t.dateTime = d.toISOString();
+          t.title = d.toISOString() + ' (clock of ' + (e.origin || 'the reporting node') + ')';
+          c[0].append(t);
+        }
+        c[0].className = 'num';
+        if (sev === 'bad' || sev === 'warn') {
+          c[1].append(el('span', 'sr-only', sev === 'bad' ? 'Problem: ' : 'Warning: '));
+        }
+        c[1].append(badge(e.kind, 'ev-' + (sev || 'info')));
+        setText(c[2], e.node || '');
+        setText(c[3], e.job || '');
+        c[4].className = 'mono';
+        setText(c[4], e.alloc || '');
+        c[5].className = 'num';
+        if (e.exit_code !== null && e.exit_code !== undefined) {
+          c[5].append(el('span', e.exit_code === 0 ? null : 'warn', e.exit_code));
+        }
+        c[6].className = 'ev-message';
+        setText(c[6], e.message);
+        return tr;
+      },
+      () => {},
+      'No events yet.');
+  }
+
+  /** Waits `ms`, or less when restartEvents() or a refresh wakes it. */
+  function eventsPause(ms) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        if (evWake === done) evWake = null;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      evWake = done;
+    });
+  }
+
+  /** One run of the follow loop: the tail, then long polls after it. */
+  async function followEvents(gen, signal) {
+    let backoff = 0;
+    while (gen === evGen) {
+      const first = evCursor === null;
+      const path = first
+        ? '/v1/events?tail=' + EVENTS_MAX
+        : '/v1/events?after=' + evCursor + '&wait=' + EVENTS_WAIT_S + '&tail=' + EVENTS_MAX;
+      const started = Date.now();
+      try {
+        const r = await api('GET', path, undefined, false, signal);
+        if (gen !== evGen) return;
+        if (!r || !Array.isArray(r.events) || typeof r.next !== 'number') {
+          throw new ApiError(0, 'unexpected answer from /v1/events');
+        }
+        const fresh = r.events.slice().reverse();
+        evList = first ? fresh : fresh.concat(evList).slice(0, EVENTS_MAX);
+        evCursor = r.next;
+        evNetDown = false;
+        backoff = 0;
+        renderEvents();
+        clearError('events');
+        setText($('events-state'), 'live');
+        // A long poll that answers at once with nothing would spin.
+        if (!first && fresh.length === 0 && Date.now() - started < 1000) {
+          await eventsPause(1000);
+        }
+      } catch (e) {
+        if (gen !== evGen) return;
+        // The node may have restarted (its journal starts again at 1):
+        // load the tail afresh once it answers.
+        evCursor = null;
+        evNetDown = !e.status;
+        backoff = Math.min(backoff ? backoff * 2 : 1000, EVENTS_BACKOFF_MAX_MS);
+        // Same text as the refresh error when the cause is the same (one
+        // banner line): no answer, or the token.
+        const same = !e.status || e.status === 401 || e.status === 403;
+        showError('events', same ? e : new ApiError(e.status, 'live events: ' + e.message, e.details));
+        setText($('events-state'), 'interrupted, retrying in ' + Math.round(backoff / 1000) + ' s');
+        await eventsPause(backoff);
+      }
+    }
+  }
+
+  /** Ends the current follow loop, if any, and starts a new one. */
+  function restartEvents() {
+    evGen++;
+    if (evAbort) evAbort.abort();
+    if (evWake) evWake();
+    evAbort = new AbortController();
+    evCursor = null;
+    setText($('events-state'), 'loading…');
+    followEvents(evGen, evAbort.signal);
+  }
+
+  // ---------------------------------------------------------------------
   // Refresh loop
   // ---------------------------------------------------------------------
 
@@ -610,10 +827,12 @@
 
   /** Fetches every table, renders what answered, reports what failed. */
   async function reload() {
-    const calls = ['/v1/status', '/v1/nodes', '/v1/jobs', '/v1/allocs', '/v1/services'];
+    const calls = ['/v1/status', '/v1/nodes', '/v1/jobs', '/v1/allocs', '/v1/services', '/v1/top'];
     const res = await Promise.allSettled(calls.map((p) => api('GET', p)));
     const failed = res.filter((r) => r.status === 'rejected').map((r) => r.reason);
     const val = (i) => (res[i].status === 'fulfilled' && Array.isArray(res[i].value) ? res[i].value : null);
+    const top = res[5].status === 'fulfilled' ? res[5].value : null;
+    if (top && Array.isArray(top.nodes) && Array.isArray(top.containers)) setUsage(top);
     if (val(1)) renderNodes(val(1));
     if (val(2)) renderJobs(val(2));
     if (val(3)) renderAllocs(val(3));
@@ -627,6 +846,8 @@
     } else {
       clearError('refresh');
     }
+    // The node answers again: the events loop need not wait out its back-off.
+    if (failed.length < calls.length && evNetDown && evWake) evWake();
     await loadLogs();
   }
 
@@ -657,6 +878,7 @@
       showTokenState();
       notice(token ? 'API token saved in this browser' : 'API token cleared');
       refresh();
+      restartEvents();
     });
     $('token-clear').addEventListener('click', () => {
       token = '';
@@ -665,10 +887,12 @@
       showTokenState();
       notice('API token cleared');
       refresh();
+      restartEvents();
     });
     $('logs-close').addEventListener('click', closeLogs);
     showTokenState();
     loop();
+    restartEvents();
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
