@@ -320,6 +320,14 @@ fn dashboard_shows_the_job_and_restarts_its_allocation() {
     let nodes = browser.eval("return document.querySelector('#nodes tbody').innerText;");
     assert!(nodes.as_str().unwrap().contains("leader"), "{nodes}");
     assert_eq!(browser.banner(), "", "no error banner");
+    // The job's rollout state: its first version is complete once running.
+    browser.wait_for(
+        "the job's rollout shown as complete",
+        &format!(
+            r#"const r = document.querySelector('#jobs tr[data-key="{job}"] td[data-rollout]');
+               return !!r && r.dataset.rollout === 'complete' && r.innerText.includes('v1');"#
+        ),
+    );
 
     // Recent events (the tail loaded with the page) hold the start.
     browser.wait_for(

@@ -424,7 +424,7 @@
       (j) => {
         const name = j.spec.name;
         const tr = el('tr');
-        const c = cells(tr, 5);
+        const c = cells(tr, 6);
         const actions = el('div', 'actions');
         const restart = button('restart-job', 'Restart', 'Restart job ' + name);
         restart.dataset.job = name;
@@ -454,7 +454,7 @@
           scaleJob(scale, input, name);
         });
         actions.append(restart, stop, form);
-        c[4].append(actions);
+        c[5].append(actions);
         return tr;
       },
       (tr, j) => {
@@ -469,16 +469,37 @@
         setContent(c[2], j.running + '/' + j.desired + '/' + ok, () =>
           [el('span', ok ? 'ok' : 'warn', j.running + ' / ' + j.desired)]);
         setText(c[3], j.version);
+        const r = j.rollout;
+        c[4].dataset.rollout = r ? r.state : '';
+        c[4].title = (r && r.message) || '';
+        setContent(c[4], r ? JSON.stringify(r) : '-', () => rolloutCell(r));
         tr.classList.toggle('stopped', !!j.stopped);
-        const input = c[4].querySelector('input.replicas');
+        const input = c[5].querySelector('input.replicas');
         if (document.activeElement !== input && !input.dataset.dirty) {
           const v = String(j.desired);
           if (input.value !== v) input.value = v;
         }
-        const stop = c[4].querySelector('button.stop');
+        const stop = c[5].querySelector('button.stop');
         stop.disabled = !!j.stopped || stop.getAttribute('aria-busy') === 'true';
       },
       'No jobs. Apply one with `skein apply -f job.yaml`.');
+  }
+
+  /** A job's latest rollout: state, versions and progress. */
+  function rolloutCell(r) {
+    if (!r) return [document.createTextNode('—')];
+    const kind = { progressing: 'state-pending', complete: 'state-complete',
+      'rolled-back': 'state-failed', failed: 'state-failed' }[r.state] || 'state-pending';
+    const versions = r.from_version == null ? 'v' + r.to_version
+      : 'v' + r.from_version + ' → v' + r.to_version;
+    const out = [badge(r.state, kind), document.createTextNode(' ' + versions)];
+    if (r.state === 'progressing') {
+      out.push(document.createTextNode(': ' + r.updated + '/' + r.desired + ' updated, '
+        + r.available + ' ready, ' + r.outdated + ' old'));
+    } else if (r.message) {
+      out.push(document.createTextNode(': ' + r.message));
+    }
+    return out;
   }
 
   let selectedAlloc = null;
