@@ -118,6 +118,7 @@ fn events_top_and_usage_metrics_across_nodes() {
         (row["cpu_millis"].as_u64()? >= 100).then_some((t, row))
     });
     let (t, row) = top;
+    eprintln!("node{observer} sees node1's busy container as {row}");
     assert_eq!(row["node"], "node1", "{row}");
     assert!(
         row["cpu_millis"].as_u64().unwrap() <= 450,
