@@ -100,8 +100,12 @@ if command -v dig >/dev/null; then
   echo "==> dig @$(lo 0) -p 5354 hello.service.skein SRV +short"
   dig @"$(lo 0)" -p 5354 hello.service.skein SRV +short
 fi
+echo "==> skein events --tail 8   (placements, starts, node and leader changes)"; "$SKEIN" events --tail 8
+echo "==> skein top --once"; "$SKEIN" top --once
 echo
 echo "The cluster keeps running (SKEIN_ADDR=$(api 0), $(api 1) or $(api 2)). Try:"
 echo "  $SKEIN --api $(api 2) scale my-nginx 6      # from any node"
+echo "  $SKEIN events -f                            # in another terminal: watch it happen"
 echo "  kill \$(cat $RUN/node2/agent.pid)           # its replicas move within seconds"
+echo "  open http://$(api 0)/                       # dashboard: nodes, jobs, usage, events, logs"
 echo "Stop it with: scripts/demo.sh --down"

@@ -178,6 +178,16 @@ fn filtered(mut top: TopView, args: &TopArgs) -> TopView {
     top
 }
 
+/// Measured CPU: millicores below one core (`0m`, not `0`, reads as a
+/// measurement), cores above.
+fn used_cpu(millis: u64) -> String {
+    if millis < 1000 {
+        format!("{millis}m")
+    } else {
+        output::cpu(millis)
+    }
+}
+
 fn percent(part: u64, whole: u64) -> String {
     if whole == 0 {
         return "-".into();
@@ -206,7 +216,7 @@ fn print_top(top: &TopView) {
                     n.health.to_string(),
                     format!(
                         "{} ({})",
-                        output::cpu(n.used_cpu_millis),
+                        used_cpu(n.used_cpu_millis),
                         percent(n.used_cpu_millis, n.capacity.cpu_millis)
                     ),
                     output::cpu(n.allocated.cpu_millis),
@@ -243,7 +253,7 @@ fn print_top(top: &TopView) {
                     u.alloc.clone(),
                     u.job.clone(),
                     c.node.clone(),
-                    output::cpu(u.cpu_millis),
+                    used_cpu(u.cpu_millis),
                     output::bytes(u.memory_bytes),
                     if u.memory_limit_bytes == 0 {
                         "-".into()
@@ -312,5 +322,7 @@ mod tests {
     fn percent_of_nothing_is_a_dash() {
         assert_eq!(percent(1, 0), "-");
         assert_eq!(percent(50, 200), "25%");
+        assert_eq!(used_cpu(0), "0m");
+        assert_eq!(used_cpu(2000), "2");
     }
 }
