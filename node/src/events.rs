@@ -352,6 +352,16 @@ pub fn health_events(
     out
 }
 
+/// Every known node's name and health.
+async fn health_table(ctx: &NodeCtx) -> std::collections::BTreeMap<NodeId, (String, NodeHealth)> {
+    ctx.membership
+        .all()
+        .await
+        .into_iter()
+        .map(|r| (r.id, (r.name, r.health)))
+        .collect()
+}
+
 /// Nodes a follower saw go suspect or dead this recently are reported when
 /// it becomes leader: the change that cost the old leader its office (its
 /// own death) happens before anyone leads.
@@ -364,21 +374,34 @@ const CARRY_OVER: Duration = Duration::from_secs(15);
 pub async fn watch_cluster(ctx: Arc<NodeCtx>) {
     let mut members = ctx.membership.subscribe();
     let mut metrics = ctx.raft.metrics();
-    let mut known = std::collections::BTreeMap::new();
+    // What the node knows when it starts is not news.
+    let mut known = health_table(&ctx).await;
     let mut reported_term = None;
     let mut pending: VecDeque<(Instant, NewEvent)> = VecDeque::new();
+    let mut raft_view = None;
     loop {
-        let now: std::collections::BTreeMap<NodeId, (String, NodeHealth)> = ctx
-            .membership
-            .all()
-            .await
-            .into_iter()
-            .map(|r| (r.id, (r.name, r.health)))
-            .collect();
+        tokio::select! {
+            r = members.changed() => if r.is_err() { return },
+            r = metrics.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                // Metrics change on every heartbeat: only a new leader or
+                // term matters here.
+                let m = metrics.borrow_and_update();
+                let view = Some((m.current_leader, m.current_term));
+                drop(m);
+                if view == raft_view {
+                    continue;
+                }
+            },
+        }
+        let now = health_table(&ctx).await;
         let (leader, term) = {
             let m = metrics.borrow_and_update();
             (m.current_leader, m.current_term)
         };
+        raft_view = Some((leader, term));
         let leading = leader == Some(ctx.id());
         if leading && reported_term != Some(term) {
             reported_term = Some(term);
@@ -416,10 +439,6 @@ pub async fn watch_cluster(ctx: Arc<NodeCtx>) {
             }
         }
         known = now;
-        tokio::select! {
-            r = members.changed() => if r.is_err() { return },
-            r = metrics.changed() => if r.is_err() { return },
-        }
     }
 }
 
