@@ -427,6 +427,7 @@ fn first_routable_ip(addrs: &[libp2p::Multiaddr]) -> Option<IpAddr> {
 /// inventory every few seconds).
 async fn publish_loop(ctx: Arc<NodeCtx>, endpoint_ip: IpAddr) {
     let mut seq: u64 = 0;
+    let mut last_cut = None;
     let mut last_inventory = tokio::time::Instant::now();
     let mut board_changes = ctx.board.subscribe();
     loop {
@@ -455,13 +456,23 @@ async fn publish_loop(ctx: Arc<NodeCtx>, endpoint_ip: IpAddr) {
             .await;
         ctx.membership.observe(record.clone()).await;
         seq += 1;
-        let status = gossip::status_of(
+        let mut status = gossip::status_of(
             &record,
             statuses,
             record.raft.clone(),
             ctx.events.for_gossip(),
             seq,
         );
+        let cut = gossip::fit(&mut status, crate::mesh::wire::MAX_GOSSIP_BYTES);
+        if cut != last_cut {
+            match cut {
+                Some(c) => {
+                    warn!(cut = ?c, allocations = status.allocs.len(), "status too large for gossip: trimmed")
+                }
+                None => info!("status fits in gossip again"),
+            }
+            last_cut = cut;
+        }
         if let Err(e) = ctx.mesh.publish_status(&status).await {
             tracing::debug!(error = %e, "status not published");
         }

@@ -124,3 +124,158 @@ pub async fn receive(
     board.set_node(id, allocs).await;
     events.merge(&node_id_str(id), heard);
 }
+
+/// What [`fit`] had to leave out of a status, least important first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Trimmed {
+    /// Container usage samples.
+    Usage,
+    /// Recent events.
+    Events,
+    /// Per-allocation messages and container ids.
+    Details,
+    /// Allocation statuses and endpoints beyond what fits.
+    Allocations,
+}
+
+/// Makes `status` fit in `max` encoded bytes by dropping what matters
+/// least first: a node whose status does not fit would fall silent and be
+/// declared dead, which is far worse than a partial report. Returns the
+/// deepest cut made, if any.
+pub fn fit(status: &mut NodeStatus, max: usize) -> Option<Trimmed> {
+    let size = |s: &NodeStatus| skein_protocol::codec::encode(s).map_or(usize::MAX, |b| b.len());
+    if size(status) <= max {
+        return None;
+    }
+    status.usage.clear();
+    if size(status) <= max {
+        return Some(Trimmed::Usage);
+    }
+    status.events.clear();
+    if size(status) <= max {
+        return Some(Trimmed::Events);
+    }
+    for (_, a) in &mut status.allocs {
+        a.message = None;
+        a.container_id = None;
+    }
+    if size(status) <= max {
+        return Some(Trimmed::Details);
+    }
+    // Halve until it fits, then grow back by binary search.
+    let (allocs, endpoints) = (status.allocs.clone(), status.endpoints.clone());
+    let (mut lo, mut hi) = (0usize, allocs.len().max(endpoints.len()));
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        status.allocs = allocs.iter().take(mid).cloned().collect();
+        status.endpoints = endpoints.iter().take(mid).cloned().collect();
+        if size(status) <= max {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    status.allocs = allocs.into_iter().take(lo).collect();
+    status.endpoints = endpoints.into_iter().take(lo).collect();
+    Some(Trimmed::Allocations)
+}
+
+#[cfg(test)]
+mod tests {
+    use skein_protocol::api::{AllocState, ContainerUsage, Event, EventKind};
+
+    use super::*;
+
+    fn status(allocs: usize) -> NodeStatus {
+        NodeStatus {
+            node_id: 7,
+            peer_id: "p".into(),
+            name: "n".into(),
+            api_addr: "127.0.0.1:7420".into(),
+            mesh_addrs: vec![],
+            labels: Default::default(),
+            capacity: Default::default(),
+            port_range: (20000, 30000),
+            images: vec![],
+            allocated: Default::default(),
+            allocation_count: 0,
+            allocs: (0..allocs)
+                .map(|i| {
+                    (
+                        format!("job-{i}-abcdef"),
+                        AllocStatus {
+                            state: AllocState::Running,
+                            container_id: Some("c".repeat(64)),
+                            message: Some("m".repeat(100)),
+                            ..AllocStatus::default()
+                        },
+                    )
+                })
+                .collect(),
+            endpoints: vec![],
+            usage: (0..allocs)
+                .map(|i| ContainerUsage {
+                    alloc: format!("job-{i}-abcdef"),
+                    job: "job".into(),
+                    cpu_total_ns: u64::MAX,
+                    ..ContainerUsage::default()
+                })
+                .collect(),
+            events: (0..MAX_EVENTS as u64)
+                .map(|seq| Event {
+                    origin: "o".into(),
+                    seq,
+                    time_ms: 0,
+                    kind: EventKind::Started,
+                    node: None,
+                    job: None,
+                    alloc: None,
+                    exit_code: None,
+                    message: "e".repeat(200),
+                })
+                .collect(),
+            raft: RaftRole::default(),
+            version: "test".into(),
+            seq: 1,
+        }
+    }
+
+    fn size(s: &NodeStatus) -> usize {
+        skein_protocol::codec::encode(s)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX)
+    }
+
+    #[test]
+    fn a_small_status_is_left_alone() {
+        let mut s = status(10);
+        let before = s.clone();
+        assert_eq!(fit(&mut s, 64 * 1024), None);
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn cuts_least_important_parts_first() {
+        let full = status(100);
+        let without_usage = {
+            let mut s = full.clone();
+            s.usage.clear();
+            size(&s)
+        };
+        let mut s = full.clone();
+        assert_eq!(fit(&mut s, without_usage), Some(Trimmed::Usage));
+        assert_eq!(s.allocs, full.allocs);
+        assert_eq!(s.events, full.events);
+    }
+
+    #[test]
+    fn a_huge_node_still_publishes_as_many_allocations_as_fit() {
+        let mut s = status(5000);
+        assert_eq!(fit(&mut s, 64 * 1024), Some(Trimmed::Allocations));
+        assert!(size(&s) <= 64 * 1024);
+        assert!(s.allocs.len() > 1000, "{}", s.allocs.len());
+        assert!(s.allocs.len() < 5000);
+        assert!(s.allocs.iter().all(|(_, a)| a.message.is_none()));
+        assert_eq!(s.name, "n");
+    }
+}
