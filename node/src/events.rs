@@ -379,23 +379,29 @@ pub async fn watch_cluster(ctx: Arc<NodeCtx>) {
     let mut reported_term = None;
     let mut pending: VecDeque<(Instant, NewEvent)> = VecDeque::new();
     let mut raft_view = None;
+    // The first pass runs at once: a single node may have been elected
+    // before this task started, and its metrics may not change again.
+    let mut first = true;
     loop {
-        tokio::select! {
-            r = members.changed() => if r.is_err() { return },
-            r = metrics.changed() => {
-                if r.is_err() {
-                    return;
-                }
-                // Metrics change on every heartbeat: only a new leader or
-                // term matters here.
-                let m = metrics.borrow_and_update();
-                let view = Some((m.current_leader, m.current_term));
-                drop(m);
-                if view == raft_view {
-                    continue;
-                }
-            },
+        if !first {
+            tokio::select! {
+                r = members.changed() => if r.is_err() { return },
+                r = metrics.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    // Metrics change on every heartbeat: only a new leader
+                    // or term matters here.
+                    let m = metrics.borrow_and_update();
+                    let view = Some((m.current_leader, m.current_term));
+                    drop(m);
+                    if view == raft_view {
+                        continue;
+                    }
+                },
+            }
         }
+        first = false;
         let now = health_table(&ctx).await;
         let (leader, term) = {
             let m = metrics.borrow_and_update();

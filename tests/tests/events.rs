@@ -192,3 +192,28 @@ fn events_top_and_usage_metrics_across_nodes() {
         has(s, "node_up", |e| e["node"] == old.as_str())
     });
 }
+
+#[test]
+fn bad_event_queries_are_refused_with_what_is_allowed() {
+    let agent = Agent::start(AgentOpts::default().arg("--container-dns").arg("none"));
+    let (code, body) = agent.http_get("/v1/events?kind=started,bogus");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("unknown event kind \\\"bogus\\\"") && body.contains("node_down"),
+        "names the bad kind and the allowed ones: {body}"
+    );
+    let (code, body) = agent.http_get("/v1/events?after=x");
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = agent.http_get("/v1/events?colour=red");
+    assert_eq!(code, 400, "unknown parameters are refused: {body}");
+    // The CLI refuses before asking the node.
+    let o = agent.cli(&["events", "--kind", "bogus"]);
+    assert!(!o.success());
+    assert!(
+        o.stderr.contains("bogus") && o.stderr.contains("leader_elected"),
+        "{o}"
+    );
+    // A good query still works (the node reported its own election).
+    let ok = agent.cli_json(&["events", "--kind", "leader_elected"]);
+    assert!(!ok.as_array().unwrap().is_empty(), "{ok}");
+}
