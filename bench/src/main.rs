@@ -1,6 +1,8 @@
-//! `cargo run -p skein-bench [-- TRIALS]`: measures a real 3-node cluster
-//! (network namespaces, real Docker; needs root and the demo image) and
-//! writes the table to docs/performance.md.
+//! `[SKEIN_BIN=target/release/skein] cargo run -p skein-bench [-- TRIALS]`:
+//! measures a real 3-node cluster (network namespaces, real Docker; needs
+//! root and the demo image) and writes the table to docs/performance.md.
+//! The agents run `SKEIN_BIN` (what operators install: the release build)
+//! or else the debug build.
 //!
 //! - node failover: SIGKILL a follower holding replicas of a 6-replica job;
 //!   time until all 6 run and none is on the killed node (goal ≤ 5 s);
@@ -150,12 +152,20 @@ fn stats(v: &mut [Duration]) -> String {
 }
 
 fn report(trials: usize, node: &mut [Duration], leader: &mut [Duration], rss: &[u64]) -> String {
+    // The agents ran `bin` (SKEIN_BIN, else the debug build next to us).
     let bin = skein_e2e::skein_bin();
-    let release = bin
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|t| t.join("release/skein"))
-        .filter(|p| p.exists());
+    let profile = if bin.parent().and_then(|d| d.file_name()) == Some("release".as_ref()) {
+        "release"
+    } else {
+        "debug"
+    };
+    let sibling = |name: &str| {
+        bin.parent()
+            .and_then(|d| d.parent())
+            .map(|t| t.join(name).join("skein"))
+            .filter(|p| p.exists())
+    };
+    let (debug, release) = (sibling("debug"), sibling("release"));
     let size = |p: &std::path::Path| {
         std::fs::metadata(p).map_or("?".into(), |m| {
             format!("{:.1} MiB", m.len() as f64 / 1048576.0)
@@ -165,10 +175,15 @@ fn report(trials: usize, node: &mut [Duration], leader: &mut [Duration], rss: &[
     let _ = writeln!(s, "# Performance\n");
     let _ = writeln!(
         s,
-        "Written by `cargo run -p skein-bench -- {trials}` (bench/src/main.rs): a real 3-node \
-         cluster in network namespaces on one 2-core machine, real Docker, \
-         default timings (`--suspect-after 1500ms --dead-after 3s`); {trials} trials \
-         each; times in seconds.\n"
+        "Written by `{}cargo run -p skein-bench -- {trials}` (bench/src/main.rs): a real 3-node \
+         cluster in network namespaces on one 2-core machine, real Docker, the {profile} \
+         build of the agent, default timings (`--suspect-after 1500ms --dead-after 3s`); \
+         {trials} trials each; times in seconds.\n",
+        if profile == "release" {
+            "SKEIN_BIN=target/release/skein "
+        } else {
+            ""
+        }
     );
     let _ = writeln!(s, "| measure | goal | min | median | max |");
     let _ = writeln!(s, "|---|---|---|---|---|");
@@ -185,10 +200,10 @@ fn report(trials: usize, node: &mut [Duration], leader: &mut [Duration], rss: &[
     let max_rss = rss.iter().max().copied().unwrap_or(0);
     let _ = writeln!(
         s,
-        "\n| resource | value |\n|---|---|\n| idle agent RSS (max of {} agents, 6 replicas placed) | {:.1} MiB |\n| `skein` binary (debug) | {} |\n| `skein` binary (release) | {} |",
+        "\n| resource | value |\n|---|---|\n| idle agent RSS ({profile} build, max of {} agents, 6 replicas placed) | {:.1} MiB |\n| `skein` binary (debug) | {} |\n| `skein` binary (release) | {} |",
         rss.len(),
         max_rss as f64 / 1024.0,
-        size(&bin),
+        debug.as_deref().map_or("not built".into(), size),
         release.as_deref().map_or("not built (`cargo build --release -p skein-cli`)".into(), size),
     );
     let _ = writeln!(
