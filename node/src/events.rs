@@ -40,13 +40,6 @@ pub const MAX_PAGE: usize = 1000;
 /// are kept free for them, so cursors handed out earlier stay valid.
 const BACKFILL: usize = MAX_PAGE;
 
-/// Now, in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// An event about to be reported; [`EventLog::emit`] stamps origin,
 /// sequence number and time.
 #[derive(Debug, Clone)]
@@ -178,7 +171,7 @@ impl EventLog {
             let event = Event {
                 origin: self.origin.clone(),
                 seq,
-                time_ms: now_ms(),
+                time_ms: crate::clock::now_ms(),
                 kind: e.kind,
                 node: e.node,
                 job: e.job,

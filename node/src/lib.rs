@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod api;
 pub mod assignments;
+pub mod clock;
 pub mod context;
 pub mod control;
 pub mod dns;

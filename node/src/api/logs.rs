@@ -143,11 +143,9 @@ fn follow_remote(
                 if let Some(s) = q.since {
                     path.push_str(&format!("&since={s}"));
                 }
-            } else if let Some((secs, _)) = last.split_once('.') {
+            } else if let Some(ns) = crate::clock::parse_rfc3339_ns(&last) {
                 // Whole seconds only: re-read the current second, drop repeats.
-                if let Ok(t) = chrono_free_unix(secs) {
-                    path.push_str(&format!("&since={t}"));
-                }
+                path.push_str(&format!("&since={}", ns.div_euclid(1_000_000_000)));
             }
             first = false;
             let chunk = match remote(&ctx, owner, &path).await {
@@ -177,28 +175,6 @@ fn follow_remote(
     })
 }
 
-/// Unix seconds of `YYYY-MM-DDTHH:MM:SS` (UTC), without a date crate.
-fn chrono_free_unix(s: &str) -> Result<i64, ()> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Result<i64, ()> {
-        s.get(r).ok_or(())?.parse::<i64>().map_err(|_| ())
-    };
-    if b.len() < 19 {
-        return Err(());
-    }
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok(days * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
 /// A stream fed by a task through a channel; the task stops when the
 /// client goes away (the receiver is dropped).
 fn async_stream<F, Fut>(f: F) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>>
@@ -216,10 +192,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unix_seconds_of_docker_timestamps() {
-        assert_eq!(chrono_free_unix("1970-01-01T00:00:00"), Ok(0));
-        assert_eq!(chrono_free_unix("2026-11-25T02:50:01"), Ok(1_795_575_001));
-        assert!(chrono_free_unix("garbage").is_err());
+    fn splits_docker_timestamps() {
         assert_eq!(
             split_ts("2026-11-25T02:50:01.123456789Z hello world"),
             Some(("2026-11-25T02:50:01.123456789Z", "hello world"))

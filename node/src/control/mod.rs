@@ -14,7 +14,6 @@ pub mod voters;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use rand::Rng;
@@ -66,13 +65,6 @@ pub struct Control {
     stuck: Mutex<BTreeMap<String, String>>,
     events: Arc<EventLog>,
     metrics: Arc<Metrics>,
-}
-
-/// Now, in Unix milliseconds (stamped on versions and rollouts).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Control {
@@ -327,7 +319,7 @@ impl Control {
                 nodes: &nodes,
                 alive: &alive,
                 statuses: &statuses,
-                now_ms: now_ms(),
+                now_ms: crate::clock::now_ms(),
                 seed: rand::rng().random(),
             };
             let (plan, out) = f(&input)?;

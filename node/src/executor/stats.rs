@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bollard::models::{ContainerMemoryStats, ContainerStatsResponse, ContainerSummary};
 use bollard::query_parameters::{ListContainersOptionsBuilder, StatsOptionsBuilder};
@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::container::{LABEL_ALLOC, LABEL_JOB, LABEL_NODE};
 use super::{docker_message, is_not_found};
+use crate::clock;
 use crate::state::{node_id_str, NodeId};
 
 /// Stats calls in flight at once: enough to sample a busy node within an
@@ -250,7 +251,7 @@ async fn fetch(docker: &Docker, id: &str, known: Option<bool>) -> Fetched {
             stats: Box::new(stats),
             limited,
             at: Instant::now(),
-            sampled_at_ms: unix_ms(),
+            sampled_at_ms: clock::now_ms(),
         },
         Some(Err(e)) if is_not_found(&e) => Fetched::Gone,
         Some(Err(e)) => Fetched::Failed(docker_message(&e)),
@@ -358,81 +359,7 @@ fn memory_in_use(m: &ContainerMemoryStats) -> u64 {
 
 /// Docker's timestamp of the sample, in Unix nanoseconds.
 fn read_ns(stats: &ContainerStatsResponse) -> Option<i128> {
-    stats.read.as_deref().and_then(parse_rfc3339_ns)
-}
-
-/// Parses the RFC 3339 timestamps Docker writes
-/// (`2024-05-06T07:08:09.123456789Z`, or with a `+hh:mm` offset) into Unix
-/// nanoseconds; `None` for anything else.
-fn parse_rfc3339_ns(s: &str) -> Option<i128> {
-    let b = s.as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let digits = b.get(from..from + len)?;
-        digits.iter().try_fold(0i64, |acc, &d| {
-            d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
-        })
-    };
-    let sep = |at: usize, ok: &[u8]| b.get(at).is_some_and(|c| ok.contains(c));
-    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
-        return None;
-    }
-    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    let (hour, min, sec) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos = 0i64;
-    if sep(i, b".") {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            // Digits beyond nanoseconds are dropped.
-            if i - start < 9 {
-                nanos = nanos * 10 + i64::from(b[i] - b'0');
-            }
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        for _ in (i - start)..9 {
-            nanos *= 10;
-        }
-    }
-    let offset_secs = match b.get(i)? {
-        b'Z' | b'z' if i + 1 == b.len() => 0,
-        sign @ (b'+' | b'-') if i + 6 == b.len() && sep(i + 3, b":") => {
-            let off = num(i + 1, 2)? * 3600 + num(i + 4, 2)? * 60;
-            if *sign == b'+' {
-                off
-            } else {
-                -off
-            }
-        }
-        _ => return None,
-    };
-    let secs =
-        days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec - offset_secs;
-    Some(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    stats.read.as_deref().and_then(clock::parse_rfc3339_ns)
 }
 
 #[cfg(test)]
@@ -641,34 +568,6 @@ mod tests {
         assert!(is_stopped(&sample("0001-01-01T00:00:00Z", 0)));
         let live = with_memory(1, &[], 1);
         assert!(!is_stopped(&live));
-    }
-
-    #[test]
-    fn parses_docker_timestamps() {
-        assert_eq!(parse_rfc3339_ns("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339_ns("2024-05-06T07:08:09.123456789Z"),
-            Some(1_714_979_289_123_456_789)
-        );
-        assert_eq!(
-            parse_rfc3339_ns("2024-05-06T09:08:09.5+02:00"),
-            Some(1_714_979_289_500_000_000)
-        );
-        assert_eq!(
-            parse_rfc3339_ns("2000-02-29T23:59:59.1234567891Z"),
-            Some(951_868_799_123_456_789)
-        );
-        assert!(parse_rfc3339_ns("0001-01-01T00:00:00Z").is_some_and(|t| t < 0));
-        for bad in [
-            "",
-            "2024-05-06",
-            "2024-13-06T07:08:09Z",
-            "2024-05-06T07:08:09",
-            "2024-05-06T07:08:09.Z",
-            "2024-05-06T07:08:09Zx",
-        ] {
-            assert_eq!(parse_rfc3339_ns(bad), None, "{bad}");
-        }
     }
 
     #[tokio::test]
