@@ -371,36 +371,14 @@ pub async fn watch_cluster(ctx: Arc<NodeCtx>) {
     let mut known = health_table(&ctx).await;
     let mut reported_term = None;
     let mut pending: VecDeque<(Instant, NewEvent)> = VecDeque::new();
-    let mut raft_view = None;
     // The first pass runs at once: a single node may have been elected
     // before this task started, and its metrics may not change again.
-    let mut first = true;
     loop {
-        if !first {
-            tokio::select! {
-                r = members.changed() => if r.is_err() { return },
-                r = metrics.changed() => {
-                    if r.is_err() {
-                        return;
-                    }
-                    // Metrics change on every heartbeat: only a new leader
-                    // or term matters here.
-                    let m = metrics.borrow_and_update();
-                    let view = Some((m.current_leader, m.current_term));
-                    drop(m);
-                    if view == raft_view {
-                        continue;
-                    }
-                },
-            }
-        }
-        first = false;
         let now = health_table(&ctx).await;
         let (leader, term) = {
             let m = metrics.borrow_and_update();
             (m.current_leader, m.current_term)
         };
-        raft_view = Some((leader, term));
         let leading = leader == Some(ctx.id());
         if leading && reported_term != Some(term) {
             reported_term = Some(term);
@@ -438,6 +416,27 @@ pub async fn watch_cluster(ctx: Arc<NodeCtx>) {
             }
         }
         known = now;
+        // Wait for news: a membership change, or a new leader or term
+        // (metrics also change on every heartbeat, which is no news).
+        loop {
+            tokio::select! {
+                r = members.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                r = metrics.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    let m = metrics.borrow_and_update();
+                    if (m.current_leader, m.current_term) != (leader, term) {
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 

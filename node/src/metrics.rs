@@ -93,13 +93,24 @@ struct AllocLabels {
     alloc: String,
 }
 
+/// Registers a labelled family of metrics of type `M` (a gauge, a counter…).
+fn family_of<L, M>(registry: &mut Registry, name: &str, help: &str) -> Family<L, M>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+    M: Default,
+    Family<L, M>: prometheus_client::registry::Metric + Clone,
+{
+    let f = Family::<L, M>::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+/// The common case: a labelled family of gauges.
 fn family<L>(registry: &mut Registry, name: &str, help: &str) -> Family<L, Gauge>
 where
     L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
 {
-    let f = Family::<L, Gauge>::default();
-    registry.register(name, help, f.clone());
-    f
+    family_of(registry, name, help)
 }
 
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
@@ -110,24 +121,6 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
 
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn counters<L>(registry: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
-where
-    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
-{
-    let f = Family::<L, Counter>::default();
-    registry.register(name, help, f.clone());
-    f
-}
-
-fn float_counters<L>(registry: &mut Registry, name: &str, help: &str) -> Family<L, Counter<f64>>
-where
-    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
-{
-    let f = Family::<L, Counter<f64>>::default();
-    registry.register(name, help, f.clone());
-    f
 }
 
 /// The node's metrics in OpenMetrics text format.
@@ -330,7 +323,7 @@ async fn container_usage(r: &mut Registry, ctx: &NodeCtx) {
         "container_cpu_millicores",
         "CPU a replica's container used over the last sample interval",
     );
-    let cpu_total = float_counters::<AllocLabels>(
+    let cpu_total = family_of::<AllocLabels, Counter<f64>>(
         r,
         "container_cpu_usage_seconds",
         "CPU time a replica's container used since it started",
@@ -345,12 +338,12 @@ async fn container_usage(r: &mut Registry, ctx: &NodeCtx) {
         "container_memory_limit_bytes",
         "Memory limit of a replica's container (0: none)",
     );
-    let rx = counters::<AllocLabels>(
+    let rx = family_of::<AllocLabels, Counter>(
         r,
         "container_network_receive_bytes",
         "Bytes a replica's container received",
     );
-    let tx = counters::<AllocLabels>(
+    let tx = family_of::<AllocLabels, Counter>(
         r,
         "container_network_transmit_bytes",
         "Bytes a replica's container sent",
