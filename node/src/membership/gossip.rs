@@ -162,7 +162,7 @@ pub fn fit(status: &mut NodeStatus, max: usize) -> Option<Trimmed> {
     if size(status) <= max {
         return Some(Trimmed::Details);
     }
-    // Halve until it fits, then grow back by binary search.
+    // The longest prefix that fits (binary search).
     let (allocs, endpoints) = (status.allocs.clone(), status.endpoints.clone());
     let (mut lo, mut hi) = (0usize, allocs.len().max(endpoints.len()));
     while lo < hi {
