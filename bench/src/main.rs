@@ -1,14 +1,25 @@
-//! `[SKEIN_BIN=target/release/skein] cargo run -p skein-bench [-- TRIALS]`:
-//! measures a real 3-node cluster (network namespaces, real Docker; needs
-//! root and the demo image) and writes the table to docs/performance.md.
-//! The agents run `SKEIN_BIN` (what operators install: the release build)
-//! or else the debug build.
+//! Benchmarks of real clusters; each mode rewrites only its own section of
+//! docs/performance.md (between `<!-- bench:MODE -->` and
+//! `<!-- /bench:MODE -->`), leaving the others as they are. The agents run
+//! `SKEIN_BIN` (what operators install: the release build) or else the
+//! debug build. Both modes need root and the demo image.
+//!
+//! `[SKEIN_BIN=target/release/skein] cargo run -p skein-bench [-- TRIALS]`
+//! (mode `failover`): a real 3-node cluster in network namespaces, real
+//! Docker:
 //!
 //! - node failover: SIGKILL a follower holding replicas of a 6-replica job;
 //!   time until all 6 run and none is on the killed node (goal ≤ 5 s);
 //! - leader failover: SIGKILL the leader; time until a write through a
 //!   surviving node is committed;
 //! - idle agent memory (VmRSS) and the size of the `skein` binary.
+//!
+//! `cargo run -p skein-bench -- images [TRIALS]`: an image of about 50 MB
+//! to 3 nodes with separate Docker Engines — registry pull vs mesh copy vs
+//! `docker save | docker load` by hand (see [`images`]).
+
+mod doc;
+mod images;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -21,10 +32,29 @@ const ARGS: &[&str] = &[];
 const POLL: Duration = Duration::from_millis(50);
 
 fn main() {
-    let trials: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(3);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let trials_arg = |i: usize| -> usize {
+        match args.get(i) {
+            None => 3,
+            Some(a) => a.parse().unwrap_or_else(|_| usage(a)),
+        }
+    };
+    match args.first().map(String::as_str) {
+        Some("images") => images::run(trials_arg(1)),
+        Some("failover") => failover(trials_arg(1)),
+        _ => failover(trials_arg(0)),
+    }
+}
+
+fn usage(bad: &str) -> ! {
+    eprintln!(
+        "skein-bench: unexpected argument {bad:?}\n\
+         usage: skein-bench [failover] [TRIALS] | skein-bench images [TRIALS]"
+    );
+    std::process::exit(2)
+}
+
+fn failover(trials: usize) {
     let mut node = Vec::new();
     let mut leader = Vec::new();
     let mut rss = Vec::new();
@@ -38,8 +68,7 @@ fn main() {
         leader.push(l);
     }
     let table = report(trials, &mut node, &mut leader, &rss);
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/performance.md");
-    std::fs::write(path, &table).expect("cannot write docs/performance.md");
+    doc::write_section("failover", &table);
     print!("{table}");
 }
 
@@ -118,7 +147,7 @@ fn leader_failover() -> Duration {
     t0.elapsed()
 }
 
-fn wait<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
@@ -142,7 +171,7 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-fn stats(v: &mut [Duration]) -> String {
+pub(crate) fn stats(v: &mut [Duration]) -> String {
     v.sort();
     let f = |d: Duration| format!("{:.2}", d.as_secs_f64());
     match (v.first(), v.get(v.len() / 2), v.last()) {
@@ -151,14 +180,20 @@ fn stats(v: &mut [Duration]) -> String {
     }
 }
 
-fn report(trials: usize, node: &mut [Duration], leader: &mut [Duration], rss: &[u64]) -> String {
-    // The agents ran `bin` (SKEIN_BIN, else the debug build next to us).
+/// The `skein` binary the agents run (SKEIN_BIN, else the debug build next
+/// to us) and its profile, `release` when it lives in a `release` directory.
+pub(crate) fn agent_build() -> (std::path::PathBuf, &'static str) {
     let bin = skein_e2e::skein_bin();
     let profile = if bin.parent().and_then(|d| d.file_name()) == Some("release".as_ref()) {
         "release"
     } else {
         "debug"
     };
+    (bin, profile)
+}
+
+fn report(trials: usize, node: &mut [Duration], leader: &mut [Duration], rss: &[u64]) -> String {
+    let (bin, profile) = agent_build();
     let sibling = |name: &str| {
         bin.parent()
             .and_then(|d| d.parent())
@@ -172,7 +207,7 @@ fn report(trials: usize, node: &mut [Duration], leader: &mut [Duration], rss: &[
         })
     };
     let mut s = String::new();
-    let _ = writeln!(s, "# Performance\n");
+    let _ = writeln!(s, "{}\n", doc::FAILOVER_HEADING);
     let _ = writeln!(
         s,
         "Written by `{}cargo run -p skein-bench -- {trials}` (bench/src/main.rs): a real 3-node \

@@ -79,6 +79,12 @@ enum Command {
     Events(commands::monitor::EventsArgs),
     /// Show live CPU, memory and network use per node and per container.
     Top(commands::monitor::TopArgs),
+    /// Store, remove and list registry credentials every node pulls with.
+    #[command(subcommand)]
+    Registry(commands::images::RegistryCommand),
+    /// List images on the nodes; send a local image to other nodes.
+    #[command(subcommand)]
+    Image(commands::images::ImageCommand),
     /// Restart an allocation, or every allocation of a job.
     Restart {
         /// An allocation id or a job name.
@@ -232,6 +238,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => commands::logs::run(&client, args).await?,
         Command::Events(args) => commands::monitor::events(&client, fmt, args).await?,
         Command::Top(args) => commands::monitor::top(&client, fmt, args).await?,
+        Command::Registry(cmd) => commands::images::registry(&client, fmt, cmd).await?,
+        Command::Image(cmd) => return commands::images::image(&client, fmt, cmd).await,
         Command::Restart { target } => commands::write::restart(&client, fmt, &target).await?,
         Command::Scale { job, replicas } => {
             commands::write::scale(&client, fmt, &job, replicas).await?

@@ -20,6 +20,7 @@ use crate::control::{voters, Control};
 use crate::events::EventLog;
 use crate::executor::stats::UsageBoard;
 use crate::executor::{Executor, ExecutorConfig, StatusBoard};
+use crate::images::{Images, ImagesConfig, ImagesParts};
 use crate::membership::local::LocalNode;
 use crate::membership::{gossip, HealthTiming, Membership};
 use crate::mesh::{self, Mesh, MeshConfig};
@@ -28,6 +29,7 @@ use crate::raft::log_store::{open_db, LogStore};
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
+use crate::secrets::SecretBox;
 use crate::state::{node_id_str, ClusterState, NodeId};
 use crate::{api, assignments, inbound};
 
@@ -74,6 +76,32 @@ pub struct AgentConfig {
     pub open_reads: bool,
     /// How often container usage is sampled from Docker stats.
     pub stats_interval: Duration,
+    /// Docker Engine to use (`unix:///…`, `tcp://…`); `None` = `DOCKER_HOST`
+    /// or the local socket.
+    pub docker_host: Option<String>,
+    /// Image fetch limits.
+    pub images: ImagesTuning,
+}
+
+/// Image fetch settings an operator may change.
+#[derive(Debug, Clone)]
+pub struct ImagesTuning {
+    /// Registry pulls and peer copies at once.
+    pub max_fetches: usize,
+    /// Copies served to peers at once.
+    pub max_uploads: usize,
+    /// Bound on one registry pull.
+    pub pull_timeout: Duration,
+}
+
+impl Default for ImagesTuning {
+    fn default() -> Self {
+        Self {
+            max_fetches: 3,
+            max_uploads: 2,
+            pull_timeout: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 /// Which resolver containers get.
@@ -109,14 +137,19 @@ pub async fn run(
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let id = load_or_create_node_id(&cfg.data_dir)?;
 
-    let docker = Docker::connect_with_local_defaults().context(
-        "cannot reach Docker (is the daemon running and /var/run/docker.sock readable?)",
-    )?;
-    docker.ping().await.context(
-        "cannot reach Docker (is the daemon running and /var/run/docker.sock readable?)",
-    )?;
+    let docker_host = cfg
+        .docker_host
+        .clone()
+        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+    let docker = Docker::connect_with_host(&docker_host)
+        .with_context(|| format!("cannot use the Docker Engine at {docker_host}"))?;
+    docker.ping().await.with_context(|| {
+        format!("cannot reach the Docker Engine at {docker_host} (is the daemon running and its socket readable?)")
+    })?;
 
     let psk = load_cluster_key(&cfg)?;
+    let secrets = Arc::new(SecretBox::from_psk(&psk));
     let keypair = mesh::key::load_or_create_identity(&cfg.data_dir.join("node.key"))?;
     let mut registry = prometheus_client::registry::Registry::default();
     let (mesh, mesh_events) = Mesh::start(
@@ -187,6 +220,27 @@ pub async fn run(
         events.clone(),
         metrics.clone(),
     ));
+    let images = Images::new(
+        ImagesParts {
+            docker: docker.clone(),
+            streams: mesh.streams(),
+            node: (id, cfg.name.clone()),
+            membership: membership.clone(),
+            events: events.clone(),
+            metrics: metrics.clone(),
+            secrets: secrets.clone(),
+        },
+        ImagesConfig {
+            max_fetches: cfg.images.max_fetches,
+            max_uploads: cfg.images.max_uploads,
+            pull_timeout: cfg.images.pull_timeout,
+            corrupt_uploads: std::env::var("SKEIN_TEST_CORRUPT_IMAGE_UPLOADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            ..ImagesConfig::new(cfg.data_dir.join("images"))
+        },
+    );
     let ctx = Arc::new(NodeCtx {
         local,
         raft: raft.clone(),
@@ -200,6 +254,8 @@ pub async fn run(
         events,
         usage: UsageBoard::new(),
         metrics,
+        images,
+        secrets,
     });
     let record = ctx
         .refresh_self()
@@ -213,6 +269,7 @@ pub async fn run(
         cpu_millis = record.capacity.cpu_millis,
         memory_bytes = record.capacity.memory_bytes,
         images = record.images.len(),
+        docker = %docker_host,
         "node starting"
     );
 
@@ -311,6 +368,8 @@ pub async fn run(
         routing_tx,
     ));
     tasks.spawn(inbound::run(ctx.clone(), router.clone(), mesh_events));
+    let images = ctx.images.clone();
+    tasks.spawn(async move { images.serve().await });
     tasks.spawn(publish_loop(ctx.clone(), endpoint_ip));
     tasks.spawn(crate::events::watch_cluster(ctx.clone()));
     tasks.spawn(crate::events::backfill(ctx.clone()));
@@ -430,13 +489,17 @@ async fn publish_loop(ctx: Arc<NodeCtx>, endpoint_ip: IpAddr) {
     let mut last_cut = None;
     let mut last_inventory = tokio::time::Instant::now();
     let mut board_changes = ctx.board.subscribe();
+    let mut fetched = ctx.images.subscribe();
     loop {
+        let mut inventory_now = false;
         tokio::select! {
             _ = tokio::time::sleep(gossip::PUBLISH_INTERVAL) => {},
             // Our own allocations changed: tell the others now.
             _ = board_changes.changed() => {},
+            // An image arrived: peers may copy it from us from now on.
+            _ = fetched.changed() => inventory_now = true,
         }
-        let record = if last_inventory.elapsed() >= INVENTORY_INTERVAL {
+        let record = if inventory_now || last_inventory.elapsed() >= INVENTORY_INTERVAL {
             last_inventory = tokio::time::Instant::now();
             ctx.refresh_self().await
         } else {
@@ -500,8 +563,8 @@ async fn executor_when_synced(
         ctx.docker.clone(),
         (ctx.id(), ctx.local.name.clone()),
         ctx.desired.clone(),
-        ctx.board.clone(),
-        ctx.events.clone(),
+        (ctx.board.clone(), ctx.events.clone()),
+        ctx.images.clone(),
         cfg,
     )
     .run()

@@ -42,11 +42,22 @@ pub fn of_node(state: &ClusterState, node: NodeId) -> Assignments {
                 .any(|a| a.job == job.spec.name && a.job_version == r.version)
         });
     }
+    let pull_secrets = jobs
+        .iter()
+        .flat_map(|j| {
+            let kept = j.history.iter().map(|r| &r.spec);
+            std::iter::once(&j.spec).chain(kept)
+        })
+        .flat_map(|spec| spec.pull_secrets.iter())
+        .filter_map(|name| Some((name.clone(), state.pull_secrets.get(name)?.clone())))
+        .collect();
     Assignments {
         version: state.version,
         jobs,
         allocs,
         drained: state.drained.clone(),
+        registries: state.registries.clone(),
+        pull_secrets,
     }
 }
 
@@ -61,6 +72,8 @@ pub fn to_state(a: Assignments) -> ClusterState {
         allocs: a.allocs.into_iter().map(|a| (a.id.clone(), a)).collect(),
         version: a.version,
         drained: a.drained,
+        registries: a.registries,
+        pull_secrets: a.pull_secrets,
     }
 }
 

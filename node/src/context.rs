@@ -11,12 +11,14 @@ use crate::control::Control;
 use crate::events::EventLog;
 use crate::executor::stats::UsageBoard;
 use crate::executor::StatusBoard;
+use crate::images::Images;
 use crate::membership::local::LocalNode;
 use crate::membership::{Membership, NodeRecord};
 use crate::mesh::wire::{ApiCall, ApiReply, RaftRole, WireRequest, WireResponse};
 use crate::mesh::Mesh;
 use crate::metrics::Metrics;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
+use crate::secrets::SecretBox;
 use crate::state::{node_id_str, NodeId};
 
 /// Shared handles of one node.
@@ -45,6 +47,10 @@ pub struct NodeCtx {
     pub usage: UsageBoard,
     /// Metrics that are counted as things happen (scheduler, libp2p).
     pub metrics: Arc<Metrics>,
+    /// Image fetches (registry pulls, copies from and to peers).
+    pub images: Images,
+    /// Seals registry passwords with the cluster's credential key.
+    pub secrets: Arc<SecretBox>,
 }
 
 impl NodeCtx {
@@ -130,6 +136,7 @@ impl NodeCtx {
         r.raft = self.raft_role();
         (r.allocated, r.allocation_count) = self.assigned().await;
         r.usage = self.usage.all().await;
+        r.fetching = self.images.fetching();
     }
 
     /// Resources and count of the allocations assigned to this node.

@@ -73,6 +73,15 @@ async fn answer(ctx: &NodeCtx, router: Router, from: PeerId, request: WireReques
             }
             WireResponse::Assignments(assignments::serve(&ctx.state, node, known_version).await)
         }
+        WireRequest::FetchImage { id, tags, from } => {
+            let tags = tags
+                .iter()
+                .filter(|t| skein_protocol::image::ImageRef::parse(t).is_ok())
+                .take(64)
+                .cloned()
+                .collect();
+            WireResponse::FetchImage(ctx.images.fetch_pushed(&id, tags, vec![from]).await)
+        }
     }
 }
 

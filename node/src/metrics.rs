@@ -32,6 +32,28 @@ pub struct Metrics {
     pub plans: Counter,
     /// Time from reading the state to the commit of a plan.
     pub plan_seconds: Histogram,
+    /// Image fetches by source (`registry`, `peer`) and result (`ok`, `failed`).
+    pub image_pulls: Family<ImagePullLabels, Counter>,
+    /// Bytes of images fetched, by source.
+    pub image_pull_bytes: Family<ImageSourceLabels, Counter>,
+    /// Duration of successful image fetches, by source.
+    pub image_pull_seconds: Family<ImageSourceLabels, Histogram>,
+}
+
+/// Labels of [`Metrics::image_pulls`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImagePullLabels {
+    /// `registry` or `peer`.
+    pub source: String,
+    /// `ok` or `failed`.
+    pub result: String,
+}
+
+/// Labels of the per-source image metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImageSourceLabels {
+    /// `registry` or `peer`.
+    pub source: String,
 }
 
 impl Metrics {
@@ -58,11 +80,34 @@ impl Metrics {
             "Time from reading the state to the commit of a plan",
             plan_seconds.clone(),
         );
+        let images = registry.sub_registry_with_prefix("skein_image");
+        let image_pulls = family_of(
+            images,
+            "pulls",
+            "Image fetches by this node, by source (registry, peer) and result",
+        );
+        let image_pull_bytes = family_of(
+            images,
+            "pull_bytes",
+            "Bytes of images this node fetched, by source",
+        );
+        // 0.1 s .. ~27 min: a layer from a LAN registry to a large image over a slow link.
+        let image_pull_seconds = Family::<ImageSourceLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.1, 2.0, 15))) as fn() -> Histogram,
+        );
+        images.register(
+            "pull_duration_seconds",
+            "Duration of this node's successful image fetches, by source",
+            image_pull_seconds.clone(),
+        );
         Arc::new(Self {
             registry,
             placements,
             plans,
             plan_seconds,
+            image_pulls,
+            image_pull_bytes,
+            image_pull_seconds,
         })
     }
 }

@@ -33,6 +33,119 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct ApplyRequest {
     /// The jobs to create or update.
     pub jobs: Vec<JobSpec>,
+    /// Registry credentials the jobs name in `pull_secrets` (Kubernetes
+    /// `kubernetes.io/dockerconfigjson` Secrets in the same file). Stored
+    /// encrypted; never shown again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_secrets: Vec<PullSecret>,
+}
+
+/// A named set of registry credentials (a Kubernetes image pull Secret).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullSecret {
+    /// Secret name, as jobs' `pull_secrets` name it.
+    pub name: String,
+    /// One login per registry.
+    pub registries: Vec<RegistryLogin>,
+}
+
+impl fmt::Debug for PullSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PullSecret")
+            .field("name", &self.name)
+            .field("registries", &self.registries)
+            .finish()
+    }
+}
+
+/// Body of `POST /v1/registries`: credentials every node may pull with.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryLogin {
+    /// Registry host (`registry.example.com`, `127.0.0.1:5000`; Docker Hub
+    /// is `docker.io`).
+    pub server: String,
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+/// Never prints the password: tracing or an error must not leak it.
+impl fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryLogin")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `GET /v1/registries`: one stored credential, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryView {
+    /// Registry host.
+    pub server: String,
+    /// User name.
+    pub username: String,
+    /// Where it came from: `login` (`skein registry login`) or
+    /// `secret NAME` (an image pull Secret).
+    pub source: String,
+    /// When it was stored (Unix ms, the leader's clock).
+    pub updated_at_ms: u64,
+}
+
+/// `GET /v1/images`: one image and the nodes that hold it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageView {
+    /// Image id (`sha256:…`, the digest of its config).
+    pub id: String,
+    /// Tags it has on any node.
+    pub tags: Vec<String>,
+    /// Size in bytes, as Docker reports it.
+    pub size_bytes: u64,
+    /// Names of the nodes that hold it.
+    pub nodes: Vec<String>,
+    /// Nodes fetching it now, with their progress.
+    #[serde(default)]
+    pub fetching: Vec<ImageFetchView>,
+}
+
+/// A node fetching an image (pull from a registry or copy from a peer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageFetchView {
+    /// Node name.
+    pub node: String,
+    /// Progress.
+    pub progress: PullProgress,
+}
+
+/// Body of `POST /v1/images/push`: send an image of this node's Docker to
+/// other nodes over the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePushRequest {
+    /// Image reference or id in this node's Docker.
+    pub image: String,
+    /// Node names or ids; empty = every ready node.
+    #[serde(default)]
+    pub to: Vec<String>,
+}
+
+/// Answer of `POST /v1/images/push`, once every target has been asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePushResponse {
+    /// The image id sent.
+    pub id: String,
+    /// Its tags, applied on the targets too.
+    pub tags: Vec<String>,
+    /// Target node names that accepted (they fetch in the background;
+    /// follow with `GET /v1/images`).
+    pub targets: Vec<String>,
+    /// Targets that already held the image.
+    pub already: Vec<String>,
 }
 
 /// What applying one job did.
@@ -81,6 +194,8 @@ pub struct ScaleRequest {
 pub enum AllocState {
     /// Placed, container not started yet (creating, or node not reporting).
     Pending,
+    /// The node is fetching the image (registry pull or copy from a peer).
+    Pulling,
     /// Container running.
     Running,
     /// Container exited and waits for its backoff before a restart.
@@ -95,6 +210,7 @@ impl fmt::Display for AllocState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             AllocState::Pending => "pending",
+            AllocState::Pulling => "pulling",
             AllocState::Running => "running",
             AllocState::Restarting => "restarting",
             AllocState::Failed => "failed",
@@ -132,6 +248,9 @@ pub struct AllocStatus {
     /// Running and passing its readiness checks: it receives traffic.
     #[serde(default)]
     pub ready: bool,
+    /// While [`AllocState::Pulling`]: how far the image fetch is.
+    #[serde(default)]
+    pub pull: Option<PullProgress>,
 }
 
 impl Default for AllocStatus {
@@ -143,7 +262,48 @@ impl Default for AllocStatus {
             container_id: None,
             message: None,
             ready: false,
+            pull: None,
         }
+    }
+}
+
+/// How far a node is in fetching one image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullProgress {
+    /// The image reference.
+    pub image: String,
+    /// Where from: `registry HOST` or `node NAME` (a copy over the mesh).
+    pub source: String,
+    /// Bytes fetched so far.
+    pub bytes_done: u64,
+    /// Bytes expected (0 while unknown).
+    pub bytes_total: u64,
+    /// Layers complete.
+    pub layers_done: u32,
+    /// Layers known (0 for a copy from a peer).
+    pub layers_total: u32,
+    /// Attempt number (1 on the first try).
+    pub attempt: u32,
+}
+
+impl fmt::Display for PullProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MB: f64 = 1_000_000.0;
+        #[allow(clippy::cast_precision_loss)]
+        let (done, total) = (self.bytes_done as f64 / MB, self.bytes_total as f64 / MB);
+        if self.bytes_total > 0 {
+            write!(f, "{done:.1}/{total:.1} MB")?;
+        } else {
+            write!(f, "{done:.1} MB")?;
+        }
+        if self.layers_total > 0 {
+            write!(f, ", {}/{} layers", self.layers_done, self.layers_total)?;
+        }
+        write!(f, " from {}", self.source)?;
+        if self.attempt > 1 {
+            write!(f, " (attempt {})", self.attempt)?;
+        }
+        Ok(())
     }
 }
 
@@ -434,11 +594,16 @@ pub enum EventKind {
     RolloutComplete,
     /// A rolling update failed and was rolled back.
     RolledBack,
+    /// A node fetched an image (from a registry or a peer), with its size
+    /// and duration.
+    ImagePulled,
+    /// A node could not fetch an image, with the registry's (or peer's) error.
+    ImagePullFailed,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::JobApplied,
         EventKind::JobScaled,
         EventKind::JobStopped,
@@ -456,6 +621,8 @@ impl EventKind {
         EventKind::LeaderElected,
         EventKind::RolloutComplete,
         EventKind::RolledBack,
+        EventKind::ImagePulled,
+        EventKind::ImagePullFailed,
     ];
 
     /// The name used in the API and the CLI (`started`, `node_down`, …).
@@ -478,6 +645,8 @@ impl EventKind {
             EventKind::LeaderElected => "leader_elected",
             EventKind::RolloutComplete => "rollout_complete",
             EventKind::RolledBack => "rolled_back",
+            EventKind::ImagePulled => "image_pulled",
+            EventKind::ImagePullFailed => "image_pull_failed",
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod codec;
+pub mod image;
 pub mod manifest;
 pub mod quantity;
 pub mod spec;

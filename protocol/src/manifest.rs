@@ -1,13 +1,18 @@
 //! YAML manifests → [`JobSpec`]s, with errors that point at file, line and column.
 //!
 //! A manifest file holds one or more YAML documents. A document with an
-//! `apiVersion` (or `kind`) key is a Kubernetes object (`apps/v1 Deployment`
-//! and `v1 Service`, see `kubernetes.rs`); any other mapping is a native
-//! Skein job (see `native.rs`). A Service produces no job: it becomes the
-//! `service` of the one Deployment in the same file whose pod labels it
-//! selects. Every document must convert and every job pass
+//! `apiVersion` (or `kind`) key is a Kubernetes object (`apps/v1 Deployment`,
+//! `v1 Service` and `v1 Secret` of type `kubernetes.io/dockerconfigjson`, see
+//! `kubernetes.rs`); any other mapping is a native Skein job (see
+//! `native.rs`). A Service produces no job: it becomes the `service` of the
+//! one Deployment in the same file whose pod labels it selects. A Secret
+//! produces no job either: it is a [`PullSecret`] (registry credentials) that
+//! jobs name in `pull_secrets`; a job may also name a secret stored earlier,
+//! which the server checks. Every document must convert and every job pass
 //! [`JobSpec::validate`], or the whole file is refused, so `skein apply`
 //! never applies half a file.
+//!
+//! Secrets hold passwords: no error message quotes their data.
 //!
 //! Errors are located in the user's file, not in Skein's types: `locate.rs`
 //! indexes where every YAML path is, so a validation error on `ports[0].host_port`
@@ -24,12 +29,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::MessageFormatter;
 
+use crate::api::PullSecret;
 use crate::quantity;
 use crate::spec::{
     JobSpec, ResourceVec, Resources, UpdateStrategy, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES,
     MAX_PROGRESS_DEADLINE_SECS, MAX_REPLICAS,
 };
-pub use kubernetes::PLACEMENT_ANNOTATION;
+pub use kubernetes::{DOCKER_CONFIG_JSON, PLACEMENT_ANNOTATION};
 use locate::{Document, Pos, Root};
 
 /// Largest manifest accepted: far more than any real job file, small enough
@@ -74,9 +80,26 @@ impl fmt::Display for ManifestError {
 
 impl std::error::Error for ManifestError {}
 
+/// Everything one manifest file holds: jobs, and the image pull secrets
+/// (Kubernetes `kubernetes.io/dockerconfigjson` Secrets) they use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The jobs, in file order.
+    pub jobs: Vec<JobSpec>,
+    /// Image pull secrets, in file order, with unique names.
+    pub pull_secrets: Vec<PullSecret>,
+}
+
 /// Parses every YAML document in `text` (read from `file`, used only in
 /// error messages) into job specs, validated and with unique names.
 pub fn parse_manifests(file: &str, text: &str) -> Result<Vec<JobSpec>, ManifestError> {
+    parse_manifest(file, text).map(|m| m.jobs)
+}
+
+/// Parses a whole manifest file: jobs and image pull secrets (read from
+/// `kubernetes.io/dockerconfigjson` Secrets). A file of Secrets only is
+/// valid (it stores credentials); a file with neither jobs nor Secrets is not.
+pub fn parse_manifest(file: &str, text: &str) -> Result<Manifest, ManifestError> {
     let whole_file = |message: String| ManifestError {
         file: file.to_string(),
         line: None,
@@ -107,6 +130,8 @@ pub fn parse_manifests(file: &str, text: &str) -> Result<Vec<JobSpec>, ManifestE
     // Pass 1: convert every document, in file order.
     let mut jobs: Vec<Job<'_>> = Vec::new();
     let mut services: Vec<(Ctx<'_>, kubernetes::ServiceObject)> = Vec::new();
+    let mut pull_secrets: Vec<PullSecret> = Vec::new();
+    let mut secret_line_of: HashMap<String, usize> = HashMap::new();
     for doc in &docs {
         let ctx = Ctx { file, doc };
         match doc.root {
@@ -132,6 +157,35 @@ pub fn parse_manifests(file: &str, text: &str) -> Result<Vec<JobSpec>, ManifestE
                     service_from: None,
                 }),
                 Object::Service(svc) => services.push((ctx, svc)),
+                Object::Secret(secret) => {
+                    if !crate::spec::is_dns_subdomain(&secret.name) {
+                        return Err(ctx.at_value(
+                            "metadata.name",
+                            format!(
+                                "{:?} is not a valid secret name: use lowercase letters, digits, \
+                                 '-' and '.', at most 253 characters",
+                                secret.name
+                            ),
+                        ));
+                    }
+                    if let Some(line) = secret_line_of.get(&secret.name) {
+                        return Err(ctx.at_value(
+                            "metadata.name",
+                            format!(
+                                "Secret name {:?} is already used on line {line}; names must be \
+                                 unique",
+                                secret.name
+                            ),
+                        ));
+                    }
+                    let line = ctx
+                        .doc
+                        .key_pos("metadata.name")
+                        .unwrap_or_else(|| ctx.doc.root_pos())
+                        .line;
+                    secret_line_of.insert(secret.name.clone(), line);
+                    pull_secrets.push(secret);
+                }
             }
         } else {
             let spec = native::convert(&ctx)?;
@@ -257,10 +311,13 @@ pub fn parse_manifests(file: &str, text: &str) -> Result<Vec<JobSpec>, ManifestE
         }
         specs.push(job.spec);
     }
-    if specs.is_empty() {
+    if specs.is_empty() && pull_secrets.is_empty() {
         return Err(whole_file(format!("no jobs found in {file}")));
     }
-    Ok(specs)
+    Ok(Manifest {
+        jobs: specs,
+        pull_secrets,
+    })
 }
 
 /// Maps a [`JobSpec`] field path (as in [`crate::spec::SpecError::field`]) to
@@ -273,6 +330,8 @@ pub(crate) enum Object {
     Job(Box<JobSpec>, SourcePaths),
     /// A Service: becomes the `service` of the Deployment it selects.
     Service(kubernetes::ServiceObject),
+    /// A `kubernetes.io/dockerconfigjson` Secret: registry credentials.
+    Secret(PullSecret),
 }
 
 /// A converted job on its way through validation.
@@ -365,6 +424,18 @@ impl Ctx<'_> {
         &self,
         schema: &str,
     ) -> Result<T, ManifestError> {
+        self.deserialize_redacted(schema, |_| None)
+    }
+
+    /// [`Ctx::deserialize`] for documents holding secrets: a parse error
+    /// whose YAML path (`None`: unknown) `redact` answers with a message is
+    /// reported with that message, at the key, instead of the parser's own
+    /// (which may quote the value).
+    pub(crate) fn deserialize_redacted<T: DeserializeOwned>(
+        &self,
+        schema: &str,
+        redact: fn(Option<&str>) -> Option<String>,
+    ) -> Result<T, ManifestError> {
         let mut options = serde_saphyr::Options::default();
         options.with_snippet = false;
         options.alias_limits.max_total_replayed_events = MAX_REPLAYED_EVENTS;
@@ -373,7 +444,7 @@ impl Ctx<'_> {
             serde_saphyr::with_deserializer_from_str_with_options(self.doc.text, options, |de| {
                 serde_ignored::deserialize(de, |path| ignored.push(ignored_path(&path)))
             })
-            .map_err(|e| self.yaml_error(&e))?;
+            .map_err(|e| self.yaml_error(&e, redact))?;
         match ignored.first() {
             Some(path) => Err(self.at_key(
                 path,
@@ -385,7 +456,11 @@ impl Ctx<'_> {
 
     /// Turns a serde-saphyr error (positions relative to the document) into a
     /// located error, naming the YAML path found at that position.
-    fn yaml_error(&self, err: &serde_saphyr::Error) -> ManifestError {
+    fn yaml_error(
+        &self,
+        err: &serde_saphyr::Error,
+        redact: fn(Option<&str>) -> Option<String>,
+    ) -> ManifestError {
         let mut inner = err.without_snippet();
         while let serde_saphyr::Error::AliasError { error, .. } = inner {
             inner = error.without_snippet();
@@ -398,6 +473,12 @@ impl Ctx<'_> {
         });
         let unknown_field = matches!(inner, serde_saphyr::Error::SerdeUnknownField { .. });
         let path = pos.and_then(|p| self.doc.path_at(p, unknown_field));
+        if let Some(message) = redact(path) {
+            return match path {
+                Some(path) => self.at_key(path, message),
+                None => self.error(pos.unwrap_or_else(|| self.doc.root_pos()), None, message),
+            };
+        }
         let message = describe(inner);
         match pos {
             Some(pos) => self.error(pos, path, message),

@@ -11,6 +11,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::image::PullPolicy;
+
 /// Default CPU request when a spec gives none: enough to schedule, small
 /// enough that a 1-core edge box still fits several replicas.
 pub const DEFAULT_CPU_MILLIS: u64 = 100;
@@ -66,6 +68,14 @@ pub struct JobSpec {
     /// How a new version replaces the running one.
     #[serde(default)]
     pub update: UpdateStrategy,
+    /// When nodes fetch the image (`imagePullPolicy`); `None` means
+    /// Kubernetes' default for the image ([`JobSpec::pull_policy`]).
+    #[serde(default)]
+    pub pull: Option<PullPolicy>,
+    /// Named registry credentials for the image (`imagePullSecrets`): pull
+    /// secrets applied in the same request or earlier.
+    #[serde(default)]
+    pub pull_secrets: Vec<String>,
 }
 
 /// How a spec change rolls out: new replicas replace old ones a few at a
@@ -402,7 +412,20 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// True for a DNS subdomain as Kubernetes names objects (RFC 1123):
+/// dot-separated DNS labels, at most 253 characters.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
 impl JobSpec {
+    /// The pull policy in force: the one given, else Kubernetes' default
+    /// (`Always` for `:latest` or no tag, `IfNotPresent` otherwise).
+    pub fn pull_policy(&self) -> PullPolicy {
+        self.pull
+            .unwrap_or_else(|| PullPolicy::default_for(&self.image))
+    }
+
     /// The port the job's service serves on: the port named by
     /// `service.port`, else the one with that container port number, else
     /// (no `service.port`) the first port. `None` without a service or when
@@ -469,11 +492,22 @@ impl JobSpec {
                 "image",
                 "an image is required (e.g. skein-demo/web:latest)".into(),
             );
-        } else if self.image.chars().any(char::is_whitespace) {
+        } else if let Err(why) = crate::image::ImageRef::parse(&self.image) {
             err(
                 "image",
-                format!("{:?} is not a valid image reference", self.image),
+                format!("{:?} is not a valid image reference: {why}", self.image),
             );
+        }
+        for (i, name) in self.pull_secrets.iter().enumerate() {
+            if !is_dns_subdomain(name) {
+                err(
+                    &format!("pull_secrets[{i}]"),
+                    format!(
+                        "{name:?} is not a valid secret name: use lowercase letters, digits, \
+                         '-' and '.', at most 253 characters"
+                    ),
+                );
+            }
         }
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
@@ -709,6 +743,8 @@ mod tests {
             service: None,
             checks: vec![],
             update: UpdateStrategy::default(),
+            pull: None,
+            pull_secrets: vec![],
         }
     }
 

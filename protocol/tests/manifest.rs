@@ -3,12 +3,16 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use proptest::prelude::*;
-use skein_protocol::manifest::{parse_manifests, ManifestError, MAX_MANIFEST_BYTES};
+use skein_protocol::api::{PullSecret, RegistryLogin};
+use skein_protocol::manifest::{
+    parse_manifest, parse_manifests, ManifestError, MAX_MANIFEST_BYTES,
+};
 use skein_protocol::spec::{
     Balance, CheckKind, CheckSpec, JobSpec, PlacementStrategy, PortProtocol, PortSpec, Probe,
-    ResourceVec, Resources, RestartPolicy, ServiceSpec, UpdateStrategy, DEFAULT_CPU_MILLIS,
-    DEFAULT_MEMORY_BYTES,
+    PullPolicy, ResourceVec, Resources, RestartPolicy, ServiceSpec, UpdateStrategy,
+    DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES,
 };
 
 /// The Deployment from the article (section 4.2), byte for byte.
@@ -54,6 +58,10 @@ labels: { tier: frontend }
 constraints: { region: eu-west }
 placement: spread        # spread | binpack
 ";
+
+/// What every "not supported" message lists.
+const SUPPORTED: &str =
+    "supported: apps/v1 Deployment, v1 Service, v1 Secret (kubernetes.io/dockerconfigjson)";
 
 fn err(text: &str) -> ManifestError {
     parse_manifests("deployment.yaml", text).unwrap_err()
@@ -112,6 +120,8 @@ fn seed_deployment_converts() {
                 max_unavailable: 0,
                 progress_deadline_secs: 600,
             },
+            pull: None,
+            pull_secrets: vec![],
         }]
     );
 }
@@ -146,6 +156,8 @@ fn native_job_converts_every_field() {
             service: None,
             checks: vec![],
             update: UpdateStrategy::default(),
+            pull: None,
+            pull_secrets: vec![],
         }]
     );
 }
@@ -198,6 +210,7 @@ fn deployment_quantities_and_options_convert_exactly() {
     assert_eq!(spec.restart, RestartPolicy::OnFailure);
     assert_eq!(spec.constraints, map(&[("zone", "a")]));
     assert_eq!(spec.placement, PlacementStrategy::Binpack);
+    assert_eq!(spec.pull, Some(PullPolicy::Always));
     assert_eq!(
         spec.checks,
         [CheckSpec::new(
@@ -357,7 +370,7 @@ fn unsupported_kinds_name_what_is_supported() {
     let msg = located(ingress, 2, 7, Some("kind"));
     assert_eq!(
         msg,
-        "kind Ingress is not supported yet; supported: apps/v1 Deployment, v1 Service"
+        format!("kind Ingress is not supported yet; {SUPPORTED}")
     );
     let msg = located(
         &SEED.replace("apps/v1", "extensions/v1beta1"),
@@ -365,10 +378,7 @@ fn unsupported_kinds_name_what_is_supported() {
         13,
         Some("apiVersion"),
     );
-    assert!(
-        msg.contains("supported: apps/v1 Deployment, v1 Service"),
-        "{msg}"
-    );
+    assert!(msg.contains(SUPPORTED), "{msg}");
     let msg = located(
         &SEED.replace("kind: Deployment", "kind: Service"),
         1,
@@ -377,8 +387,7 @@ fn unsupported_kinds_name_what_is_supported() {
     );
     assert_eq!(
         msg,
-        "apiVersion apps/v1 is not supported for a Service; \
-         supported: apps/v1 Deployment, v1 Service"
+        format!("apiVersion apps/v1 is not supported for a Service; {SUPPORTED}")
     );
     let msg = located(
         &SEED.replace("apiVersion: apps/v1\n", ""),
@@ -386,10 +395,7 @@ fn unsupported_kinds_name_what_is_supported() {
         1,
         Some("apiVersion"),
     );
-    assert_eq!(
-        msg,
-        "apiVersion is required; supported: apps/v1 Deployment, v1 Service"
-    );
+    assert_eq!(msg, format!("apiVersion is required; {SUPPORTED}"));
     // User text is quoted back, but never as raw control characters.
     let msg = located(
         "apiVersion: apps/v1\nkind: \"\\e[2J\"\n",
@@ -978,6 +984,474 @@ fn service_names_and_published_ports_are_unique_in_a_file() {
         Some("service.publish"),
     );
     assert_eq!(msg, "port 8080 is already published on line 6");
+}
+
+/// Inserts `line` (with its newline) before the container's `ports:` of [`SEED`] (line 18).
+fn seed_with_container_line(line: &str) -> String {
+    SEED.replace("        ports:", &format!("{line}\n        ports:"))
+}
+
+#[test]
+fn image_pull_policy_converts_each_value() {
+    for (written, policy) in [
+        ("Always", PullPolicy::Always),
+        ("IfNotPresent", PullPolicy::IfNotPresent),
+        ("Never", PullPolicy::Never),
+    ] {
+        let text = seed_with_container_line(&format!("        imagePullPolicy: {written}"));
+        let spec = &parse_manifests("d.yaml", &text).unwrap()[0];
+        assert_eq!(spec.pull, Some(policy), "{written}");
+        assert_eq!(spec.pull_policy(), policy, "{written}");
+    }
+    // Absent: Kubernetes' default for the image is applied later.
+    let spec = &parse_manifests("d.yaml", SEED).unwrap()[0];
+    assert_eq!(spec.pull, None);
+    assert_eq!(spec.pull_policy(), PullPolicy::Always);
+    let pinned = SEED.replace("my-nginx:latest", "my-nginx:1.25");
+    let spec = &parse_manifests("d.yaml", &pinned).unwrap()[0];
+    assert_eq!(spec.pull_policy(), PullPolicy::IfNotPresent);
+}
+
+#[test]
+fn bad_image_pull_policy_names_the_allowed_values() {
+    let msg = located(
+        &seed_with_container_line("        imagePullPolicy: always"),
+        18,
+        26,
+        Some("spec.template.spec.containers[0].imagePullPolicy"),
+    );
+    assert_eq!(
+        msg,
+        "imagePullPolicy always is not supported; use Always, IfNotPresent or Never"
+    );
+    located(
+        &seed_with_container_line("        imagePullPolicy: [Always]"),
+        18,
+        26,
+        Some("spec.template.spec.containers[0].imagePullPolicy"),
+    );
+}
+
+/// [`SEED`] with `imagePullSecrets` (lines 15..) written as `entries`.
+fn seed_with_pull_secrets(entries: &str) -> String {
+    SEED.replace(
+        "      containers:",
+        &format!("      imagePullSecrets:\n{entries}      containers:"),
+    )
+}
+
+#[test]
+fn image_pull_secrets_convert_in_order() {
+    let text = seed_with_pull_secrets("      - name: regcred\n      - name: mirror.creds\n");
+    let spec = &parse_manifests("d.yaml", &text).unwrap()[0];
+    assert_eq!(spec.pull_secrets, ["regcred", "mirror.creds"]);
+    // Secrets not in the file are the server's to check.
+    let m = parse_manifest("d.yaml", &text).unwrap();
+    assert_eq!(m.jobs.len(), 1);
+    assert!(m.pull_secrets.is_empty());
+}
+
+#[test]
+fn bad_image_pull_secrets_are_located() {
+    let msg = located(
+        &seed_with_pull_secrets("      - name: regcred\n      - {}\n"),
+        17,
+        9,
+        Some("spec.template.spec.imagePullSecrets[1]"),
+    );
+    assert!(msg.starts_with("a name is required"), "{msg}");
+    // Validation errors on pull_secrets[i] point at that entry's name.
+    let msg = located(
+        &seed_with_pull_secrets("      - name: regcred\n      - name: Reg_Cred\n"),
+        17,
+        15,
+        Some("spec.template.spec.imagePullSecrets[1].name"),
+    );
+    assert!(msg.contains("not a valid secret name"), "{msg}");
+    located(
+        &seed_with_pull_secrets("      - regcred\n"),
+        16,
+        9,
+        Some("spec.template.spec.imagePullSecrets"),
+    );
+}
+
+#[test]
+fn native_pull_policy_and_secrets_convert() {
+    for (written, policy) in [
+        ("always", PullPolicy::Always),
+        ("if-not-present", PullPolicy::IfNotPresent),
+        ("never", PullPolicy::Never),
+        ("Always", PullPolicy::Always),
+        ("IfNotPresent", PullPolicy::IfNotPresent),
+        ("Never", PullPolicy::Never),
+    ] {
+        let text = format!("name: web\nimage: x:1\npull: {written}\npull_secrets: [a, b.c]\n");
+        let spec = &parse_manifests("w.yaml", &text).unwrap()[0];
+        assert_eq!(spec.pull, Some(policy), "{written}");
+        assert_eq!(spec.pull_secrets, ["a", "b.c"]);
+    }
+    let msg = located("name: web\nimage: x\npull: sometimes\n", 3, 7, Some("pull"));
+    assert_eq!(
+        msg,
+        "pull \"sometimes\" is not supported; use always, if-not-present or never \
+         (or Kubernetes' Always, IfNotPresent, Never)"
+    );
+    let msg = located(
+        "name: web\nimage: x\npull_secrets: [ok, Not_Ok]\n",
+        3,
+        20,
+        Some("pull_secrets[1]"),
+    );
+    assert!(msg.contains("not a valid secret name"), "{msg}");
+    located(
+        "name: web\nimage: x\npull_secrets: regcred\n",
+        3,
+        15,
+        Some("pull_secrets"),
+    );
+}
+
+/// Never in any error message, whatever is wrong with the Secret.
+const PASSWORD: &str = "hunter2-Xq9z";
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A dockerconfigjson Secret whose line 9 is `  .dockerconfigjson: …` under
+/// `section` (`data` or `stringData`), `value` written as is.
+fn secret(section: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: regcred
+  namespace: web
+  labels: {{team: web}}
+type: kubernetes.io/dockerconfigjson
+{section}:
+  .dockerconfigjson: {value}
+"
+    )
+}
+
+/// [`secret`] with `json` under `stringData`, single-quoted.
+fn secret_json(json: &str) -> String {
+    secret("stringData", &format!("'{json}'"))
+}
+
+fn login(server: &str, username: &str, password: &str) -> RegistryLogin {
+    RegistryLogin {
+        server: server.into(),
+        username: username.into(),
+        password: password.into(),
+    }
+}
+
+#[test]
+fn secret_and_deployment_in_one_file() {
+    let json = format!(
+        r#"{{"auths": {{"https://registry.example.com/v1/": {{"username": "ci", "password": "{PASSWORD}", "email": "ci@example.com"}}}}}}"#
+    );
+    let deployment = seed_with_pull_secrets("      - name: regcred\n");
+    for secret in [
+        secret("data", &b64(&json)),
+        secret_json(&json),
+        secret("stringData", &format!("|\n    {json}")),
+    ] {
+        for text in [
+            format!("{secret}---\n{deployment}"),
+            format!("{deployment}---\n{secret}"),
+        ] {
+            let m = parse_manifest("app.yaml", &text).unwrap();
+            assert_eq!(m.jobs.len(), 1);
+            assert_eq!(m.jobs[0].pull_secrets, ["regcred"]);
+            assert_eq!(
+                m.pull_secrets,
+                [PullSecret {
+                    name: "regcred".into(),
+                    registries: vec![login("registry.example.com", "ci", PASSWORD)],
+                }]
+            );
+            // parse_manifests gives the jobs only.
+            assert_eq!(parse_manifests("app.yaml", &text).unwrap(), m.jobs);
+        }
+    }
+}
+
+#[test]
+fn secret_auth_form_and_several_registries() {
+    let auth = b64(&format!("ci:{PASSWORD}"));
+    let json = format!(
+        r#"{{"auths": {{"https://index.docker.io/v1/": {{"auth": "{auth}"}}, "127.0.0.1:5000": {{"username": "bot", "password": "p:w", "auth": "{}"}}}}}}"#,
+        b64("bot:p:w")
+    );
+    let m = parse_manifest("s.yaml", &secret("data", &b64(&json))).unwrap();
+    assert!(m.jobs.is_empty(), "a file of Secrets only is valid");
+    assert_eq!(m.pull_secrets.len(), 1);
+    let mut registries = m.pull_secrets[0].registries.clone();
+    registries.sort_by(|a, b| a.server.cmp(&b.server));
+    assert_eq!(
+        registries,
+        [
+            login("127.0.0.1:5000", "bot", "p:w"),
+            login("docker.io", "ci", PASSWORD),
+        ]
+    );
+    // Debug output (tracing) never shows the password.
+    assert!(!format!("{m:?}").contains(PASSWORD));
+    // Neither jobs nor Secrets: still an error.
+    assert_eq!(
+        err("# nothing\n").message,
+        "no jobs found in deployment.yaml"
+    );
+}
+
+#[test]
+fn secret_errors_are_located() {
+    let good =
+        format!(r#"{{"auths": {{"r.example": {{"username": "u", "password": "{PASSWORD}"}}}}}}"#);
+    let base = secret_json(&good);
+    let msg = located(
+        &base.replace("  name: regcred\n", ""),
+        4,
+        3,
+        Some("metadata.name"),
+    );
+    assert_eq!(msg, "a name is required (metadata.name)");
+    let msg = located(
+        &base.replace("name: regcred", "name: Reg_Cred"),
+        4,
+        9,
+        Some("metadata.name"),
+    );
+    assert!(msg.contains("not a valid secret name"), "{msg}");
+    let msg = located(
+        &base.replace("kubernetes.io/dockerconfigjson", "Opaque"),
+        7,
+        7,
+        Some("type"),
+    );
+    assert_eq!(
+        msg,
+        "Secret type Opaque is not supported yet; only kubernetes.io/dockerconfigjson (image \
+         pull secrets) is supported"
+    );
+    let msg = located(
+        &base.replace("type: kubernetes.io/dockerconfigjson\n", ""),
+        1,
+        1,
+        Some("type"),
+    );
+    assert!(msg.contains("not supported yet"), "{msg}");
+    let msg = located(
+        &base.replace("apiVersion: v1", "apiVersion: apps/v1"),
+        1,
+        13,
+        Some("apiVersion"),
+    );
+    assert_eq!(
+        msg,
+        format!("apiVersion apps/v1 is not supported for a Secret; {SUPPORTED}")
+    );
+    // Keys outside the Kubernetes schema.
+    let msg = located(
+        &base.replace("stringData:", "stringdata:"),
+        8,
+        1,
+        Some("stringdata"),
+    );
+    assert!(msg.starts_with("unknown field"), "{msg}");
+    // Keys of data other than .dockerconfigjson, and both sections at once.
+    let msg = located(
+        &format!("{base}  token: abc\n"),
+        10,
+        3,
+        Some("stringData.token"),
+    );
+    assert_eq!(
+        msg,
+        "key token is not supported in a kubernetes.io/dockerconfigjson Secret; only \
+         .dockerconfigjson is"
+    );
+    let both = format!("{base}data:\n  .dockerconfigjson: {}\n", b64(&good));
+    let msg = located(&both, 9, 3, Some("stringData..dockerconfigjson"));
+    assert_eq!(
+        msg,
+        "give .dockerconfigjson in data or in stringData, not in both"
+    );
+    let msg = located(
+        &base.replace("stringData:\n  .dockerconfigjson:", "stringData: {}\n#"),
+        8,
+        13,
+        Some("stringData"),
+    );
+    assert!(msg.starts_with(".dockerconfigjson is required"), "{msg}");
+    let msg = located(
+        &base.replace("stringData:\n  .dockerconfigjson:", "#"),
+        1,
+        1,
+        Some("data"),
+    );
+    assert!(msg.starts_with(".dockerconfigjson is required"), "{msg}");
+    // A second Secret of the same name (line 14 of the file).
+    let msg = located(&format!("{base}---\n{base}"), 14, 9, Some("metadata.name"));
+    assert_eq!(
+        msg,
+        "Secret name \"regcred\" is already used on line 4; names must be unique"
+    );
+}
+
+#[test]
+fn secret_data_errors_are_located_at_the_key() {
+    let data = "data..dockerconfigjson";
+    let msg = located(&secret("data", "not*base64"), 9, 3, Some(data));
+    assert!(msg.starts_with("the value is not valid base64"), "{msg}");
+    let msg = located(&secret("data", &b64("{\"auths\": ")), 9, 3, Some(data));
+    assert!(
+        msg.starts_with("the value is not valid JSON (it ends early"),
+        "{msg}"
+    );
+    let json = |j: &str| located(&secret_json(j), 9, 3, Some("stringData..dockerconfigjson"));
+    assert_eq!(
+        json("[1]"),
+        format!("the value must be a JSON object; {SHAPE}")
+    );
+    assert_eq!(json("{}"), format!("auths is required; {SHAPE}"));
+    assert_eq!(
+        json(r#"{"auths": {}, "credsStore": "x"}"#),
+        "key \"credsStore\" is not supported; only auths (registry credentials) is"
+    );
+    assert!(json(r#"{"auths": {}}"#).starts_with("auths is empty"));
+    assert!(json(r#"{"auths": []}"#).starts_with("auths must be an object"));
+    assert_eq!(
+        json(r#"{"auths": {"r.example": {"email": "a@b.c"}}}"#),
+        "auths.\"r.example\" has no credentials; give username and password, or auth \
+         (base64 of USERNAME:PASSWORD)"
+    );
+    assert_eq!(
+        json(r#"{"auths": {"r.example": {"username": "u"}}}"#),
+        "auths.\"r.example\" has a username but no password"
+    );
+    assert_eq!(
+        json(r#"{"auths": {"r.example": {"username": "u", "password": 7}}}"#),
+        "auths.\"r.example\".password must be a string"
+    );
+    assert_eq!(
+        json(r#"{"auths": {"r.example": {"identitytoken": "t"}}}"#),
+        "auths.\"r.example\".identitytoken is not supported; use username and password (or auth)"
+    );
+    assert_eq!(
+        json(r#"{"auths": {"r.example": {"auth": "%%%"}}}"#),
+        "auths.\"r.example\".auth is not valid base64; it must be base64 of USERNAME:PASSWORD"
+    );
+    let no_colon = format!(
+        r#"{{"auths": {{"r.example": {{"auth": "{}"}}}}}}"#,
+        b64("nocolon")
+    );
+    assert!(json(&no_colon).contains("the decoded text has no ':'"));
+    let disagree = format!(
+        r#"{{"auths": {{"r.example": {{"auth": "{}", "username": "u", "password": "{PASSWORD}"}}}}}}"#,
+        b64("u:other")
+    );
+    assert_eq!(
+        json(&disagree),
+        "auths.\"r.example\": auth and username/password disagree; give one of them, or \
+         make them match"
+    );
+    assert_eq!(
+        json(r#"{"auths": {"bad host": {"username": "u", "password": "p"}}}"#),
+        "auths: \"bad host\" is not a valid registry server; use host or host:port (e.g. \
+         registry.example.com, 127.0.0.1:5000, or a URL such as https://index.docker.io/v1/)"
+    );
+    assert!(json(
+        r#"{"auths": {"docker.io": {"username": "u", "password": "p"}, "https://index.docker.io/v1/": {"username": "u", "password": "p"}}}"#
+    )
+    .contains("are the same registry (docker.io)"));
+    // Wrong YAML types under data / stringData do not echo the value either.
+    let msg = located(&secret("data", "[x]"), 9, 3, Some(data));
+    assert!(msg.starts_with("the value is not valid base64"), "{msg}");
+    let msg = located(
+        &secret("stringData", "{a: b}"),
+        9,
+        3,
+        Some("stringData..dockerconfigjson"),
+    );
+    assert_eq!(msg, "the value must be a string");
+}
+
+/// What `.dockerconfigjson` messages show as the expected shape.
+const SHAPE: &str = r#"expected {"auths": {"SERVER": {"username": "…", "password": "…"}}}"#;
+
+#[test]
+fn no_secret_error_shows_the_password_or_the_data() {
+    let auth = b64(&format!("u:{PASSWORD}"));
+    let entry = format!(r#""username": "u", "password": "{PASSWORD}""#);
+    let jsons = [
+        format!(r#"{{"auths": {{"r.example": {{{entry}}}"#),
+        format!(r#"{{"auths": {{"r.example": {{{entry}}}}}, "x": "{PASSWORD}"}}"#),
+        format!(r#"{{"auths": {{"bad host": {{{entry}}}}}}}"#),
+        format!(r#"{{"auths": {{"r.example": {{"password": "{PASSWORD}"}}}}}}"#),
+        format!(r#"{{"auths": {{"r.example": {{"username": "", "password": "{PASSWORD}"}}}}}}"#),
+        format!(
+            r#"{{"auths": {{"r.example": {{"username": "u", "password": "{PASSWORD}", "auth": "{}"}}}}}}"#,
+            b64("u:other")
+        ),
+        format!(
+            r#"{{"auths": {{"r.example": {{"username": "u", "password": "other", "auth": "{auth}"}}}}}}"#
+        ),
+        format!(
+            r#"{{"auths": {{"r.example": {{"auth": "{auth}", "registrytoken": "{PASSWORD}"}}}}}}"#
+        ),
+        format!(
+            r#"{{"auths": {{"r.example": {{"auth": "{}"}}}}}}"#,
+            b64(PASSWORD)
+        ),
+        format!(r#"{{"auths": {{"r.example": {{"auth": "{PASSWORD}"}}}}}}"#),
+        format!(r#"{{"auths": {{"r.example": {{"username": "u", "password": ["{PASSWORD}"]}}}}}}"#),
+        format!(r#"{{"auths": "{PASSWORD}"}}"#),
+        format!(r#""{PASSWORD}""#),
+        format!(r#"{{"auths": {{"r.example": {{{entry}}}}}}}, {PASSWORD}"#),
+    ];
+    let mut cases = Vec::new();
+    for json in &jsons {
+        cases.push(secret_json(json));
+        cases.push(secret("data", &b64(json)));
+    }
+    let good = format!(r#"{{"auths": {{"r.example": {{{entry}}}}}}}"#);
+    cases.extend([
+        // Not base64, a list, a mapping, in data and in stringData.
+        secret("data", PASSWORD),
+        secret("data", &format!("{}*", b64(&good))),
+        secret("data", &format!("[{PASSWORD}]")),
+        secret("data", &format!("{{a: {PASSWORD}}}")),
+        secret("stringData", &format!("[{PASSWORD}]")),
+        secret("stringData", &format!("{{a: {PASSWORD}}}")),
+        format!("{}  other: {PASSWORD}\n", secret_json(&good)),
+        // Right data, wrong Secret.
+        secret_json(&good).replace("kubernetes.io/dockerconfigjson", "Opaque"),
+        secret_json(&good).replace("  name: regcred\n", ""),
+        format!("{}---\n{}", secret_json(&good), secret_json(&good)),
+        format!(
+            "{}data:\n  .dockerconfigjson: {}\n",
+            secret_json(&good),
+            b64(&good)
+        ),
+        // Broken YAML around the secret.
+        secret("stringData", &format!("'{good}")),
+        secret("stringData", &format!("\"{PASSWORD}\\q\"")),
+    ]);
+    let encoded = [b64(PASSWORD), auth.clone(), b64(&good)];
+    for text in &cases {
+        let e = parse_manifest("s.yaml", text).expect_err(text);
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains(PASSWORD), "{shown}\nfrom\n{text}");
+        for secret in &encoded {
+            assert!(!shown.contains(secret.as_str()), "{shown}\nfrom\n{text}");
+        }
+        assert!(e.line.is_some(), "{e}");
+    }
 }
 
 proptest! {

@@ -18,8 +18,14 @@
 //!   network namespace on a private bridge, so a test can kill, restart and
 //!   partition nodes; [`Bridge`] and [`Netns`] are its plumbing.
 //! * Docker helpers ([`docker`], [`containers_with_label`], [`container_labels`],
-//!   [`container_inspect`], [`ContainerGuard`]) and small utilities
-//!   ([`unique_name`], [`write_manifest`], [`dedent`]).
+//!   [`container_inspect`], [`ContainerGuard`]; [`try_docker_on`] and friends
+//!   for another engine) and small utilities ([`unique_name`],
+//!   [`write_manifest`], [`dedent`]).
+//! * Image plumbing: [`registry::Registry`] (a real `docker-registry` on
+//!   loopback, optionally with htpasswd auth), [`engine::Engine`] (a second
+//!   Docker Engine with its own image store, for agents started with
+//!   [`AgentOpts::docker_host`]) and [`images::unique_image`] (a fresh image
+//!   per test, removed on drop).
 //!
 //! Every external command (the CLI, `docker`) runs with a timeout, so a hung
 //! process fails the test instead of hanging the suite.
@@ -42,6 +48,9 @@
 
 pub mod cluster;
 pub use cluster::*;
+pub mod engine;
+pub mod images;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -496,8 +505,14 @@ pub fn http_delete_url(url: &str) -> Result<(u16, String), String> {
 // Docker
 // ---------------------------------------------------------------------------
 
-fn docker_command(args: &[&str]) -> Command {
+/// A `docker args…` command; with `host`, against that engine
+/// (`DOCKER_HOST=host`, `DOCKER_CONTEXT` removed so it cannot override it),
+/// else against whatever the test process's environment selects.
+fn docker_command(host: Option<&str>, args: &[&str]) -> Command {
     let mut c = Command::new("docker");
+    if let Some(h) = host {
+        c.env("DOCKER_HOST", h).env_remove("DOCKER_CONTEXT");
+    }
     c.args(args);
     c
 }
@@ -505,7 +520,14 @@ fn docker_command(args: &[&str]) -> Command {
 /// Runs `docker args…` and returns its stdout, trimmed; `Err` with the
 /// command and its stderr when it fails.
 pub fn try_docker(args: &[&str]) -> Result<String, String> {
-    let o = run_with_timeout(&mut docker_command(args), COMMAND_TIMEOUT);
+    try_docker_on(None, args)
+}
+
+/// [`try_docker`] against the engine at `host` (a `DOCKER_HOST` value such
+/// as `unix:///tmp/…/docker.sock`, e.g. [`engine::Engine::host`]); `None` is
+/// the default engine, exactly like [`try_docker`].
+pub fn try_docker_on(host: Option<&str>, args: &[&str]) -> Result<String, String> {
+    let o = run_with_timeout(&mut docker_command(host, args), COMMAND_TIMEOUT);
     if o.success() {
         Ok(o.stdout.trim().to_string())
     } else {
@@ -550,18 +572,33 @@ pub fn containers_with_label(filter: &str) -> Vec<String> {
 /// may vanish in between.
 #[track_caller]
 pub fn containers_with_labels(filters: &[&str]) -> Vec<String> {
+    containers_with_labels_on(None, filters)
+}
+
+/// [`containers_with_labels`] on the engine at `host` (see [`try_docker_on`]).
+#[track_caller]
+pub fn containers_with_labels_on(host: Option<&str>, filters: &[&str]) -> Vec<String> {
     let mut args = vec!["ps".to_string(), "-aq".into(), "--no-trunc".into()];
     for f in filters {
         args.push("--filter".into());
         args.push(format!("label={f}"));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    docker(&args).lines().map(str::to_string).collect()
+    match try_docker_on(host, &args) {
+        Ok(out) => out.lines().map(str::to_string).collect(),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// Force-removes (with volumes) every container matching the label filter;
 /// returns how many there were. Never panics: failures are printed.
 pub fn remove_containers_with_label(filter: &str) -> usize {
+    remove_containers_with_label_on(None, filter)
+}
+
+/// [`remove_containers_with_label`] on the engine at `host` (see
+/// [`try_docker_on`]).
+pub fn remove_containers_with_label_on(host: Option<&str>, filter: &str) -> usize {
     let mut removed = 0;
     // A killed agent may have a create request still in flight inside the
     // daemon: keep sweeping until the label has stayed empty for a second
@@ -569,13 +606,16 @@ pub fn remove_containers_with_label(filter: &str) -> usize {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut empty_since: Option<Instant> = None;
     while Instant::now() < deadline {
-        let ids = match try_docker(&[
-            "ps",
-            "-aq",
-            "--no-trunc",
-            "--filter",
-            &format!("label={filter}"),
-        ]) {
+        let ids = match try_docker_on(
+            host,
+            &[
+                "ps",
+                "-aq",
+                "--no-trunc",
+                "--filter",
+                &format!("label={filter}"),
+            ],
+        ) {
             Ok(s) => s.lines().map(str::to_string).collect::<Vec<_>>(),
             Err(e) => {
                 eprintln!("skein-e2e: cannot list containers labelled {filter}: {e}");
@@ -593,7 +633,7 @@ pub fn remove_containers_with_label(filter: &str) -> usize {
         empty_since = None;
         let mut args = vec!["rm", "-f", "-v"];
         args.extend(ids.iter().map(String::as_str));
-        match try_docker(&args) {
+        match try_docker_on(host, &args) {
             Ok(_) => removed += ids.len(),
             Err(e) => eprintln!("skein-e2e: removing containers labelled {filter}: {e}"),
         }
@@ -872,6 +912,28 @@ impl AgentOpts {
     pub fn netns(mut self, name: &str) -> Self {
         self.netns = Some(name.to_string());
         self
+    }
+
+    /// Points the agent at another Docker Engine: sets `DOCKER_HOST=host`
+    /// for the agent process (through [`AgentOpts::env`]), and the harness's
+    /// own container queries and clean-up for this agent
+    /// ([`Agent::containers`], [`Agent::job_containers`], the sweep on drop)
+    /// use the same engine. `host` is a `DOCKER_HOST` value, e.g.
+    /// [`engine::Engine::host`].
+    pub fn docker_host(self, host: &str) -> Self {
+        self.env("DOCKER_HOST", host)
+    }
+
+    /// The engine this agent talks to when it is not the default one: the
+    /// last `DOCKER_HOST` in [`AgentOpts::env`] (set by
+    /// [`AgentOpts::docker_host`] or directly), `None` otherwise.
+    pub fn docker_host_value(&self) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "DOCKER_HOST")
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
     }
 }
 
@@ -1298,17 +1360,29 @@ impl Agent {
     /// Full ids of the containers labelled `skein.node=<this node id>`.
     #[track_caller]
     pub fn containers(&self) -> Vec<String> {
-        containers_with_label(&format!("skein.node={}", self.node_id))
+        containers_with_labels_on(
+            self.opts.docker_host_value(),
+            &[&format!("skein.node={}", self.node_id)],
+        )
+    }
+
+    /// The `DOCKER_HOST` this agent was given ([`AgentOpts::docker_host`]),
+    /// `None` for the default engine; pass it to [`try_docker_on`].
+    pub fn docker_host(&self) -> Option<&str> {
+        self.opts.docker_host_value()
     }
 
     /// Full ids of this node's containers of `job` (labels `skein.node=<node
     /// id>` and `skein.job=<job>`), filtered by Docker itself.
     #[track_caller]
     pub fn job_containers(&self, job: &str) -> Vec<String> {
-        containers_with_labels(&[
-            &format!("skein.node={}", self.node_id),
-            &format!("skein.job={job}"),
-        ])
+        containers_with_labels_on(
+            self.opts.docker_host_value(),
+            &[
+                &format!("skein.node={}", self.node_id),
+                &format!("skein.job={job}"),
+            ],
+        )
     }
 
     /// Kills the agent with SIGKILL (no clean shutdown) and reaps it. Its
@@ -1370,7 +1444,10 @@ impl Drop for Agent {
                 .unwrap_or_default();
         }
         if !id.is_empty() {
-            let n = remove_containers_with_label(&format!("skein.node={id}"));
+            let n = remove_containers_with_label_on(
+                self.opts.docker_host_value(),
+                &format!("skein.node={id}"),
+            );
             if n > 0 && std::thread::panicking() {
                 eprintln!("skein-e2e: removed {n} container(s) of node {id}");
             }

@@ -70,7 +70,7 @@ fn events_top_and_usage_metrics_across_nodes() {
         "jobs.yaml",
         &format!(
             "name: {crash}\nimage: skein-demo/web:latest\nconstraints: {{zone: b}}\n\
-             command: [/bin/sh, -c, 'sleep 1; exit 3']\nrestart: never\n\
+             command: [/bin/sh, -c, 'sleep 3; exit 3']\nrestart: never\n\
              ---\n\
              name: {busy}\nimage: skein-demo/web:latest\nconstraints: {{zone: b}}\n\
              command: [/bin/sh, -c, 'while :; do :; done']\n\

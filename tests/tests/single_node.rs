@@ -300,8 +300,8 @@ fn bad_input_is_refused_with_location_and_changes_nothing() {
         ),
         (
             "missing-image.yaml",
-            "name: x\nimage: skein-demo/does-not-exist:1\n",
-            "image skein-demo/does-not-exist:1 is not present on any eligible node",
+            "name: x\nimage: skein-demo/does-not-exist:1\npull: never\n",
+            "image skein-demo/does-not-exist:1 is not present on any eligible node, and its pull policy is never",
         ),
     ];
     for (file, yaml, expect) in cases {
@@ -537,7 +537,10 @@ fn plan_shows_changes_and_placements_without_doing_them() {
     assert_eq!(grow["stop"], json!([]));
     assert_eq!(agent.job_containers(&name).len(), 2, "plan changed nothing");
     // An impossible plan says why.
-    let bad = agent.write_manifest("bad.yaml", &format!("name: {name}-x\nimage: nope:1\n"));
+    let bad = agent.write_manifest(
+        "bad.yaml",
+        &format!("name: {name}-x\nimage: nope:1\npull: never\n"),
+    );
     let out = agent.cli(&["plan", "-f", bad.to_str().unwrap()]);
     out.assert_failure();
     assert!(

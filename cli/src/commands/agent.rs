@@ -127,6 +127,25 @@ pub struct AgentArgs {
     /// is read from Docker (for `skein top`, the dashboard and /metrics).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     stats_interval: Duration,
+
+    /// Docker Engine this node runs containers on: unix:///PATH or
+    /// tcp://HOST:PORT. Default: $DOCKER_HOST, else /var/run/docker.sock.
+    #[arg(long, value_name = "URL")]
+    docker_host: Option<String>,
+
+    /// Image fetches (registry pulls and copies from peers) this node runs
+    /// at once; more wait their turn.
+    #[arg(long, default_value_t = 3)]
+    max_pulls: usize,
+
+    /// Image copies this node serves to peers at once; more are sent to
+    /// other nodes holding the image, which spreads the load.
+    #[arg(long, default_value_t = 2)]
+    max_image_uploads: usize,
+
+    /// Longest a registry pull may take before it is given up (retried).
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pull_timeout: Duration,
 }
 
 /// Runs the agent.
@@ -213,6 +232,12 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         api_token_file: args.api_token_file,
         open_reads: args.open_reads,
         stats_interval: args.stats_interval.max(Duration::from_millis(200)),
+        docker_host: args.docker_host.clone(),
+        images: agent::ImagesTuning {
+            max_fetches: args.max_pulls.max(1),
+            max_uploads: args.max_image_uploads.max(1),
+            pull_timeout: args.pull_timeout.max(Duration::from_secs(1)),
+        },
         name,
         labels,
         port_range,

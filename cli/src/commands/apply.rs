@@ -12,7 +12,7 @@ use clap::Args;
 use reqwest::Method;
 use serde_json::json;
 use skein_protocol::api::{AllocState, ApplyRequest, ApplyResponse, ChangeKind, JobView};
-use skein_protocol::manifest::parse_manifests;
+use skein_protocol::manifest::parse_manifest;
 use skein_protocol::JobSpec;
 
 use crate::client::Client;
@@ -41,8 +41,9 @@ pub struct ApplyArgs {
     timeout: u64,
 }
 
-/// Reads, parses and validates the file, with `--image` overrides applied.
-pub fn load(file: &std::path::Path, images: &[String]) -> Result<Vec<JobSpec>> {
+/// Reads, parses and validates the file, with `--image` overrides applied:
+/// the request `apply` (and `plan`) send.
+pub fn load(file: &std::path::Path, images: &[String]) -> Result<ApplyRequest> {
     let (name, text) = if file.as_os_str() == "-" {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
@@ -53,17 +54,29 @@ pub fn load(file: &std::path::Path, images: &[String]) -> Result<Vec<JobSpec>> {
             .with_context(|| format!("cannot read {}", file.display()))?;
         (file.display().to_string(), text)
     };
-    let mut jobs = parse_manifests(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    override_images(&mut jobs, images)?;
-    Ok(jobs)
+    let mut m = parse_manifest(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    override_images(&mut m.jobs, images)?;
+    Ok(ApplyRequest {
+        jobs: m.jobs,
+        pull_secrets: m.pull_secrets,
+    })
 }
 
 /// Runs `skein apply`.
 pub async fn run(client: &Client, fmt: Format, args: ApplyArgs) -> Result<ExitCode> {
-    let jobs = load(&args.file, &args.images)?;
+    let req = load(&args.file, &args.images)?;
+    if fmt == Format::Table {
+        for s in &req.pull_secrets {
+            println!(
+                "image pull secret {} ({} registries)",
+                s.name,
+                s.registries.len()
+            );
+        }
+    }
 
     let resp: ApplyResponse = client
-        .call(Method::POST, "/v1/jobs", &ApplyRequest { jobs })
+        .call(Method::POST, "/v1/jobs", &req)
         .await?
         .json()
         .await?;
@@ -134,7 +147,9 @@ async fn follow(
     // moment: only report success once everything stayed up this long.
     let settle = Duration::from_millis(1500);
     let mut all_running_since: Option<Instant> = None;
-    let mut seen: HashMap<String, AllocState> = HashMap::new();
+    // Per replica: the last line printed and when (pull progress is
+    // printed at most once a second).
+    let mut seen: HashMap<String, (AllocState, String, Instant)> = HashMap::new();
     loop {
         let mut views = Vec::new();
         let mut all_done = true;
@@ -154,26 +169,33 @@ async fn follow(
                 .filter(|a| a.status.state == AllocState::Running)
                 .count();
             for a in &current {
-                if seen.get(&a.id) != Some(&a.status.state) {
-                    seen.insert(a.id.clone(), a.status.state);
-                    if fmt == Format::Table {
-                        let ports: Vec<String> = a
-                            .ports
-                            .iter()
-                            .map(|p| {
-                                format!("{}->{}/{}", p.host_port, p.container_port, p.protocol)
-                            })
-                            .collect();
-                        let detail = match (&a.status.message, a.status.exit_code) {
-                            (Some(m), _) => m.clone(),
-                            (None, Some(c)) => format!("exit code {c}"),
-                            (None, None) => ports.join(","),
-                        };
-                        println!(
-                            "  {:<28} on {:<16} {:<10} {detail}",
-                            a.id, a.node_name, a.status.state
-                        );
+                let ports: Vec<String> = a
+                    .ports
+                    .iter()
+                    .map(|p| format!("{}->{}/{}", p.host_port, p.container_port, p.protocol))
+                    .collect();
+                let detail = match (&a.status.pull, &a.status.message, a.status.exit_code) {
+                    (Some(p), _, _) if a.status.state == AllocState::Pulling => p.to_string(),
+                    (_, Some(m), _) => m.clone(),
+                    (_, None, Some(c)) => format!("exit code {c}"),
+                    (_, None, None) => ports.join(","),
+                };
+                let line = format!(
+                    "  {:<28} on {:<16} {:<10} {detail}",
+                    a.id, a.node_name, a.status.state
+                );
+                let due = match seen.get(&a.id) {
+                    None => true,
+                    Some((_, last, _)) if last == &line => false,
+                    Some((state, _, at)) => {
+                        *state != a.status.state || at.elapsed() >= Duration::from_secs(1)
                     }
+                };
+                if due {
+                    if fmt == Format::Table {
+                        println!("{line}");
+                    }
+                    seen.insert(a.id.clone(), (a.status.state, line, Instant::now()));
                 }
                 let crash_looping = a.status.state == AllocState::Restarting;
                 if a.status.state == AllocState::Failed || crash_looping {

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod apply;
 pub mod drain;
+pub mod images;
 pub mod logs;
 pub mod monitor;
 pub mod plan;

@@ -24,9 +24,17 @@ pub struct PlanArgs {
 
 /// Runs `skein plan`.
 pub async fn run(client: &Client, fmt: Format, args: PlanArgs) -> Result<()> {
-    let jobs = super::apply::load(&args.file, &args.images)?;
+    // A dry run needs no credentials: the file's pull secrets stay here.
+    let jobs = super::apply::load(&args.file, &args.images)?.jobs;
     let plan: PlanResponse = client
-        .call(Method::POST, "/v1/plan", &ApplyRequest { jobs })
+        .call(
+            Method::POST,
+            "/v1/plan",
+            &ApplyRequest {
+                jobs,
+                pull_secrets: vec![],
+            },
+        )
         .await?
         .json()
         .await?;

@@ -115,7 +115,10 @@ fn print_allocs(allocs: &[AllocView]) {
                     .map(|p| format!("{}->{}/{}", p.host_port, p.container_port, p.protocol))
                     .collect::<Vec<_>>()
                     .join(","),
-                a.status.message.clone().unwrap_or_default(),
+                match (&a.status.pull, a.status.state) {
+                    (Some(p), skein_protocol::api::AllocState::Pulling) => p.to_string(),
+                    _ => a.status.message.clone().unwrap_or_default(),
+                },
             ]
         })
         .collect();

@@ -32,18 +32,21 @@ const LEADER_WAIT: Duration = Duration::from_secs(8);
 /// How long a read waits before falling back to the local replica.
 const READ_LEADER_WAIT: Duration = Duration::from_secs(2);
 
-/// Calls every node answers from its own (gossiped) view.
+/// Calls every node answers from its own (gossiped) view, and image
+/// pushes, which send what is in this node's own Docker.
 fn is_local(method: &Method, path: &str) -> bool {
-    method == Method::GET
-        && (path == "/v1/status"
-            || path == "/metrics"
-            || path == "/v1/nodes"
-            || path == "/v1/events"
-            || path == "/v1/top"
-            || path.starts_with("/v1/services")
-            || path.ends_with("/logs")
-            || path == "/"
-            || path.starts_with("/ui/"))
+    (method == Method::POST && path == "/v1/images/push")
+        || method == Method::GET
+            && (path == "/v1/status"
+                || path == "/metrics"
+                || path == "/v1/nodes"
+                || path == "/v1/events"
+                || path == "/v1/top"
+                || path.starts_with("/v1/services")
+                || path == "/v1/images"
+                || path.ends_with("/logs")
+                || path == "/"
+                || path.starts_with("/ui/"))
 }
 
 /// The middleware.

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod forward;
+pub mod images;
 pub mod logs;
 pub mod monitor;
 pub mod plan;
@@ -20,7 +21,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -58,6 +59,13 @@ pub fn router(ctx: Arc<NodeCtx>, auth: Arc<auth::AuthPolicy>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/services", get(services))
         .route("/v1/services/{name}", get(service))
+        .route(
+            "/v1/registries",
+            get(images::registries).post(images::login),
+        )
+        .route("/v1/registries/{server}", delete(images::logout))
+        .route("/v1/images", get(images::list))
+        .route("/v1/images/push", post(images::push))
         .merge(dashboard::routes())
         .layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
@@ -158,15 +166,16 @@ async fn apply(
 ) -> Result<Json<ApplyResponse>, ApiErr> {
     let req: ApplyRequest = json_body(body)?;
     validate_request(&req)?;
+    let secrets = images::seal_pull_secrets(&ctx, &req.pull_secrets)?;
     // Images built a moment ago must count: refresh our own record first.
     ctx.refresh_self().await;
-    Ok(Json(ctx.control.apply(req.jobs).await?))
+    Ok(Json(ctx.control.apply(req.jobs, secrets).await?))
 }
 
 /// Checks an apply (or plan) request: at least one job, every spec valid,
 /// no name twice. Problems carry `jobs[i].` paths.
 fn validate_request(req: &ApplyRequest) -> Result<(), ApiErr> {
-    if req.jobs.is_empty() {
+    if req.jobs.is_empty() && req.pull_secrets.is_empty() {
         return Err(ApiErr::new(StatusCode::BAD_REQUEST, "no jobs in request"));
     }
     let mut details = Vec::new();
@@ -185,6 +194,7 @@ fn validate_request(req: &ApplyRequest) -> Result<(), ApiErr> {
             });
         }
     }
+    details.extend(images::check_pull_secrets(&req.pull_secrets));
     if !details.is_empty() {
         return Err(ApiErr::invalid("invalid job spec", details));
     }

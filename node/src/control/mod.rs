@@ -27,7 +27,9 @@ use crate::executor::StatusBoard;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
-use crate::state::{node_id_str, Command, CommandResult, NodeId, Plan};
+use crate::state::{
+    node_id_str, Command, CommandResult, NodeId, Plan, SecretCredentials, StoredCredential,
+};
 pub use planner::PlanError;
 use planner::{Input, RolloutEvent};
 
@@ -103,11 +105,36 @@ impl Control {
         &self.raft
     }
 
-    /// Creates or updates jobs atomically; an update starts a rollout.
-    pub async fn apply(&self, specs: Vec<JobSpec>) -> Result<ApplyResponse, ControlError> {
+    /// Creates or updates jobs and image pull secrets atomically (one
+    /// Raft entry); an update starts a rollout. Every secret a job names
+    /// must come with the request or exist already.
+    pub async fn apply(
+        &self,
+        specs: Vec<JobSpec>,
+        secrets: BTreeMap<String, SecretCredentials>,
+    ) -> Result<ApplyResponse, ControlError> {
         let results = self
-            .planned(|input| planner::apply_with(input, &specs))
+            .planned(|input| {
+                for spec in &specs {
+                    if let Some(missing) = spec.pull_secrets.iter().find(|s| {
+                        !secrets.contains_key(*s) && !input.state.pull_secrets.contains_key(*s)
+                    }) {
+                        return Err(PlanError::Refused(format!(
+                            "job {} names the image pull secret {missing}, which is neither \
+                             in this request nor stored in the cluster (apply the Secret \
+                             with the job, or use `skein registry login`)",
+                            spec.name
+                        )));
+                    }
+                }
+                let (mut plan, results) = planner::apply_with(input, &specs)?;
+                plan.put_secrets = secrets.clone();
+                Ok((plan, results))
+            })
             .await?;
+        for name in secrets.keys() {
+            info!(secret = %name, "image pull secret stored");
+        }
         for r in &results {
             if r.change != ChangeKind::Unchanged {
                 let what = match r.change {
@@ -125,6 +152,30 @@ impl Control {
             }
         }
         Ok(ApplyResponse { jobs: results })
+    }
+
+    /// Stores the cluster-wide credential of a registry (sealed already).
+    pub async fn registry_login(&self, cred: StoredCredential) -> Result<(), ControlError> {
+        self.ensure_leader().await?;
+        let (server, username) = (cred.server.clone(), cred.username.clone());
+        self.write(Command::RegistryLogin(cred)).await?;
+        info!(registry = %server, username = %username, "registry credential stored");
+        Ok(())
+    }
+
+    /// Forgets the cluster-wide credential of a registry; `false` when
+    /// there was none.
+    pub async fn registry_logout(&self, server: &str) -> Result<bool, ControlError> {
+        self.ensure_leader().await?;
+        let known = self.state.read(|s| s.registries.contains_key(server)).await;
+        if known {
+            self.write(Command::RegistryLogout {
+                server: server.to_string(),
+            })
+            .await?;
+            info!(registry = %server, "registry credential removed");
+        }
+        Ok(known)
     }
 
     /// Sets a job's replica count.

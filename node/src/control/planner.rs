@@ -169,6 +169,7 @@ impl<'a> Draft<'a> {
         let req = PlacementRequest {
             job: &spec.name,
             image: &spec.image,
+            image_required: spec.pull_policy() == skein_protocol::image::PullPolicy::Never,
             resources: spec.resources.requests,
             ports: &spec.ports,
             constraints: &spec.constraints,
@@ -791,6 +792,8 @@ mod tests {
             service: None,
             checks: vec![],
             update: Default::default(),
+            pull: None,
+            pull_secrets: vec![],
         }
     }
 

@@ -130,6 +130,8 @@ mod tests {
             service: None,
             checks: vec![],
             update: Default::default(),
+            pull: None,
+            pull_secrets: vec![],
         }
     }
 

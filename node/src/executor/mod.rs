@@ -29,10 +29,14 @@ use skein_protocol::spec::JobSpec;
 use tracing::{debug, info, warn};
 
 use crate::events::{EventLog, NewEvent};
+use crate::images::{Availability, Images};
 use crate::raft::StateHandle;
-use crate::state::{node_id_str, Allocation, NodeId};
+use crate::state::{node_id_str, Allocation, NodeId, StoredCredential};
 use container::{container_name, create_body, is_current, LABEL_ALLOC, LABEL_NODE};
 pub use status::StatusBoard;
+
+/// How often statuses are refreshed while an image is being fetched.
+const PULL_PROGRESS_TICK: Duration = Duration::from_millis(200);
 
 /// Timing knobs of the executor.
 #[derive(Debug, Clone)]
@@ -95,17 +99,23 @@ pub struct Executor {
     events: Arc<EventLog>,
     /// This node's name, for events.
     name: String,
+    /// Fetches images that are missing (or stale, with `Always`).
+    images: Images,
+    /// Some allocation waited for its image in the last pass: pass again
+    /// soon, so that its progress is shown as it goes.
+    pulling: bool,
 }
 
 impl Executor {
     /// An executor for `node` (called `name`), reporting statuses into
-    /// `board` and starts, exits and removals into `events`.
+    /// `board` and starts, exits and removals into `events`, fetching
+    /// missing images through `images`.
     pub fn new(
         docker: Docker,
         (node, name): (NodeId, String),
         state: Arc<StateHandle>,
-        board: StatusBoard,
-        events: Arc<EventLog>,
+        (board, events): (StatusBoard, Arc<EventLog>),
+        images: Images,
         cfg: ExecutorConfig,
     ) -> Self {
         let health = health::HealthMonitor::new(docker.clone())
@@ -121,6 +131,8 @@ impl Executor {
             last_error: None,
             events,
             name,
+            images,
+            pulling: false,
         }
     }
 
@@ -133,6 +145,7 @@ impl Executor {
     pub async fn run(mut self) {
         let mut changes = self.state.subscribe();
         let mut exits = self.container_exits();
+        let mut fetched = self.images.subscribe();
         loop {
             match self.reconcile().await {
                 Ok(()) => {
@@ -153,7 +166,9 @@ impl Executor {
                 r = changes.changed() => if r.is_err() { return },
                 // A container of ours died: act now, not at the next tick.
                 Some(_) = exits.recv() => {}
-                _ = tokio::time::sleep(self.cfg.tick) => {}
+                // An image fetch ended: start what waited for it.
+                r = fetched.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(if self.pulling { PULL_PROGRESS_TICK.min(self.cfg.tick) } else { self.cfg.tick }) => {}
             }
         }
     }
@@ -196,7 +211,7 @@ impl Executor {
     /// One pass: compare desired allocations with containers and act.
     pub async fn reconcile(&mut self) -> Result<(), bollard::errors::Error> {
         let node = self.node;
-        let desired: Vec<(Allocation, JobSpec)> = self
+        let desired: Vec<(Allocation, JobSpec, Option<StoredCredential>)> = self
             .state
             .read(|s| {
                 // Each allocation runs the spec of its own version: during a
@@ -204,7 +219,8 @@ impl Executor {
                 s.allocs_on(node)
                     .filter_map(|a| {
                         let spec = s.jobs.get(&a.job)?.spec_for(a.job_version)?;
-                        Some((a.clone(), spec.clone()))
+                        let cred = s.credential_for(&spec.image, &spec.pull_secrets).cloned();
+                        Some((a.clone(), spec.clone(), cred))
                     })
                     .collect()
             })
@@ -233,7 +249,7 @@ impl Executor {
         // replacement placed in the same plan may take over their host
         // ports, and Docker refuses a port that is still bound.
         let wanted: std::collections::HashSet<&str> =
-            desired.iter().map(|(a, _)| a.id.as_str()).collect();
+            desired.iter().map(|(a, _, _)| a.id.as_str()).collect();
         let unwanted: Vec<String> = by_alloc
             .keys()
             .filter(|id| !wanted.contains(id.as_str()))
@@ -249,7 +265,7 @@ impl Executor {
 
         let mut duplicates = Vec::new();
         let mut statuses = HashMap::new();
-        for (alloc, spec) in &desired {
+        for (alloc, spec, cred) in &desired {
             let mut found = by_alloc.remove(&alloc.id).unwrap_or_default();
             // Keep the best container (current and running first); any other
             // is a duplicate from an interrupted create and goes.
@@ -261,7 +277,7 @@ impl Executor {
             let mut found = found.into_iter();
             let keep = found.next();
             duplicates.extend(found.map(|c| (alloc.id.clone(), c)));
-            let mut status = self.drive(alloc, spec, keep).await;
+            let mut status = self.drive(alloc, spec, cred.as_ref(), keep).await;
             self.check_health(alloc, spec, &mut status).await;
             statuses.insert(alloc.id.clone(), status);
         }
@@ -274,6 +290,7 @@ impl Executor {
             .map(|(id, _)| id.clone())
             .collect();
         self.health.retain(&probed);
+        self.pulling = statuses.values().any(|s| s.state == AllocState::Pulling);
         self.board.set_node(node, statuses).await;
         Ok(())
     }
@@ -362,6 +379,7 @@ impl Executor {
         &mut self,
         alloc: &Allocation,
         spec: &JobSpec,
+        credential: Option<&StoredCredential>,
         container: Option<ContainerSummary>,
     ) -> AllocStatus {
         let now = Instant::now();
@@ -378,6 +396,7 @@ impl Executor {
             container_id: None,
             message: None,
             ready: false,
+            pull: None,
         };
 
         let container = match container {
@@ -407,6 +426,27 @@ impl Executor {
                 status.state = AllocState::Failed;
                 status.message = track.message.clone();
                 return status;
+            }
+            match self
+                .images
+                .ensure(&spec.image, spec.pull_policy(), credential)
+                .await
+            {
+                Availability::Ready => {}
+                Availability::Fetching { progress, note } => {
+                    status.state = AllocState::Pulling;
+                    status.message = Some(match note {
+                        Some(n) => format!("{n}; retrying"),
+                        None => format!("pulling {}: {progress}", spec.image),
+                    });
+                    status.pull = Some(progress);
+                    return status;
+                }
+                Availability::Failed(msg) => {
+                    status.state = AllocState::Failed;
+                    status.message = Some(msg);
+                    return status;
+                }
             }
             match create_and_start(&docker, node, alloc, spec, cfg.container_dns).await {
                 Ok(id) => {

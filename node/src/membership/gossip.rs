@@ -3,7 +3,7 @@
 //! folds the statuses it receives into its [`Membership`] table and status
 //! board. Silence is judged by [`Membership::check_health`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ use skein_protocol::api::NodeHealth;
 pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 /// At most this many images are gossiped; the rest are not advertised.
 const MAX_IMAGES: usize = 256;
+/// At most this many image fetches in progress are gossiped.
+const MAX_FETCHING: usize = 64;
 /// At most this many allocation statuses per message.
 const MAX_ALLOCS: usize = 512;
 /// At most this many events per message.
@@ -48,6 +50,7 @@ pub fn status_of(
         capacity: record.capacity,
         port_range: (*record.port_range.start(), *record.port_range.end()),
         images: record.images.iter().take(MAX_IMAGES).cloned().collect(),
+        fetching: record.fetching.iter().take(MAX_FETCHING).cloned().collect(),
         allocated: record.allocated,
         allocation_count: record.allocation_count,
         endpoints: record.endpoints.iter().take(MAX_ALLOCS).cloned().collect(),
@@ -70,6 +73,8 @@ pub fn record_from(status: NodeStatus, local: NodeId) -> Option<NodeRecord> {
     } else if status.port_range.0 == 0 || status.port_range.0 > status.port_range.1 {
         Some("bad port range")
     } else if status.images.len() > MAX_IMAGES
+        || status.fetching.len() > MAX_FETCHING
+        || status.images.iter().any(|i| i.tags.len() > MAX_IMAGES)
         || status.allocs.len() > MAX_ALLOCS
         || status.endpoints.len() > MAX_ALLOCS
         || status.usage.len() > MAX_ALLOCS
@@ -92,7 +97,8 @@ pub fn record_from(status: NodeStatus, local: NodeId) -> Option<NodeRecord> {
         labels: status.labels,
         capacity: status.capacity,
         port_range: status.port_range.0..=status.port_range.1,
-        images: status.images.into_iter().collect::<BTreeSet<_>>(),
+        images: status.images,
+        fetching: status.fetching,
         allocated: status.allocated,
         allocation_count: status.allocation_count,
         endpoints: status.endpoints,
@@ -197,6 +203,7 @@ mod tests {
             capacity: Default::default(),
             port_range: (20000, 30000),
             images: vec![],
+            fetching: vec![],
             allocated: Default::default(),
             allocation_count: 0,
             allocs: (0..allocs)

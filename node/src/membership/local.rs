@@ -1,8 +1,8 @@
 //! This node's own record, read from Docker: CPU and memory for capacity,
-//! and the image tags present (the scheduler only places a job where its
-//! image is, since edge nodes may not reach any registry).
+//! and the images present with their ids (the scheduler prefers nodes that
+//! hold a job's image, and peers copy images from nodes that hold them).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use bollard::query_parameters::ListImagesOptionsBuilder;
@@ -11,7 +11,7 @@ use skein_protocol::api::NodeHealth;
 use skein_protocol::spec::ResourceVec;
 
 use super::NodeRecord;
-use crate::mesh::wire::RaftRole;
+use crate::mesh::wire::{ImageInfo, RaftRole};
 use crate::state::NodeId;
 
 /// Static facts about this node, fixed at start.
@@ -45,12 +45,25 @@ impl LocalNode {
                 ResourceVec::new(cpus.saturating_mul(1000), mem)
             }
         };
-        let images: BTreeSet<String> = docker
+        let images: Vec<ImageInfo> = docker
             .list_images(Some(ListImagesOptionsBuilder::new().build()))
             .await?
             .into_iter()
-            .flat_map(|i| i.repo_tags)
-            .filter(|t| t != "<none>:<none>")
+            .filter_map(|i| {
+                let tags: Vec<String> = i
+                    .repo_tags
+                    .iter()
+                    .filter(|t| t.as_str() != "<none>:<none>")
+                    .map(|t| skein_protocol::image::canonical(t))
+                    .collect();
+                // Untagged images are layers of others or leftovers: no
+                // job can name them.
+                (!tags.is_empty()).then(|| ImageInfo {
+                    id: i.id,
+                    tags,
+                    size: u64::try_from(i.size).unwrap_or(0),
+                })
+            })
             .collect();
         Ok(NodeRecord {
             id: self.id,
@@ -62,6 +75,7 @@ impl LocalNode {
             capacity,
             port_range: self.port_range.clone(),
             images,
+            fetching: Vec::new(),
             allocated: ResourceVec::default(),
             allocation_count: 0,
             endpoints: Vec::new(),

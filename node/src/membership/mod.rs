@@ -15,13 +15,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use skein_protocol::api::{ContainerUsage, NodeHealth};
+use skein_protocol::api::{ContainerUsage, NodeHealth, PullProgress};
 use skein_protocol::spec::ResourceVec;
 use tokio::sync::{watch, RwLock};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::mesh::wire::{EndpointReport, RaftRole};
+use crate::mesh::wire::{EndpointReport, ImageInfo, RaftRole};
 use crate::scheduler::NodeCandidate;
 use crate::state::{node_id_str, ClusterState, NodeId};
 
@@ -44,8 +44,10 @@ pub struct NodeRecord {
     pub capacity: ResourceVec,
     /// Range dynamic host ports are taken from.
     pub port_range: RangeInclusive<u16>,
-    /// Image references present in the node's Docker.
-    pub images: BTreeSet<String>,
+    /// Images present in the node's Docker.
+    pub images: Vec<ImageInfo>,
+    /// Images it is fetching now.
+    pub fetching: Vec<PullProgress>,
     /// What its assigned allocations reserve, as the node reports it.
     pub allocated: ResourceVec,
     /// How many allocations it runs, as the node reports it.
@@ -64,6 +66,29 @@ pub struct NodeRecord {
     pub dead_since: Option<Instant>,
     /// Skein version the node runs.
     pub version: String,
+}
+
+impl NodeRecord {
+    /// Canonical tags of every image the node holds.
+    pub fn image_tags(&self) -> BTreeSet<String> {
+        self.images
+            .iter()
+            .flat_map(|i| i.tags.iter().cloned())
+            .collect()
+    }
+
+    /// The id of the image the node holds under `canonical_tag`.
+    pub fn image_id(&self, canonical_tag: &str) -> Option<&str> {
+        self.images
+            .iter()
+            .find(|i| i.tags.iter().any(|t| t == canonical_tag))
+            .map(|i| i.id.as_str())
+    }
+
+    /// Whether the node holds the image with id `id`.
+    pub fn has_image_id(&self, id: &str) -> bool {
+        self.images.iter().any(|i| i.id == id)
+    }
 }
 
 /// When silence makes a node suspect, then dead.
@@ -242,7 +267,7 @@ fn candidate(n: &NodeRecord, state: &ClusterState) -> NodeCandidate {
         allocated: state.allocated_on(n.id),
         used_ports,
         port_range: n.port_range.clone(),
-        images: Some(n.images.clone()),
+        images: Some(n.image_tags()),
         job_replicas,
     }
 }
@@ -262,6 +287,7 @@ mod tests {
             capacity: ResourceVec::new(1000, 1 << 30),
             port_range: 20000..=20010,
             images: Default::default(),
+            fetching: Default::default(),
             allocated: ResourceVec::default(),
             allocation_count: 0,
             endpoints: vec![],

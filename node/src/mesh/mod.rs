@@ -176,6 +176,7 @@ struct Shared {
     request_timeout: Duration,
     #[cfg_attr(not(test), allow(dead_code))] // read by tests
     stats: Arc<Stats>,
+    streams: libp2p_stream::Control,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -208,6 +209,7 @@ impl Mesh {
             swarm::new_behaviour(kp, request_timeout)
         })?;
         let metrics = Metrics::new(registry);
+        let streams = swarm.behaviour().streams.new_control();
         let topic = swarm::status_topic();
         swarm
             .behaviour_mut()
@@ -255,6 +257,7 @@ impl Mesh {
                 advertised,
                 request_timeout,
                 stats,
+                streams,
             }),
         };
         tracing::info!(
@@ -266,6 +269,12 @@ impl Mesh {
                 .collect::<Vec<_>>()
         );
         Ok((mesh, events_rx))
+    }
+
+    /// A handle to open and accept raw streams to peers (bulk transfers
+    /// such as image copies), over the same authenticated connections.
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.shared.streams.clone()
     }
 
     /// This node's identity on the mesh.

@@ -112,6 +112,9 @@ pub(crate) struct Behaviour {
     ping: ping::Behaviour,
     rpc: request_response::Behaviour<RpcCodec>,
     pub(crate) gossip: gossipsub::Behaviour,
+    /// Raw streams for bulk transfers (image copies), which do not fit
+    /// request-response's one-message-each-way shape.
+    pub(crate) streams: libp2p_stream::Behaviour,
 }
 
 /// The status topic.
@@ -168,6 +171,7 @@ pub(crate) fn new_behaviour(
         ping,
         rpc,
         gossip,
+        streams: libp2p_stream::Behaviour::new(),
     })
 }
 

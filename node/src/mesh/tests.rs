@@ -197,7 +197,12 @@ fn status_of(node: &Node, seq: u64) -> NodeStatus {
         labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
         capacity: Default::default(),
         port_range: (30000, 30100),
-        images: vec!["nginx:1".into()],
+        images: vec![crate::mesh::wire::ImageInfo {
+            id: "sha256:1".into(),
+            tags: vec!["nginx:1".into()],
+            size: 1,
+        }],
+        fetching: vec![],
         allocated: Default::default(),
         allocation_count: 0,
         allocs: vec![],
@@ -255,7 +260,14 @@ async fn two_nodes_request_both_ways_and_gossip_status() {
 
     // A status over the gossip limit is refused locally.
     let mut big = status_of(&b, u64::MAX);
-    big.images = vec!["x".repeat(1024); 100];
+    big.images = vec![
+        crate::mesh::wire::ImageInfo {
+            id: "x".repeat(1024),
+            tags: vec![],
+            size: 0,
+        };
+        100
+    ];
     assert!(matches!(
         b.mesh.publish_status(&big).await,
         Err(MeshError::TooLarge { .. })

@@ -17,7 +17,7 @@ use skein_protocol::api::{AllocStatus, ContainerUsage, Event};
 use skein_protocol::spec::ResourceVec;
 
 use crate::raft::TypeConfig;
-use crate::state::{Allocation, Job, NodeId};
+use crate::state::{Allocation, Job, NodeId, SecretCredentials, StoredCredential};
 
 /// Largest gossip message; a status with hundreds of allocations fits.
 pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
@@ -42,6 +42,16 @@ pub enum WireRequest {
         /// State version the asker already has.
         known_version: u64,
     },
+    /// `skein image push`: copy image `id` from `from` (or any other peer
+    /// holding it) and tag it with `tags`.
+    FetchImage {
+        /// Image id.
+        id: String,
+        /// Tags to give it.
+        tags: Vec<String>,
+        /// The node that has it (the pusher).
+        from: NodeId,
+    },
 }
 
 /// The answer to a [`WireRequest`].
@@ -53,6 +63,9 @@ pub enum WireResponse {
     Api(ApiReply),
     /// Answer to [`WireRequest::Assignments`].
     Assignments(Assignments),
+    /// Answer to [`WireRequest::FetchImage`]: `true` = the copy started,
+    /// `false` = the node has the image already.
+    FetchImage(bool),
     /// The request could not be served (not leader, not a member, …).
     Error(String),
 }
@@ -110,6 +123,10 @@ pub struct Assignments {
     pub allocs: Vec<Allocation>,
     /// Drained nodes, so that every node can show them in `node ls`.
     pub drained: BTreeSet<NodeId>,
+    /// Cluster-wide registry credentials (sealed), so the node can pull.
+    pub registries: BTreeMap<String, StoredCredential>,
+    /// The pull secrets its jobs name (sealed).
+    pub pull_secrets: BTreeMap<String, SecretCredentials>,
 }
 
 /// A node's role in Raft, as it sees it.
@@ -144,6 +161,17 @@ pub struct EndpointReport {
     pub ready: bool,
 }
 
+/// An image a node holds: peers lacking it may copy it from there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// Docker image id (`sha256:…`): what a copy is verified against.
+    pub id: String,
+    /// Its tags, canonical ([`skein_protocol::image::canonical`]).
+    pub tags: Vec<String>,
+    /// Size in bytes as Docker reports it.
+    pub size: u64,
+}
+
 /// What every node gossips about itself twice a second.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -163,8 +191,10 @@ pub struct NodeStatus {
     pub capacity: ResourceVec,
     /// Dynamic host port range (first, last).
     pub port_range: (u16, u16),
-    /// Image references present locally.
-    pub images: Vec<String>,
+    /// Images present locally.
+    pub images: Vec<ImageInfo>,
+    /// Images it is fetching now (registry pulls, copies from peers).
+    pub fetching: Vec<skein_protocol::api::PullProgress>,
     /// Sum of the requests of the allocations assigned to this node.
     pub allocated: ResourceVec,
     /// Number of allocations assigned to this node.

@@ -72,6 +72,7 @@ fn plan() -> Command {
     .unwrap();
     Command::Plan(Plan {
         base_version: 0,
+        put_secrets: Default::default(),
         put_jobs: vec![Job::new(spec, 1, 0)],
         remove_allocs: vec![],
         add_allocs: vec![Allocation {

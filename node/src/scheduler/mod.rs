@@ -34,7 +34,8 @@ pub struct NodeCandidate {
     pub used_ports: BTreeSet<(u16, PortProtocol)>,
     /// Range dynamic host ports are taken from.
     pub port_range: RangeInclusive<u16>,
-    /// Image references present on the node; `None` = unknown (assume present).
+    /// Image references present on the node (canonical); `None` = unknown
+    /// (assume present).
     pub images: Option<BTreeSet<String>>,
     /// Replicas per job already placed here (for spreading).
     pub job_replicas: BTreeMap<String, u32>,
@@ -57,8 +58,11 @@ impl NodeCandidate {
 pub struct PlacementRequest<'a> {
     /// Job name (for spreading and messages).
     pub job: &'a str,
-    /// Image reference that must be present on the node.
+    /// Image reference: nodes that hold it are preferred.
     pub image: &'a str,
+    /// With `true` (pull policy `Never`) only nodes that hold the image
+    /// are eligible; otherwise any node can fetch it.
+    pub image_required: bool,
     /// Resources to reserve.
     pub resources: ResourceVec,
     /// Ports to publish; fixed `host_port`s must be free on the node.

@@ -1,7 +1,9 @@
 //! The placement algorithm behind [`place`]: filter nodes (constraints,
-//! image, resources, fixed ports, dynamic ports), score the survivors by
-//! strategy, reserve host ports, and — when nothing fits — explain to the
-//! user which filter stopped the replica, with figures.
+//! image when the pull policy is `Never`, resources, fixed ports, dynamic
+//! ports), score the survivors by strategy (a node that already holds the
+//! image wins ties of spread and bin-pack: no fetch needed), reserve host
+//! ports, and — when nothing fits — explain to the user which filter
+//! stopped the replica, with figures.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,7 +40,7 @@ pub fn place(
             req.job
         )));
     }
-    let image = normalise_image(req.image);
+    let image = skein_protocol::image::canonical(req.image);
     // Labels and images do not change while placing, so filter them once.
     let eligible: Vec<Static> = nodes
         .iter()
@@ -107,10 +109,19 @@ fn choose(
     if matching.is_empty() {
         return Err(constraints_message(nodes, req.constraints));
     }
-    let with_image = stage(&matching, &|i| eligible.get(i) == Some(&Static::Ok));
+    let with_image = if req.image_required {
+        stage(&matching, &|i| eligible.get(i) == Some(&Static::Ok))
+    } else {
+        matching
+    };
     if with_image.is_empty() {
-        return Err(format!("image {image} is not present on any eligible node"));
+        return Err(format!(
+            "image {image} is not present on any eligible node, and its pull policy \
+             is never (use pull: if-not-present to let nodes fetch it)"
+        ));
     }
+    // 0 when the node holds the image: ranks it first among equals.
+    let fetch = |i: usize| u8::from(eligible.get(i) != Some(&Static::Ok));
     let with_room = stage(&with_image, &|i| req.resources.fits_in(nodes[i].free()));
     if with_room.is_empty() {
         return Err(resources_message(nodes, &with_image, req.resources));
@@ -143,30 +154,14 @@ fn choose(
                 .zone()
                 .and_then(|z| zones.get(z).copied())
                 .unwrap_or(job_count(n));
-            (job_count(n), zone, util(n), n.id)
+            (job_count(n), zone, fetch(i), util(n), n.id)
         }),
         PlacementStrategy::Binpack => feasible
             .iter()
             .copied()
-            .min_by_key(|&i| (Reverse(util(&nodes[i])), nodes[i].id)),
+            .min_by_key(|&i| (Reverse(util(&nodes[i])), fetch(i), nodes[i].id)),
     };
     best.ok_or_else(|| "no feasible node".into())
-}
-
-/// `nginx` and `nginx:latest` (and `docker.io/library/nginx`) name the same
-/// image; compare in one canonical form.
-fn normalise_image(reference: &str) -> String {
-    let r = reference.trim();
-    let r = r
-        .strip_prefix("docker.io/library/")
-        .or_else(|| r.strip_prefix("docker.io/"))
-        .unwrap_or(r);
-    let last = r.rsplit('/').next().unwrap_or(r);
-    if r.contains('@') || last.contains(':') {
-        r.to_string()
-    } else {
-        format!("{r}:latest")
-    }
 }
 
 fn matches_constraints(node: &NodeCandidate, constraints: &BTreeMap<String, String>) -> bool {
@@ -176,9 +171,7 @@ fn matches_constraints(node: &NodeCandidate, constraints: &BTreeMap<String, Stri
 }
 
 fn has_image(node: &NodeCandidate, image: &str) -> bool {
-    node.images
-        .as_ref()
-        .is_none_or(|set| set.iter().any(|i| normalise_image(i) == image))
+    node.images.as_ref().is_none_or(|set| set.contains(image))
 }
 
 /// The request's fixed host ports, in spec order.
@@ -459,7 +452,7 @@ mod tests {
     use proptest::prelude::*;
     use skein_protocol::spec::{PlacementStrategy, PortProtocol, PortSpec, ResourceVec};
 
-    use super::{fmt_memory, normalise_image, place};
+    use super::{fmt_memory, place};
     use crate::scheduler::{NodeCandidate, PlacementRequest};
 
     const MI: u64 = 1024 * 1024;
@@ -502,6 +495,7 @@ mod tests {
         PlacementRequest {
             job: "web",
             image: "nginx",
+            image_required: false,
             resources: ResourceVec::new(cpu, mem),
             ports,
             constraints,
@@ -609,27 +603,34 @@ mod tests {
     }
 
     #[test]
-    fn image_presence_normalises_latest() {
+    fn image_presence_is_a_preference_unless_the_policy_is_never() {
         let none = BTreeMap::new();
         let mut nodes = vec![node(1, 1000, GI), node(2, 1000, GI), node(3, 1000, GI)];
         nodes[0].images = Some(BTreeSet::from(["redis:7".to_string()]));
         nodes[1].images = Some(BTreeSet::from(["nginx:latest".to_string()]));
         nodes[2].images = Some(BTreeSet::new());
-        let p = place(&mut nodes, &req(100, MI, &[], &none), 2, 1).unwrap();
-        assert!(p.iter().all(|p| p.node == 2));
+        // Spread still wins, but the first replica goes where the image is.
+        let p = place(&mut nodes.clone(), &req(100, MI, &[], &none), 1, 1).unwrap();
+        assert_eq!(p[0].node, 2);
+        let p = place(&mut nodes.clone(), &req(100, MI, &[], &none), 3, 1).unwrap();
+        let mut on: Vec<_> = p.iter().map(|p| p.node).collect();
+        on.sort_unstable();
+        assert_eq!(on, [1, 2, 3]);
 
+        // `Never`: only nodes holding it ("nginx" is "nginx:latest").
+        let never = PlacementRequest {
+            image_required: true,
+            ..req(100, MI, &[], &none)
+        };
+        let p = place(&mut nodes, &never, 2, 1).unwrap();
+        assert!(p.iter().all(|p| p.node == 2));
         nodes[1].images = Some(BTreeSet::new());
         assert_eq!(
-            err(&mut nodes, &req(100, MI, &[], &none), 1),
+            err(&mut nodes, &never, 1),
             "cannot place replica 1 of 1 of job web: \
-             image nginx:latest is not present on any eligible node"
+             image nginx:latest is not present on any eligible node, and its pull policy \
+             is never (use pull: if-not-present to let nodes fetch it)"
         );
-        assert_eq!(normalise_image("docker.io/library/nginx"), "nginx:latest");
-        assert_eq!(
-            normalise_image("localhost:5000/app"),
-            "localhost:5000/app:latest"
-        );
-        assert_eq!(normalise_image("app@sha256:abc"), "app@sha256:abc");
     }
 
     #[test]

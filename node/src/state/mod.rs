@@ -181,7 +181,44 @@ pub enum Command {
         /// True to drain, false to undrain.
         drained: bool,
     },
+    /// Store (or replace) the cluster-wide credential of one registry
+    /// (`skein registry login`).
+    RegistryLogin(StoredCredential),
+    /// Forget the cluster-wide credential of a registry. Idempotent.
+    RegistryLogout {
+        /// Registry host.
+        server: String,
+    },
 }
+
+/// A registry credential as Raft holds it: the password sealed with a key
+/// derived from the cluster key ([`crate::secrets`]), so neither the log,
+/// snapshots nor saved assignments hold it in clear.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCredential {
+    /// Registry host, canonical ([`skein_protocol::image::registry_host`]).
+    pub server: String,
+    /// User name (not secret: `registry ls` shows it).
+    pub username: String,
+    /// The sealed password.
+    pub sealed_password: Vec<u8>,
+    /// When it was stored (Unix ms, the leader's clock).
+    pub updated_ms: u64,
+}
+
+/// Prints no part of the sealed password.
+impl std::fmt::Debug for StoredCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCredential")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("updated_ms", &self.updated_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Credentials of one image pull secret, by registry host.
+pub type SecretCredentials = BTreeMap<String, StoredCredential>;
 
 /// A set of job and allocation changes computed from one state version.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,12 +231,17 @@ pub struct Plan {
     pub remove_allocs: Vec<String>,
     /// Allocations to add.
     pub add_allocs: Vec<Allocation>,
+    /// Image pull secrets to create or replace, by name.
+    pub put_secrets: BTreeMap<String, SecretCredentials>,
 }
 
 impl Plan {
     /// True when applying the plan would change nothing.
     pub fn is_empty(&self) -> bool {
-        self.put_jobs.is_empty() && self.remove_allocs.is_empty() && self.add_allocs.is_empty()
+        self.put_jobs.is_empty()
+            && self.remove_allocs.is_empty()
+            && self.add_allocs.is_empty()
+            && self.put_secrets.is_empty()
     }
 }
 
@@ -232,6 +274,10 @@ pub struct ClusterState {
     /// Drained nodes: the scheduler skips them and the leader moves their
     /// allocations away.
     pub drained: BTreeSet<NodeId>,
+    /// Cluster-wide registry credentials (`skein registry login`), by host.
+    pub registries: BTreeMap<String, StoredCredential>,
+    /// Image pull secrets (Kubernetes `imagePullSecrets`), by name.
+    pub pull_secrets: BTreeMap<String, SecretCredentials>,
 }
 
 impl ClusterState {
@@ -267,7 +313,34 @@ impl ClusterState {
                     version: self.version,
                 }
             }
+            Command::RegistryLogin(cred) => {
+                self.registries.insert(cred.server.clone(), cred.clone());
+                self.version += 1;
+                CommandResult::Applied {
+                    version: self.version,
+                }
+            }
+            Command::RegistryLogout { server } => {
+                if self.registries.remove(server).is_some() {
+                    self.version += 1;
+                }
+                CommandResult::Applied {
+                    version: self.version,
+                }
+            }
         }
+    }
+
+    /// Credentials to pull `image` for a job naming `secrets`: its pull
+    /// secrets first (in order), then the cluster-wide login, for the
+    /// image's registry.
+    pub fn credential_for(&self, image: &str, secrets: &[String]) -> Option<&StoredCredential> {
+        let host = skein_protocol::image::ImageRef::parse(image).ok()?.registry;
+        secrets
+            .iter()
+            .filter_map(|s| self.pull_secrets.get(s)?.get(&host))
+            .next()
+            .or_else(|| self.registries.get(&host))
     }
 
     fn apply_plan(&mut self, plan: &Plan) -> CommandResult {
@@ -303,6 +376,9 @@ impl ClusterState {
         }
         for j in &plan.put_jobs {
             self.jobs.insert(j.spec.name.clone(), j.clone());
+        }
+        for (name, creds) in &plan.put_secrets {
+            self.pull_secrets.insert(name.clone(), creds.clone());
         }
         for id in &plan.remove_allocs {
             self.allocs.remove(id);
@@ -362,6 +438,8 @@ mod tests {
             service: None,
             checks: vec![],
             update: Default::default(),
+            pull: None,
+            pull_secrets: vec![],
         }
     }
 
@@ -390,6 +468,7 @@ mod tests {
             put_jobs: vec![job("web")],
             remove_allocs: vec![],
             add_allocs: vec![alloc("web-0-a", "web")],
+            put_secrets: Default::default(),
         }));
         assert_eq!(r, CommandResult::Applied { version: 1 });
         assert_eq!(s.allocated_on(1), ResourceVec::new(100, 1 << 20));

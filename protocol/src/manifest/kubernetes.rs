@@ -1,4 +1,5 @@
-//! Kubernetes manifests → [`JobSpec`]: `apps/v1 Deployment` and `v1 Service`.
+//! Kubernetes manifests → [`JobSpec`]: `apps/v1 Deployment`, `v1 Service` and
+//! `v1 Secret` (image pull secrets).
 //!
 //! People already have Deployments, so Skein runs them unchanged when it can:
 //! one container per pod, its image, command, env, ports and resources, its
@@ -10,9 +11,14 @@
 //! surge rounded up and unavailability down; 25% each when not given, as in
 //! Kubernetes), or `Recreate` (all old replicas go before new ones start);
 //! `progressDeadlineSeconds` (default 600, as in Kubernetes) bounds how long
-//! an update may stall before it is rolled back. Fields Skein cannot honour
-//! but that do no harm (selector, minReadySeconds, startup probes, namespace,
-//! session affinity, …) are accepted and ignored;
+//! an update may stall before it is rolled back. The container's
+//! `imagePullPolicy` and the pod's `imagePullSecrets` say when and with which
+//! credentials nodes pull the image; a `kubernetes.io/dockerconfigjson`
+//! Secret in the same file supplies such credentials (`data` base64 or
+//! `stringData` JSON, `auths` with `username`/`password` or `auth`). Fields
+//! Skein cannot honour but that do no harm (selector, minReadySeconds, startup
+//! probes, namespace, labels, session affinity, a Secret's `immutable`, a
+//! registry's `email`, …) are accepted and ignored;
 //! fields whose absence would change behaviour (`valueFrom`, `envFrom`, init
 //! containers, SCTP, gRPC or HTTPS probes) are errors rather than silently
 //! dropped. Keys outside the Kubernetes schema are errors too.
@@ -24,15 +30,23 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::locate::index_path;
+use super::locate::{index_path, key_path};
 use super::{check_field, Amount, Amounts, Ctx, ManifestError, Object, SourcePaths};
+use crate::api::{PullSecret, RegistryLogin};
+use crate::image::{self, PullPolicy};
 use crate::spec::{
     Balance, CheckKind, CheckSpec, JobSpec, PlacementStrategy, PortProtocol, PortSpec, Probe,
     RestartPolicy, ServiceSpec, UpdateStrategy,
 };
 
 /// Named in every "not supported" message so users know what to write instead.
-const SUPPORTED: &str = "supported: apps/v1 Deployment, v1 Service";
+const SUPPORTED: &str =
+    "supported: apps/v1 Deployment, v1 Service, v1 Secret (kubernetes.io/dockerconfigjson)";
+/// The one Secret type Skein reads: registry credentials.
+pub const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
+/// The key of a [`DOCKER_CONFIG_JSON`] Secret that holds the credentials.
+const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
+const PULL_SECRETS: &str = "spec.template.spec.imagePullSecrets";
 const CONTAINERS: &str = "spec.template.spec.containers";
 /// The one container Skein runs.
 const CONTAINER: &str = "spec.template.spec.containers[0]";
@@ -53,11 +67,12 @@ pub(super) fn convert(ctx: &Ctx<'_>) -> Result<Object, ManifestError> {
             deployment(ctx).map(|(spec, paths)| Object::Job(Box::new(spec), paths))
         }
         (Some("v1"), Some("Service")) => service(ctx).map(Object::Service),
+        (Some("v1"), Some("Secret")) => secret(ctx).map(Object::Secret),
         (_, None) => Err(ctx.at_value("kind", format!("kind is required; {SUPPORTED}"))),
         (None, _) => {
             Err(ctx.at_value("apiVersion", format!("apiVersion is required; {SUPPORTED}")))
         }
-        (Some(api), Some(kind @ ("Deployment" | "Service"))) => Err(ctx.at_value(
+        (Some(api), Some(kind @ ("Deployment" | "Service" | "Secret"))) => Err(ctx.at_value(
             "apiVersion",
             format!("apiVersion {api} is not supported for a {kind}; {SUPPORTED}"),
         )),
@@ -226,6 +241,31 @@ fn deployment(ctx: &Ctx<'_>) -> Result<(JobSpec, SourcePaths), ManifestError> {
 
     let update = update_strategy(ctx, &d, replicas)?;
 
+    let pull = match c.image_pull_policy.as_deref() {
+        None => None,
+        Some("Always") => Some(PullPolicy::Always),
+        Some("IfNotPresent") => Some(PullPolicy::IfNotPresent),
+        Some("Never") => Some(PullPolicy::Never),
+        Some(other) => {
+            return Err(ctx.at_value(
+                &format!("{CONTAINER}.imagePullPolicy"),
+                format!(
+                    "imagePullPolicy {other} is not supported; use Always, IfNotPresent or Never"
+                ),
+            ))
+        }
+    };
+    let mut pull_secrets = Vec::new();
+    for (i, r) in pod.image_pull_secrets.iter().flatten().enumerate() {
+        if r.name.is_empty() {
+            return Err(ctx.at_value(
+                &index_path(PULL_SECRETS, i),
+                "a name is required: imagePullSecrets entries are {name: SECRET}",
+            ));
+        }
+        pull_secrets.push(r.name.clone());
+    }
+
     let spec = JobSpec {
         name,
         replicas,
@@ -246,6 +286,8 @@ fn deployment(ctx: &Ctx<'_>) -> Result<(JobSpec, SourcePaths), ManifestError> {
         service: None,
         checks,
         update,
+        pull,
+        pull_secrets,
     };
     let paths: SourcePaths = Box::new(move |field| source_paths(field, &check_paths));
     Ok((spec, paths))
@@ -599,8 +641,18 @@ fn source_paths(field: &str, check_paths: &[String]) -> Vec<String> {
             "spec.strategy".to_string(),
         ]
     };
+    if let Some(i) = field
+        .strip_prefix("pull_secrets[")
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(i, _)| i.parse::<usize>().ok())
+    {
+        let entry = index_path(PULL_SECRETS, i);
+        return vec![format!("{entry}.name"), entry, PULL_SECRETS.into()];
+    }
     match field {
         "name" => vec!["metadata.name".into()],
+        "pull" => vec![in_container("imagePullPolicy")],
+        "pull_secrets" => vec![PULL_SECRETS.into()],
         "replicas" => vec!["spec.replicas".into()],
         "update.max_surge" => strategy("maxSurge"),
         "update.max_unavailable" => strategy("maxUnavailable"),
@@ -632,4 +684,266 @@ fn camel_case(snake: &str) -> String {
         }
     }
     out
+}
+
+/// What `.dockerconfigjson` looks like, for messages.
+const DOCKER_CONFIG_SHAPE: &str =
+    r#"expected {"auths": {"SERVER": {"username": "…", "password": "…"}}}"#;
+
+/// Converts a `kubernetes.io/dockerconfigjson` Secret into registry
+/// credentials. No message quotes the Secret's data: it holds passwords.
+fn secret(ctx: &Ctx<'_>) -> Result<PullSecret, ManifestError> {
+    let s: core::Secret = ctx.deserialize_redacted("Kubernetes v1 Secret", redact_secret)?;
+    let name = s.metadata.name.clone().unwrap_or_default();
+    if name.is_empty() {
+        return Err(ctx.at_value("metadata.name", "a name is required (metadata.name)"));
+    }
+    match s.type_.as_deref() {
+        Some(DOCKER_CONFIG_JSON) => {}
+        None => {
+            return Err(ctx.at_value(
+                "type",
+                format!(
+                    "type is required: only type: {DOCKER_CONFIG_JSON} Secrets (image pull \
+                     secrets) are supported; other Secrets (a Secret without type is Opaque) \
+                     are not supported yet"
+                ),
+            ))
+        }
+        Some(other) => {
+            return Err(ctx.at_value(
+                "type",
+                format!(
+                    "Secret type {other} is not supported yet; only {DOCKER_CONFIG_JSON} \
+                     (image pull secrets) is supported"
+                ),
+            ))
+        }
+    }
+    let data_keys = s.data.iter().flat_map(BTreeMap::keys).map(|k| ("data", k));
+    let string_keys = s
+        .string_data
+        .iter()
+        .flat_map(BTreeMap::keys)
+        .map(|k| ("stringData", k));
+    for (section, key) in data_keys.chain(string_keys) {
+        if key != DOCKER_CONFIG_KEY {
+            return Err(ctx.at_key(
+                &key_path(section, key),
+                format!(
+                    "key {key} is not supported in a {DOCKER_CONFIG_JSON} Secret; only \
+                     {DOCKER_CONFIG_KEY} is"
+                ),
+            ));
+        }
+    }
+    let from_data = s.data.as_ref().and_then(|m| m.get(DOCKER_CONFIG_KEY));
+    let from_text = s
+        .string_data
+        .as_ref()
+        .and_then(|m| m.get(DOCKER_CONFIG_KEY));
+    let (path, json): (String, &[u8]) = match (from_data, from_text) {
+        (Some(bytes), None) => (key_path("data", DOCKER_CONFIG_KEY), &bytes.0),
+        (None, Some(text)) => (key_path("stringData", DOCKER_CONFIG_KEY), text.as_bytes()),
+        (Some(_), Some(_)) => {
+            return Err(ctx.at_key(
+                &key_path("stringData", DOCKER_CONFIG_KEY),
+                format!("give {DOCKER_CONFIG_KEY} in data or in stringData, not in both"),
+            ))
+        }
+        (None, None) => {
+            let section = if ctx.doc.has("stringData") && !ctx.doc.has("data") {
+                "stringData"
+            } else {
+                "data"
+            };
+            return Err(ctx.at_value(
+                section,
+                format!(
+                    "{DOCKER_CONFIG_KEY} is required: data: {{{DOCKER_CONFIG_KEY}: BASE64}} or \
+                     stringData: {{{DOCKER_CONFIG_KEY}: JSON}}"
+                ),
+            ));
+        }
+    };
+    let registries = docker_config(json).map_err(|message| ctx.at_key(&path, message))?;
+    Ok(PullSecret { name, registries })
+}
+
+/// The message for a Secret's deserialization error at `path`, when the
+/// parser's own one could quote secret data.
+fn redact_secret(path: Option<&str>) -> Option<String> {
+    let inside = |section: &str| {
+        path.and_then(|p| p.strip_prefix(section))
+            .is_some_and(|rest| rest.starts_with('.'))
+    };
+    match path {
+        Some("data") => Some("data must be a mapping of keys to base64 strings".into()),
+        Some("stringData") => Some("stringData must be a mapping of keys to strings".into()),
+        _ if inside("data") => Some(
+            "the value is not valid base64 (data values are base64-encoded; put plain text \
+             under stringData instead)"
+                .into(),
+        ),
+        _ if inside("stringData") => Some("the value must be a string".into()),
+        None => Some(
+            "the Secret could not be read; data values must be base64 strings and stringData \
+             values plain strings"
+                .into(),
+        ),
+        Some(_) => None,
+    }
+}
+
+/// Reads `.dockerconfigjson` (`{"auths": {SERVER: CREDENTIALS, …}}`).
+/// Messages name JSON keys and servers, never values.
+fn docker_config(json: &[u8]) -> Result<Vec<RegistryLogin>, String> {
+    use serde_json::Value;
+    let value: Value = serde_json::from_slice(json).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Eof => "it ends early",
+            _ => "syntax error",
+        };
+        format!(
+            "the value is not valid JSON ({what} at line {}, column {} of the JSON); \
+             {DOCKER_CONFIG_SHAPE}",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let Value::Object(top) = value else {
+        return Err(format!(
+            "the value must be a JSON object; {DOCKER_CONFIG_SHAPE}"
+        ));
+    };
+    if let Some(other) = top.keys().find(|k| *k != "auths") {
+        return Err(format!(
+            "key {other:?} is not supported; only auths (registry credentials) is"
+        ));
+    }
+    let auths = match top.get("auths") {
+        None => return Err(format!("auths is required; {DOCKER_CONFIG_SHAPE}")),
+        Some(Value::Object(auths)) => auths,
+        Some(_) => {
+            return Err(format!(
+                "auths must be an object mapping registry servers to credentials; \
+                 {DOCKER_CONFIG_SHAPE}"
+            ))
+        }
+    };
+    if auths.is_empty() {
+        return Err(format!(
+            "auths is empty: list at least one registry; {DOCKER_CONFIG_SHAPE}"
+        ));
+    }
+    let mut registries: Vec<RegistryLogin> = Vec::with_capacity(auths.len());
+    let mut written_as: Vec<&str> = Vec::with_capacity(auths.len());
+    for (server, entry) in auths {
+        let at = format!("auths.{server:?}");
+        let host = image::registry_host(server);
+        if !image::valid_host(&host) {
+            return Err(format!(
+                "auths: {server:?} is not a valid registry server; use host or \
+                 host:port (e.g. registry.example.com, 127.0.0.1:5000, or a URL such as \
+                 https://index.docker.io/v1/)"
+            ));
+        }
+        if let Some(i) = registries.iter().position(|r| r.server == host) {
+            let first = written_as.get(i).copied().unwrap_or_default();
+            return Err(format!(
+                "auths: {first:?} and {server:?} are the same registry ({host}); give \
+                 each registry once"
+            ));
+        }
+        let (username, password) = credentials(&at, entry)?;
+        registries.push(RegistryLogin {
+            server: host,
+            username,
+            password,
+        });
+        written_as.push(server);
+    }
+    Ok(registries)
+}
+
+/// The user name and password of one `auths` entry (`at` names it).
+fn credentials(at: &str, entry: &serde_json::Value) -> Result<(String, String), String> {
+    use serde_json::Value;
+    let Value::Object(fields) = entry else {
+        return Err(format!(
+            "{at} must be an object with username and password, or auth"
+        ));
+    };
+    let text = |name: &str| match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(format!("{at}.{name} must be a string")),
+    };
+    let (username, password, auth) = (text("username")?, text("password")?, text("auth")?);
+    text("email")?; // Docker ignores it too.
+    for name in fields.keys() {
+        match name.as_str() {
+            "username" | "password" | "auth" | "email" => {}
+            "identitytoken" | "registrytoken" => {
+                return Err(format!(
+                    "{at}.{name} is not supported; use username and password (or auth)"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "{at}: key {other:?} is not supported; allowed: username, password, auth, \
+                     email"
+                ))
+            }
+        }
+    }
+    let from_auth = match auth {
+        None => None,
+        Some(encoded) => {
+            let engine = base64::engine::GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                base64::engine::GeneralPurposeConfig::new()
+                    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+            );
+            let decoded = base64::Engine::decode(&engine, encoded.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| {
+                    format!("{at}.auth is not valid base64; it must be base64 of USERNAME:PASSWORD")
+                })?;
+            let Some((user, pass)) = decoded.split_once(':') else {
+                return Err(format!(
+                    "{at}.auth must be base64 of USERNAME:PASSWORD; the decoded text has no ':'"
+                ));
+            };
+            Some((user.to_string(), pass.to_string()))
+        }
+    };
+    let (user, pass) = match (from_auth, username, password) {
+        (Some((u, p)), given_user, given_pass) => {
+            if given_user.is_some_and(|g| g != u) || given_pass.is_some_and(|g| g != p) {
+                return Err(format!(
+                    "{at}: auth and username/password disagree; give one of them, or make \
+                     them match"
+                ));
+            }
+            (u, p)
+        }
+        (None, Some(u), Some(p)) => (u.to_string(), p.to_string()),
+        (None, Some(_), None) => return Err(format!("{at} has a username but no password")),
+        (None, None, Some(_)) => return Err(format!("{at} has a password but no username")),
+        (None, None, None) => {
+            return Err(format!(
+                "{at} has no credentials; give username and password, or auth (base64 of \
+                 USERNAME:PASSWORD)"
+            ))
+        }
+    };
+    if user.is_empty() {
+        return Err(format!("{at}: the username is empty"));
+    }
+    if pass.is_empty() {
+        return Err(format!("{at}: the password is empty"));
+    }
+    Ok((user, pass))
 }

@@ -3,7 +3,12 @@
 //! ```yaml
 //! name: web
 //! replicas: 3
-//! image: skein-demo/web:latest
+//! image: registry.example.com/team/web:1.4
+//! pull: if-not-present  # always | if-not-present | never (Kubernetes' Always,
+//!                       # IfNotPresent, Never too); default: always for :latest
+//!                       # or no tag, if-not-present otherwise
+//! pull_secrets: [regcred]  # registry credentials: a kubernetes.io/dockerconfigjson
+//!                          # Secret in this file or applied earlier
 //! ports: [{ name: http, container_port: 80 }]
 //! resources: { requests: { cpu: 250m, memory: 64Mi }, limits: { memory: 128Mi } }
 //! restart: on-failure   # always | on-failure | never
@@ -41,8 +46,8 @@ use serde::Deserialize;
 
 use super::{check_field, Amount, Amounts, Ctx, ManifestError};
 use crate::spec::{
-    Balance, CheckKind, CheckSpec, JobSpec, PlacementStrategy, PortSpec, Probe, RestartPolicy,
-    ServiceSpec, UpdateStrategy,
+    Balance, CheckKind, CheckSpec, JobSpec, PlacementStrategy, PortSpec, Probe, PullPolicy,
+    RestartPolicy, ServiceSpec, UpdateStrategy,
 };
 
 #[derive(Deserialize)]
@@ -77,6 +82,10 @@ struct Job {
     checks: Vec<CheckIn>,
     #[serde(default)]
     update: Option<UpdateIn>,
+    #[serde(default)]
+    pull: Option<PullIn>,
+    #[serde(default)]
+    pull_secrets: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +130,34 @@ impl<'de> Deserialize<'de> for AmountIn {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A pull policy in the native spelling or Kubernetes' (`if-not-present`,
+/// `IfNotPresent`).
+struct PullIn(PullPolicy);
+
+impl<'de> Deserialize<'de> for PullIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PullIn;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("always, if-not-present or never")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PullIn, E> {
+                match v {
+                    "always" | "Always" => Ok(PullIn(PullPolicy::Always)),
+                    "if-not-present" | "IfNotPresent" => Ok(PullIn(PullPolicy::IfNotPresent)),
+                    "never" | "Never" => Ok(PullIn(PullPolicy::Never)),
+                    other => Err(E::custom(format!(
+                        "pull {other:?} is not supported; use always, if-not-present or never \
+                         (or Kubernetes' Always, IfNotPresent, Never)"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -363,6 +400,8 @@ pub(super) fn convert(ctx: &Ctx<'_>) -> Result<JobSpec, ManifestError> {
         service,
         checks,
         update,
+        pull: job.pull.map(|p| p.0),
+        pull_secrets: job.pull_secrets,
     })
 }
 

@@ -485,6 +485,17 @@
       'No jobs. Apply one with `skein apply -f job.yaml`.');
   }
 
+  /** An image fetch's progress: bytes, layers and where from. */
+  function pullText(p) {
+    const mb = (n) => (n / 1e6).toFixed(1);
+    let t = p.bytes_total > 0 ? mb(p.bytes_done) + '/' + mb(p.bytes_total) + ' MB'
+      : mb(p.bytes_done) + ' MB';
+    if (p.layers_total > 0) t += ', ' + p.layers_done + '/' + p.layers_total + ' layers';
+    t += ' from ' + p.source;
+    if (p.attempt > 1) t += ' (attempt ' + p.attempt + ')';
+    return t;
+  }
+
   /** A job's latest rollout: state, versions and progress. */
   function rolloutCell(r) {
     if (!r) return [document.createTextNode('—')];
@@ -544,9 +555,11 @@
         setText(c[1], a.job);
         setText(c[2], a.node_name || a.node_id);
         c[2].title = 'node ' + a.node_id;
-        setContent(c[3], s.state + '|' + (s.message || ''), () => {
+        const pull = s.state === 'pulling' && s.pull ? pullText(s.pull) : '';
+        setContent(c[3], s.state + '|' + (s.message || '') + '|' + pull, () => {
           const out = [badge(s.state, 'state-' + s.state)];
-          if (s.message) out.push(el('div', 'message', s.message));
+          if (pull) out.push(el('div', 'message', pull));
+          else if (s.message) out.push(el('div', 'message', s.message));
           return out;
         });
         setText(c[4], s.exit_code === null || s.exit_code === undefined ? '—' : s.exit_code);
