@@ -259,8 +259,9 @@ pub fn reserve_net_slot() -> NetSlot {
 /// [`DEFAULT_MAX_CLUSTERS`]) machine-wide permits, an `flock` held for the
 /// cluster's life. Clusters are heavy (several agents with second-scale
 /// failure detectors, all on the same cores and Docker daemon); running more
-/// at once on a small machine turns timing assertions into noise.
-fn acquire_cluster_permit() -> File {
+/// at once on a small machine turns timing assertions into noise. Tests
+/// that run several agents without a [`Cluster`] take one too.
+pub fn acquire_cluster_permit() -> File {
     let max = std::env::var("SKEIN_E2E_MAX_CLUSTERS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())

@@ -69,6 +69,9 @@ pub struct Control {
     metrics: Arc<Metrics>,
 }
 
+/// How long a write waits for a quorum that missed a heartbeat round.
+const QUORUM_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
+
 impl Control {
     /// A control plane over `raft`; `board` tells which replicas are ready,
     /// which paces rolling updates.
@@ -417,14 +420,28 @@ impl Control {
     /// Waits until this node is a confirmed leader with everything
     /// committed so far applied, so plans start from the latest state.
     async fn ensure_leader(&self) -> Result<(), ControlError> {
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(ControlError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                })
+        // A quorum that did not answer one round in time (a voter busy with
+        // a slow fsync, say) is usually back a moment later: retry within
+        // QUORUM_WAIT before reporting the control plane unavailable.
+        let deadline = tokio::time::Instant::now() + QUORUM_WAIT;
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            match self.raft.ensure_linearizable().await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                    return Err(ControlError::NotLeader {
+                        leader: f.leader_id.zip(f.leader_node),
+                    })
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))
+                    if tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::debug!(error = %e, "no quorum for a linearizable read yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(800));
+                }
+                Err(e) => return Err(ControlError::Unavailable(e.to_string())),
             }
-            Err(e) => Err(ControlError::Unavailable(e.to_string())),
         }
     }
 

@@ -194,7 +194,15 @@ pub struct ImagesParts {
 
 impl Images {
     /// A fetcher; call [`Images::serve`] to also serve copies to peers.
+    /// Copies left half-written by an earlier run are deleted.
     pub fn new(parts: ImagesParts, cfg: ImagesConfig) -> Self {
+        if let Ok(entries) = std::fs::read_dir(&cfg.dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with("incoming-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         Self {
             inner: Arc::new(Inner {
                 docker: parts.docker,
@@ -277,9 +285,17 @@ impl Images {
     }
 
     /// Starts copying image `id` (with `tags`) from `holders` or any other
-    /// peer that has it, unless it is here already (`Ok(false)`).
+    /// peer that has it; `false` when it is here already (then only the
+    /// tags are added) or `id` is not an image id.
     pub async fn fetch_pushed(&self, id: &str, tags: Vec<String>, holders: Vec<NodeId>) -> bool {
+        if !transfer::is_image_id(id) {
+            warn!(id = %id, "ignoring a push of a malformed image id");
+            return false;
+        }
         if self.present(id).await {
+            if let Err(e) = self.inner.tag(id, &tags).await {
+                warn!(id = %transfer::short(id), error = %e, "cannot tag a pushed image");
+            }
             return false;
         }
         let want = Want {
@@ -710,7 +726,14 @@ impl Inner {
             Ok(i) if i.id.as_deref() == Some(id) => {}
             _ => return Err(format!("docker load did not produce image {id}")),
         }
-        for tag in &want.tags {
+        self.tag(id, &want.tags).await?;
+        Ok(verified.bytes)
+    }
+
+    /// Gives image `id` each of `tags` (references with a tag; a digest
+    /// cannot be given by tagging).
+    async fn tag(&self, id: &str, tags: &[String]) -> Result<(), String> {
+        for tag in tags {
             let Ok(r) = ImageRef::parse(tag) else {
                 continue;
             };
@@ -726,7 +749,7 @@ impl Inner {
                 ));
             }
         }
-        Ok(verified.bytes)
+        Ok(())
     }
 }
 

@@ -234,6 +234,13 @@ pub(super) async fn serve(inner: Arc<Inner>) {
 async fn serve_one(inner: &Inner, peer: PeerId, mut s: Stream) -> Result<(), CopyError> {
     let len = with_stall("reading the request", read_len(&mut s)).await?;
     let req: ImageRequest = with_stall("reading the request", read_frame(&mut s, len)).await?;
+    // Only a well-formed id reaches Docker's API (no path tricks).
+    if !is_image_id(&req.id) {
+        with_stall("answering", write_frame(&mut s, &ImageOffer::Missing)).await?;
+        return Err(CopyError::Failed(
+            "the peer asked for a malformed image id".into(),
+        ));
+    }
     let size = match inner.docker.inspect_image(&req.id).await {
         Ok(i) if i.id.as_deref() == Some(req.id.as_str()) => {
             u64::try_from(i.size.unwrap_or(0)).unwrap_or(0)
@@ -297,6 +304,16 @@ async fn serve_one(inner: &Inner, peer: PeerId, mut s: Stream) -> Result<(), Cop
     with_stall("sending", s.close()).await?;
     info!(%peer, image = %short(&req.id), bytes = sent, secs = started.elapsed().as_secs_f64(), "image copy sent");
     Ok(())
+}
+
+/// Whether `id` is a Docker image id: `sha256:` and 64 lowercase hex digits.
+pub fn is_image_id(id: &str) -> bool {
+    id.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// The first 12 hex digits of an image id, as Docker shows it.

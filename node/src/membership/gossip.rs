@@ -138,8 +138,11 @@ pub enum Trimmed {
     Usage,
     /// Recent events.
     Events,
-    /// Per-allocation messages and container ids.
+    /// Per-allocation messages, container ids and pull progress.
     Details,
+    /// Images beyond what fits (peers copy them from other holders, the
+    /// scheduler loses a preference).
+    Images,
     /// Allocation statuses and endpoints beyond what fits.
     Allocations,
 }
@@ -164,26 +167,45 @@ pub fn fit(status: &mut NodeStatus, max: usize) -> Option<Trimmed> {
     for (_, a) in &mut status.allocs {
         a.message = None;
         a.container_id = None;
+        a.pull = None;
     }
+    status.fetching.clear();
     if size(status) <= max {
         return Some(Trimmed::Details);
     }
-    // The longest prefix that fits (binary search).
+    let images = std::mem::take(&mut status.images);
+    if size(status) <= max {
+        let n = longest_prefix(images.len(), |n| {
+            status.images = images.iter().take(n).cloned().collect();
+            size(status) <= max
+        });
+        status.images = images.into_iter().take(n).collect();
+        return Some(Trimmed::Images);
+    }
     let (allocs, endpoints) = (status.allocs.clone(), status.endpoints.clone());
-    let (mut lo, mut hi) = (0usize, allocs.len().max(endpoints.len()));
+    let n = longest_prefix(allocs.len().max(endpoints.len()), |n| {
+        status.allocs = allocs.iter().take(n).cloned().collect();
+        status.endpoints = endpoints.iter().take(n).cloned().collect();
+        size(status) <= max
+    });
+    status.allocs = allocs.into_iter().take(n).collect();
+    status.endpoints = endpoints.into_iter().take(n).collect();
+    Some(Trimmed::Allocations)
+}
+
+/// The largest `n` in `0..=len` for which `fits(n)` holds, given that it
+/// holds for 0 and is monotone (binary search).
+fn longest_prefix(len: usize, mut fits: impl FnMut(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0usize, len);
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        status.allocs = allocs.iter().take(mid).cloned().collect();
-        status.endpoints = endpoints.iter().take(mid).cloned().collect();
-        if size(status) <= max {
+        if fits(mid) {
             lo = mid;
         } else {
             hi = mid - 1;
         }
     }
-    status.allocs = allocs.into_iter().take(lo).collect();
-    status.endpoints = endpoints.into_iter().take(lo).collect();
-    Some(Trimmed::Allocations)
+    lo
 }
 
 #[cfg(test)]
@@ -273,6 +295,23 @@ mod tests {
         assert_eq!(fit(&mut s, without_usage), Some(Trimmed::Usage));
         assert_eq!(s.allocs, full.allocs);
         assert_eq!(s.events, full.events);
+    }
+
+    #[test]
+    fn a_build_box_with_many_images_keeps_its_allocations() {
+        let mut s = status(50);
+        s.images = (0..256)
+            .map(|i| crate::mesh::wire::ImageInfo {
+                id: format!("sha256:{i:064x}"),
+                tags: vec![format!("registry.example.com/team/app-{i}:1.2.3-build-{i}")],
+                size: 1 << 20,
+            })
+            .collect();
+        let allocs = s.allocs.clone();
+        assert_eq!(fit(&mut s, 16 * 1024), Some(Trimmed::Images));
+        assert!(size(&s) <= 16 * 1024);
+        assert!(!s.images.is_empty() && s.images.len() < 256);
+        assert_eq!(s.allocs.len(), allocs.len(), "every allocation status kept");
     }
 
     #[test]
