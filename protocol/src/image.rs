@@ -170,14 +170,7 @@ impl ImageRef {
     /// The canonical short form Docker shows: `nginx:latest`,
     /// `team/app:1.2`, `127.0.0.1:5000/app:1` (`:latest` made explicit).
     pub fn canonical(&self) -> String {
-        let mut s = if self.registry == DOCKER_HUB {
-            self.path
-                .strip_prefix("library/")
-                .unwrap_or(&self.path)
-                .to_string()
-        } else {
-            format!("{}/{}", self.registry, self.path)
-        };
+        let mut s = self.repository();
         match (&self.tag, &self.digest) {
             (Some(t), _) => {
                 s.push(':');

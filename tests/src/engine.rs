@@ -51,7 +51,6 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -205,15 +204,7 @@ impl Engine {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", describe(&cmd)));
@@ -608,16 +599,7 @@ fn kill_container_processes(dir: &Path) {
             pids.len(),
             dir.display()
         );
-        let gone = try_poll_until(Duration::from_secs(10), || {
-            let left = pids_of(&cgroups);
-            for &p in &left {
-                unsafe {
-                    libc::kill(p, libc::SIGKILL);
-                }
-            }
-            left.is_empty().then_some(())
-        });
-        if gone.is_none() {
+        if !kill_until_gone(|| pids_of(&cgroups)) {
             eprintln!(
                 "skein-e2e: container processes of {} survive",
                 dir.display()
@@ -627,6 +609,22 @@ fn kill_container_processes(dir: &Path) {
     for c in &cgroups {
         let _ = fs::remove_dir(c);
     }
+}
+
+/// SIGKILLs the processes `find` lists until it lists none (bounded: 10 s);
+/// false when some survive.
+fn kill_until_gone(mut find: impl FnMut() -> Vec<libc::pid_t>) -> bool {
+    try_poll_until(Duration::from_secs(10), || {
+        let left = find();
+        for &p in &left {
+            // SAFETY: kill(2) with a pid we found; a stale pid is harmless.
+            unsafe {
+                libc::kill(p, libc::SIGKILL);
+            }
+        }
+        left.is_empty().then_some(())
+    })
+    .is_some()
 }
 
 /// SIGKILLs every process whose command line mentions `dir/` (the engine's
@@ -660,16 +658,7 @@ fn kill_processes_under(dir: &Path) {
     );
     // They are not our children: wait until they are gone or zombies (their
     // new parent reaps them).
-    let gone = try_poll_until(Duration::from_secs(10), || {
-        let left = find();
-        for &p in &left {
-            unsafe {
-                libc::kill(p, libc::SIGKILL);
-            }
-        }
-        left.is_empty().then_some(())
-    });
-    if gone.is_none() {
+    if !kill_until_gone(find) {
         eprintln!(
             "skein-e2e: processes of {} survive: {:?}",
             dir.display(),

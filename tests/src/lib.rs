@@ -388,6 +388,20 @@ impl fmt::Display for CliOutput {
     }
 }
 
+/// Makes the process `cmd` starts get SIGKILL when the thread that
+/// started it exits (see the crate docs): nothing outlives a test.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
@@ -1079,16 +1093,7 @@ impl Agent {
             .env("NO_PROXY", NO_PROXY)
             .env("no_proxy", NO_PROXY)
             .envs(self.opts.env.iter().map(|(k, v)| (k, v)));
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                // Die with the test process (see the crate docs).
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", describe(&cmd)));

@@ -24,7 +24,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -155,15 +154,7 @@ impl Registry {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::die_with_parent(&mut cmd);
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("cannot run docker-registry ({e}); install it with `apt-get install docker-registry`")
         });
@@ -455,8 +446,9 @@ pub fn get_v2(addr: &str, basic_auth: Option<(&str, &str)>) -> Result<u16, Strin
         .map_err(|e| format!("GET {url}: {e}"))
 }
 
-/// Standard base64 with padding (enough for a basic-auth header).
-fn base64(data: &[u8]) -> String {
+/// Standard base64 with padding (enough for a basic-auth header, or to
+/// look for an encoded secret).
+pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use skein_e2e::engine::Engine;
 use skein_e2e::images::unique_image;
-use skein_e2e::registry::{run_with_stdin, Registry};
+use skein_e2e::registry::{base64, run_with_stdin, Registry};
 use skein_e2e::*;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -346,7 +346,7 @@ fn private_registry_needs_credentials_and_never_shows_them() {
 
     // The password is nowhere: API reads, CLI output, events, metrics,
     // logs, and the data on disk (sealed with the cluster key).
-    let b64 = base64_encode(format!("skein:{password}").as_bytes());
+    let b64 = base64(format!("skein:{password}").as_bytes());
     let leaks = |what: &str, text: &str| {
         assert!(
             !text.contains(&password) && !text.contains(&b64),
@@ -472,25 +472,4 @@ fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             out.push(p);
         }
     }
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
