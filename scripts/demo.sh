@@ -91,10 +91,10 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 echo "==> skein service ls"; "$SKEIN" service ls
-echo "==> the service through the routing mesh of every node (port 8088)"
+echo "==> the service through the routing mesh of every node (port 30088)"
 for i in $(seq 0 $((NODES - 1))); do
-  for _ in $(seq 1 50); do curl -fsS "http://$(lo "$i"):8088/" >/dev/null 2>&1 && break; sleep 0.2; done
-  printf 'node%s %s:8088  %s\n' "$i" "$(lo "$i")" "$(curl -fsS "http://$(lo "$i"):8088/")"
+  for _ in $(seq 1 50); do curl -fsS "http://$(lo "$i"):30088/" >/dev/null 2>&1 && break; sleep 0.2; done
+  printf 'node%s %s:30088  %s\n' "$i" "$(lo "$i")" "$(curl -fsS "http://$(lo "$i"):30088/")"
 done
 if command -v dig >/dev/null; then
   echo "==> dig @$(lo 0) -p 5354 hello.service.skein SRV +short"

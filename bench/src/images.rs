@@ -725,13 +725,15 @@ fn report(trials: usize, res: &mut Results, profile: &str) -> String {
     for r in ROWS {
         let mut v = res.times.get(r.key).cloned().unwrap_or_default();
         let n = v.len();
-        let mut stats = crate::stats(&mut v);
-        if n < trials {
-            stats = format!("{stats} ({} of {trials} failed)", trials - n);
-        }
+        let stats = crate::stats(&mut v);
+        let failed = if n < trials {
+            format!(" ({} of {trials} trials failed)", trials - n)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {stats} | {} |",
+            "| {} | {}{failed} | {stats} | {} |",
             r.how,
             r.timed,
             ratio(r.key, floor)

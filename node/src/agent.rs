@@ -54,6 +54,8 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// Host ports the scheduler may hand out to replicas.
     pub port_range: RangeInclusive<u16>,
+    /// Ports services may publish on this node (the routing mesh).
+    pub publish_range: RangeInclusive<u16>,
     /// Capacity to advertise instead of what Docker reports.
     pub capacity: Option<ResourceVec>,
     /// Failure detection timing.
@@ -203,6 +205,8 @@ pub async fn run(
         addr: api_addr.to_string(),
         labels: cfg.labels.clone(),
         port_range: cfg.port_range.clone(),
+        publish_range: cfg.publish_range.clone(),
+        listeners: listeners(&cfg, api_addr, &mesh),
         capacity_override: cfg.capacity,
     };
     let membership = Arc::new(Membership::new(id, cfg.health));
@@ -429,6 +433,23 @@ fn load_cluster_key(cfg: &AgentConfig) -> Result<libp2p::pnet::PreSharedKey> {
     };
     info!(fingerprint = %mesh::key::fingerprint(&psk), "cluster key loaded");
     Ok(psk)
+}
+
+/// This node's own listening ports, so that no service publishes one of
+/// them (the routing mesh would fight the node for it).
+fn listeners(cfg: &AgentConfig, api: SocketAddr, mesh: &Mesh) -> Vec<(u16, String)> {
+    let mut out = vec![(api.port(), "API port".to_string())];
+    let mesh_ports = mesh.advertised_addrs().into_iter().filter_map(|a| {
+        a.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+    });
+    out.extend(mesh_ports.map(|p| (p, "mesh port".to_string())));
+    out.extend(cfg.dns.iter().map(|d| (d.port(), "DNS port".to_string())));
+    out.sort();
+    out.dedup_by_key(|(p, _)| *p);
+    out
 }
 
 /// The Docker bridge's gateway: containers reach the host there, so the

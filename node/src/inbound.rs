@@ -37,7 +37,7 @@ pub async fn run(ctx: Arc<NodeCtx>, router: Router, mut events: mpsc::Receiver<M
                 } else {
                     debug!(%from, "status without a valid peer id");
                 }
-                gossip::receive(status, &ctx.membership, &ctx.board, &ctx.events).await;
+                gossip::receive(*status, &ctx.membership, &ctx.board, &ctx.events).await;
             }
             MeshEvent::Request {
                 from,
@@ -47,7 +47,7 @@ pub async fn run(ctx: Arc<NodeCtx>, router: Router, mut events: mpsc::Receiver<M
                 let ctx = ctx.clone();
                 let router = router.clone();
                 tokio::spawn(async move {
-                    let answer = answer(&ctx, router, from, request).await;
+                    let answer = answer(&ctx, router, from, *request).await;
                     // The peer may have given up; nothing to do then.
                     let _ = reply.send(answer);
                 });

@@ -291,8 +291,12 @@ impl fmt::Display for PullProgress {
         const MB: f64 = 1_000_000.0;
         #[allow(clippy::cast_precision_loss)]
         let (done, total) = (self.bytes_done as f64 / MB, self.bytes_total as f64 / MB);
+        if self.source == "queued" {
+            return f.write_str("waiting for a free fetch slot");
+        }
+        // An archive is a little larger than the image size it announced.
         if self.bytes_total > 0 {
-            write!(f, "{done:.1}/{total:.1} MB")?;
+            write!(f, "{done:.1}/{:.1} MB", total.max(done))?;
         } else {
             write!(f, "{done:.1} MB")?;
         }

@@ -1065,6 +1065,11 @@ impl Agent {
         for (k, v) in &self.opts.labels {
             cmd.arg("--label").arg(format!("{k}={v}"));
         }
+        // Tests publish services on ports they reserved from the span.
+        if !self.opts.extra_args.iter().any(|a| a == "--publish-range") {
+            cmd.arg("--publish-range")
+                .arg(format!("{PORT_SPAN_START}-{PORT_SPAN_END}"));
+        }
         // Standalone agents share this host: each gets its own mesh port.
         if !self.opts.extra_args.iter().any(|a| a == "--mesh") {
             cmd.args(["--mesh", "127.0.0.1:0"]);

@@ -382,6 +382,13 @@ fn killed_leader_is_replaced_and_writes_succeed() {
     let old_leader_id = c.node(leader).node_id().to_string();
     c.kill(leader);
     let t0 = Instant::now();
+    // A read with a path parameter while the leader is gone: served by the
+    // new leader, by this node once it leads, or from its own replica —
+    // never a 500 from a request rebuilt without its route.
+    let reader = (leader + 1) % 3;
+    let (code, body) = c.node(reader).http_get(&format!("/v1/jobs/{a}"));
+    assert_eq!(code, 200, "GET /v1/jobs/{a} during the election: {body}");
+    assert!(body.contains(&a), "{body}");
     let new_leader = c.wait_for_leader(Duration::from_secs(30));
     let elected = t0.elapsed();
     assert_ne!(new_leader, leader);

@@ -549,3 +549,69 @@ fn plan_shows_changes_and_placements_without_doing_them() {
         out.stderr
     );
 }
+
+#[test]
+fn published_ports_only_from_the_publish_range_never_a_listener_never_twice() {
+    require_demo_image();
+    let agent = Agent::start(
+        AgentOpts::default()
+            .arg("--publish-range")
+            .arg("30000-32767"),
+    );
+    let refused = |file: &str, yaml: &str, expect: &str| {
+        let path = agent.write_manifest(file, yaml);
+        let out = agent.cli(&["apply", "-f", path.to_str().unwrap()]);
+        out.assert_failure();
+        assert!(
+            out.stderr.contains(expect),
+            "{file}: {expect:?} not in {}",
+            out.stderr
+        );
+    };
+    let svc = |name: &str, port: u16| {
+        format!(
+            "name: {name}\nimage: skein-demo/web:latest\nports: [{{container_port: 80}}]\n\
+             service: {{name: {name}, publish: {port}}}\n"
+        )
+    };
+    refused(
+        "ssh.yaml",
+        &svc("ssh", 22),
+        "port 22: it is outside the publish range 30000-32767",
+    );
+    refused(
+        "k8s.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: k}\nspec:\n  selector: {matchLabels: {app: k}}\n  template:\n    metadata: {labels: {app: k}}\n    spec:\n      containers: [{name: k, image: skein-demo/web:latest, ports: [{containerPort: 80}]}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: k}\nspec:\n  type: NodePort\n  selector: {app: k}\n  ports: [{port: 80, nodePort: 22}]\n",
+        "port 22: it is outside the publish range",
+    );
+    let wide = Agent::start(AgentOpts::default().arg("--publish-range").arg("1-65535"));
+    let wide_api: u16 = wide.api().rsplit(':').next().unwrap().parse().unwrap();
+    let path = wide.write_manifest("api.yaml", &svc("own", wide_api));
+    let out = wide.cli(&["apply", "-f", path.to_str().unwrap()]);
+    out.assert_failure();
+    assert!(
+        out.stderr.contains("it is the API port of node"),
+        "{}",
+        out.stderr
+    );
+    drop(wide);
+
+    // One job per published port: the second is refused, the first serves.
+    let port = 31000 + u16::try_from(std::process::id() % 1500).unwrap();
+    let first = unique_name("first");
+    let path = agent.write_manifest("first.yaml", &svc(&first, port));
+    agent
+        .cli_timeout(
+            Duration::from_secs(60),
+            &["apply", "-f", path.to_str().unwrap()],
+        )
+        .assert_success();
+    let second = unique_name("second");
+    refused(
+        "second.yaml",
+        &svc(&second, port),
+        &format!("job {first} publishes it already"),
+    );
+    let jobs = agent.cli_json(&["job", "ls"]);
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1), "{jobs}");
+}

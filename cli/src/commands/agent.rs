@@ -108,8 +108,15 @@ pub struct AgentArgs {
     labels: Vec<String>,
 
     /// Host ports handed out to replicas whose ports have no fixed hostPort.
-    #[arg(long, default_value = "20000-32767", value_name = "FIRST-LAST")]
+    #[arg(long, default_value = "20000-29999", value_name = "FIRST-LAST")]
     port_range: String,
+
+    /// Ports services may publish on this node (`service.publish`,
+    /// Kubernetes `nodePort`): opened on every node by the routing mesh.
+    /// The default matches Kubernetes' NodePort range; widen it (e.g.
+    /// 80-32767) to let jobs take low ports such as 80 and 443.
+    #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST")]
+    publish_range: String,
 
     /// CPU to offer to the scheduler (e.g. 2 or 1500m) instead of all cores.
     #[arg(long)]
@@ -168,6 +175,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
     let port_range = parse_port_range(&args.port_range)?;
+    let publish_range = parse_port_range(&args.publish_range).context("--publish-range")?;
     let capacity = match (&args.cpu, &args.memory) {
         (None, None) => None,
         (cpu, mem) => {
@@ -241,6 +249,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         name,
         labels,
         port_range,
+        publish_range,
         capacity,
         executor: ExecutorConfig {
             backoff_max: std::time::Duration::from_secs(args.max_restart_backoff.max(1)),

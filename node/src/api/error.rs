@@ -51,7 +51,9 @@ impl From<ControlError> for ApiErr {
     fn from(e: ControlError) -> Self {
         let status = match &e {
             ControlError::Plan(PlanError::UnknownJob(_)) => StatusCode::NOT_FOUND,
-            ControlError::Plan(PlanError::Unplaceable(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            ControlError::Plan(PlanError::Unplaceable(_) | PlanError::Invalid(_)) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ControlError::Plan(PlanError::Refused(_)) => StatusCode::CONFLICT,
             ControlError::Rejected(_) => StatusCode::CONFLICT,
             ControlError::NotLeader { .. } | ControlError::Unavailable(_) => {

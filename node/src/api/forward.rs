@@ -62,7 +62,10 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
         .uri()
         .path_and_query()
         .map_or(path.clone(), |p| p.to_string());
-    let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await {
+    // The parts are kept for serving here after all: they hold what the
+    // router matched (path parameters), which a rebuilt request would lack.
+    let (parts, body) = req.into_parts();
+    let body: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {
             return ApiErr::new(
@@ -77,15 +80,7 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
     loop {
         match ctx.leader().await {
             Some(l) if l == ctx.id() && ctx.is_leader() => {
-                let mut local = Request::new(Body::from(body));
-                *local.method_mut() = method;
-                *local.uri_mut() = match path_and_query.parse() {
-                    Ok(u) => u,
-                    Err(_) => {
-                        return ApiErr::new(StatusCode::BAD_REQUEST, "bad path").into_response()
-                    }
-                };
-                return next.run(local).await;
+                return next.run(Request::from_parts(parts, Body::from(body))).await;
             }
             Some(l) if l != ctx.id() => match ctx.peer_of(l).await {
                 Some(peer) => {
@@ -118,14 +113,7 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
         }
         if Instant::now() >= deadline {
             if read && ctx.is_member() {
-                let mut local = Request::new(Body::from(body));
-                *local.uri_mut() = match path_and_query.parse() {
-                    Ok(u) => u,
-                    Err(_) => {
-                        return ApiErr::new(StatusCode::BAD_REQUEST, "bad path").into_response()
-                    }
-                };
-                return next.run(local).await;
+                return next.run(Request::from_parts(parts, Body::from(body))).await;
             }
             return ApiErr::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -41,6 +41,8 @@ pub async fn plan(
     let state = ctx.state.snapshot().await;
     let candidates = ctx.membership.candidates(&state).await;
     let alive = ctx.membership.alive_ids().await;
+    crate::control::publish::check(&req.jobs, &state, &ctx.control.publish_rules().await)
+        .map_err(|e| ApiErr::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     let (plan, jobs) = planner::apply(&state, &candidates, &alive, &req.jobs, rand::random())
         .map_err(|e| ApiErr::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let nodes = ctx.membership.all().await;

@@ -9,6 +9,7 @@
 //! rolling updates as replicas become ready and rolls back failed ones.
 
 pub mod planner;
+pub mod publish;
 pub mod rollout;
 pub mod voters;
 
@@ -116,8 +117,10 @@ impl Control {
         specs: Vec<JobSpec>,
         secrets: BTreeMap<String, SecretCredentials>,
     ) -> Result<ApplyResponse, ControlError> {
+        let rules = self.publish_rules().await;
         let results = self
             .planned(|input| {
+                publish::check(&specs, input.state, &rules).map_err(PlanError::Invalid)?;
                 for spec in &specs {
                     if let Some(missing) = spec.pull_secrets.iter().find(|s| {
                         !secrets.contains_key(*s) && !input.state.pull_secrets.contains_key(*s)
@@ -155,6 +158,22 @@ impl Control {
             }
         }
         Ok(ApplyResponse { jobs: results })
+    }
+
+    /// The publish rules of every node that is not dead (a service is
+    /// opened on all of them).
+    pub async fn publish_rules(&self) -> Vec<publish::PublishRules> {
+        self.membership
+            .all()
+            .await
+            .into_iter()
+            .filter(|n| n.health != skein_protocol::api::NodeHealth::Dead)
+            .map(|n| publish::PublishRules {
+                name: n.name,
+                range: n.publish_range,
+                listeners: n.listeners,
+            })
+            .collect()
     }
 
     /// Stores the cluster-wide credential of a registry (sealed already).

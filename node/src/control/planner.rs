@@ -31,6 +31,10 @@ pub enum PlanError {
     /// return to, a version that is not kept, …).
     #[error("{0}")]
     Refused(String),
+    /// The request breaks a cluster rule (a published port outside the
+    /// publish range, …).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// What a plan is computed from.

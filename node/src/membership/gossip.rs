@@ -22,6 +22,8 @@ use skein_protocol::api::NodeHealth;
 pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 /// At most this many images are gossiped; the rest are not advertised.
 const MAX_IMAGES: usize = 256;
+/// At most this many listening ports are gossiped.
+const MAX_LISTENERS: usize = 16;
 /// At most this many image fetches in progress are gossiped.
 const MAX_FETCHING: usize = 64;
 /// At most this many allocation statuses per message.
@@ -49,6 +51,13 @@ pub fn status_of(
         labels: record.labels.clone(),
         capacity: record.capacity,
         port_range: (*record.port_range.start(), *record.port_range.end()),
+        publish_range: (*record.publish_range.start(), *record.publish_range.end()),
+        listeners: record
+            .listeners
+            .iter()
+            .take(MAX_LISTENERS)
+            .cloned()
+            .collect(),
         images: record.images.iter().take(MAX_IMAGES).cloned().collect(),
         fetching: record.fetching.iter().take(MAX_FETCHING).cloned().collect(),
         allocated: record.allocated,
@@ -72,8 +81,11 @@ pub fn record_from(status: NodeStatus, local: NodeId) -> Option<NodeRecord> {
         Some("a peer claims our own node id")
     } else if status.port_range.0 == 0 || status.port_range.0 > status.port_range.1 {
         Some("bad port range")
+    } else if status.publish_range.0 == 0 || status.publish_range.0 > status.publish_range.1 {
+        Some("bad publish range")
     } else if status.images.len() > MAX_IMAGES
         || status.fetching.len() > MAX_FETCHING
+        || status.listeners.len() > MAX_LISTENERS
         || status.images.iter().any(|i| i.tags.len() > MAX_IMAGES)
         || status.allocs.len() > MAX_ALLOCS
         || status.endpoints.len() > MAX_ALLOCS
@@ -97,6 +109,8 @@ pub fn record_from(status: NodeStatus, local: NodeId) -> Option<NodeRecord> {
         labels: status.labels,
         capacity: status.capacity,
         port_range: status.port_range.0..=status.port_range.1,
+        publish_range: status.publish_range.0..=status.publish_range.1,
+        listeners: status.listeners,
         images: status.images,
         fetching: status.fetching,
         allocated: status.allocated,
@@ -224,6 +238,8 @@ mod tests {
             labels: Default::default(),
             capacity: Default::default(),
             port_range: (20000, 30000),
+            publish_range: (30000, 32767),
+            listeners: vec![],
             images: vec![],
             fetching: vec![],
             allocated: Default::default(),

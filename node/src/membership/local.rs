@@ -29,6 +29,10 @@ pub struct LocalNode {
     pub labels: BTreeMap<String, String>,
     /// Dynamic host port range.
     pub port_range: RangeInclusive<u16>,
+    /// Ports services may publish here.
+    pub publish_range: RangeInclusive<u16>,
+    /// Its own listening ports, with what each is.
+    pub listeners: Vec<(u16, String)>,
     /// Overrides Docker's CPU/memory figures (tests, reserved capacity).
     pub capacity_override: Option<ResourceVec>,
 }
@@ -74,6 +78,8 @@ impl LocalNode {
             labels: self.labels.clone(),
             capacity,
             port_range: self.port_range.clone(),
+            publish_range: self.publish_range.clone(),
+            listeners: self.listeners.clone(),
             images,
             fetching: Vec::new(),
             allocated: ResourceVec::default(),

@@ -44,6 +44,10 @@ pub struct NodeRecord {
     pub capacity: ResourceVec,
     /// Range dynamic host ports are taken from.
     pub port_range: RangeInclusive<u16>,
+    /// Ports services may publish on it (`--publish-range`).
+    pub publish_range: RangeInclusive<u16>,
+    /// Its own listening ports (API, mesh, DNS), with what each is.
+    pub listeners: Vec<(u16, String)>,
     /// Images present in the node's Docker.
     pub images: Vec<ImageInfo>,
     /// Images it is fetching now.
@@ -253,7 +257,14 @@ impl Membership {
 }
 
 fn candidate(n: &NodeRecord, state: &ClusterState) -> NodeCandidate {
-    let mut used_ports = BTreeSet::new();
+    // Published ports are open on every node: never a container's host port.
+    let mut used_ports: BTreeSet<(u16, skein_protocol::spec::PortProtocol)> = state
+        .jobs
+        .values()
+        .filter(|j| !j.stopped)
+        .filter_map(|j| j.spec.service.as_ref()?.publish)
+        .map(|p| (p, skein_protocol::spec::PortProtocol::Tcp))
+        .collect();
     let mut job_replicas = BTreeMap::new();
     for a in state.allocs_on(n.id) {
         *job_replicas.entry(a.job.clone()).or_insert(0) += 1;
@@ -286,6 +297,8 @@ mod tests {
             labels: Default::default(),
             capacity: ResourceVec::new(1000, 1 << 30),
             port_range: 20000..=20010,
+            publish_range: 30000..=32767,
+            listeners: vec![],
             images: Default::default(),
             fetching: Default::default(),
             allocated: ResourceVec::default(),

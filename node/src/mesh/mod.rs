@@ -108,16 +108,16 @@ pub enum MeshEvent {
     Status {
         /// The peer that signed (authored) the status.
         from: PeerId,
-        /// Its status.
-        status: NodeStatus,
+        /// Its status (boxed: a status is far larger than other events).
+        status: Box<NodeStatus>,
     },
     /// An inbound request; answer by sending on `reply` within the request
     /// timeout (dropping it makes the peer see an error).
     Request {
         /// The asking peer.
         from: PeerId,
-        /// What it asks.
-        request: WireRequest,
+        /// What it asks (boxed: Raft appends are large).
+        request: Box<WireRequest>,
         /// Where the answer goes.
         reply: oneshot::Sender<WireResponse>,
     },

@@ -835,7 +835,7 @@ impl Driver {
                 let (reply, answer) = oneshot::channel::<WireResponse>();
                 self.events.emit(MeshEvent::Request {
                     from: peer,
-                    request,
+                    request: Box::new(request),
                     reply,
                 });
                 let replies = self.replies_tx.clone();
@@ -908,7 +908,10 @@ impl Driver {
             } => {
                 let acceptance = match self.check_status(&message) {
                     Ok((from, status)) => {
-                        self.events.emit(MeshEvent::Status { from, status });
+                        self.events.emit(MeshEvent::Status {
+                            from,
+                            status: Box::new(status),
+                        });
                         MessageAcceptance::Accept
                     }
                     Err(problem) => {

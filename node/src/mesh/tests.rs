@@ -111,14 +111,14 @@ async fn start_cfg_in(cfg: MeshConfig, registry: &mut Registry) -> Node {
             // Logged before answering, so a test that got the answer sees it.
             let push = |seen| sink.0.lock().unwrap().push(seen);
             match event {
-                MeshEvent::Status { from, status } => push(Seen::Status(from, Box::new(status))),
+                MeshEvent::Status { from, status } => push(Seen::Status(from, status)),
                 MeshEvent::Request {
                     from,
                     request,
                     reply,
                 } => {
                     push(Seen::Request(from));
-                    let WireRequest::Api(call) = request else {
+                    let WireRequest::Api(call) = *request else {
                         let _ = reply.send(WireResponse::Error("unexpected".into()));
                         continue;
                     };
@@ -203,6 +203,8 @@ fn status_of(node: &Node, seq: u64) -> NodeStatus {
             size: 1,
         }],
         fetching: vec![],
+        publish_range: (30000, 32767),
+        listeners: vec![],
         allocated: Default::default(),
         allocation_count: 0,
         allocs: vec![],

@@ -191,6 +191,10 @@ pub struct NodeStatus {
     pub capacity: ResourceVec,
     /// Dynamic host port range (first, last).
     pub port_range: (u16, u16),
+    /// Ports services may publish on it (first, last).
+    pub publish_range: (u16, u16),
+    /// Its own listening ports (API, mesh, DNS), with what each is.
+    pub listeners: Vec<(u16, String)>,
     /// Images present locally.
     pub images: Vec<ImageInfo>,
     /// Images it is fetching now (registry pulls, copies from peers).

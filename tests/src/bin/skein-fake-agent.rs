@@ -83,6 +83,9 @@ fn agent(args: &[String]) {
             "--mesh" => o.mesh = Some(value(args, &mut i)),
             "--cluster-key" => o.cluster_key = Some(value(args, &mut i).into()),
             "--join" => o.joins.push(value(args, &mut i)),
+            "--publish-range" => {
+                value(args, &mut i);
+            }
             "--advertise" | "--suspect-after" | "--dead-after" | "--voter-grace" | "--dns"
             | "--container-dns" | "--endpoint-ip" | "--routing-ip" => {
                 let flag = args[i].clone();
