@@ -66,6 +66,9 @@ pub struct AgentConfig {
     pub executor: ExecutorConfig,
     /// Addresses the DNS server listens on.
     pub dns: Vec<SocketAddr>,
+    /// Networks besides loopback and the Docker bridge whose clients may
+    /// use the DNS server for names outside `skein.`.
+    pub dns_relay_for: Vec<(IpAddr, u8)>,
     /// Resolver given to containers.
     pub container_dns: ContainerDns,
     /// Address other nodes reach this node's published container ports at.
@@ -346,11 +349,20 @@ pub async fn run(
     let (routing_tx, routing_rx) = watch::channel(Arc::new(crate::routing::RoutingTable::new()));
     let exclude: Vec<IpAddr> = dns_listen.iter().map(SocketAddr::ip).collect();
     let upstream = crate::dns::system_upstreams(&exclude);
+    let mut relay_networks = docker_subnets(&ctx.docker).await;
+    relay_networks.extend(cfg.dns_relay_for.iter().copied());
+    info!(networks = ?relay_networks, "dns relays other names for loopback and these networks only");
+    let relay = crate::dns::RelayPolicy {
+        networks: relay_networks,
+        ..crate::dns::RelayPolicy::default()
+    };
     // Each address on its own: one that cannot be bound (taken by another
     // agent on this host, say) must not take the others down.
     let mut dns_bound = Vec::new();
     for addr in dns_listen {
-        match crate::dns::bind(vec![addr], dns_rx.clone(), upstream.clone()).await {
+        match crate::dns::bind_with(vec![addr], dns_rx.clone(), upstream.clone(), relay.clone())
+            .await
+        {
             Ok(server) => {
                 info!(%addr, "dns listening");
                 dns_bound.push(addr);
@@ -450,6 +462,26 @@ fn listeners(cfg: &AgentConfig, api: SocketAddr, mesh: &Mesh) -> Vec<(u16, Strin
     out.sort();
     out.dedup_by_key(|(p, _)| *p);
     out
+}
+
+/// The subnets of the Docker bridge network: this node's containers ask
+/// its DNS from there.
+async fn docker_subnets(docker: &Docker) -> Vec<(IpAddr, u8)> {
+    let Ok(net) = docker
+        .inspect_network(
+            "bridge",
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+    else {
+        return Vec::new();
+    };
+    net.ipam
+        .and_then(|i| i.config)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| crate::dns::parse_network(c.subnet.as_deref()?))
+        .collect()
 }
 
 /// The Docker bridge's gateway: containers reach the host there, so the

@@ -67,6 +67,13 @@ pub struct AgentArgs {
     #[arg(long = "dns", value_name = "ADDR", default_values_t = [SocketAddr::from(([127, 0, 0, 1], 5354))])]
     dns: Vec<SocketAddr>,
 
+    /// Network (CIDR) whose clients may use the DNS server to resolve names
+    /// outside skein. (relayed to the host's resolvers); repeatable.
+    /// Loopback and the Docker bridge's subnet are always allowed; anyone
+    /// may ask for NAME.service.skein.
+    #[arg(long = "dns-relay-for", value_name = "CIDR")]
+    dns_relay_for: Vec<String>,
+
     /// Resolver address given to the containers this node starts; the DNS
     /// server also listens there on port 53. `auto` = the Docker bridge
     /// gateway (e.g. 172.17.0.1); `none` = leave Docker's default.
@@ -228,6 +235,15 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         },
         voter_grace: args.voter_grace,
         dns: args.dns,
+        dns_relay_for: args
+            .dns_relay_for
+            .iter()
+            .map(|n| {
+                skein_node::dns::parse_network(n).with_context(|| {
+                    format!("--dns-relay-for {n:?}: expected a network such as 10.0.0.0/8")
+                })
+            })
+            .collect::<Result<_>>()?,
         container_dns: match args.container_dns.as_str() {
             "auto" => ContainerDns::Auto,
             "none" => ContainerDns::Off,

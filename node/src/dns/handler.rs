@@ -22,6 +22,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use tokio::sync::watch;
 
+use super::clients::RelayClients;
 use super::forward::Forwarder;
 use super::zone::{self, Zone};
 use super::ServiceTable;
@@ -34,6 +35,7 @@ pub(super) struct Handler {
     table: watch::Receiver<Arc<ServiceTable>>,
     zone: Mutex<Option<Cached>>,
     forwarder: Forwarder,
+    clients: RelayClients,
 }
 
 /// The zone built from one table snapshot.
@@ -43,11 +45,16 @@ struct Cached {
 }
 
 impl Handler {
-    pub(super) fn new(table: watch::Receiver<Arc<ServiceTable>>, forwarder: Forwarder) -> Self {
+    pub(super) fn new(
+        table: watch::Receiver<Arc<ServiceTable>>,
+        forwarder: Forwarder,
+        clients: RelayClients,
+    ) -> Self {
         Self {
             table,
             zone: Mutex::new(None),
             forwarder,
+            clients,
         }
     }
 
@@ -121,7 +128,7 @@ impl RequestHandler for Handler {
             return send(&mut response_handle, response).await;
         }
 
-        if !self.forwarder.is_enabled() {
+        if !self.forwarder.is_enabled() || self.clients.admit(request.src().ip()).is_err() {
             let metadata = reject(ResponseCode::Refused);
             return send(&mut response_handle, builder.build_no_records(metadata)).await;
         }

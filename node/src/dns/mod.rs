@@ -21,6 +21,7 @@
 //! hickory-server logs every answered request at `info`; the agent's log
 //! filter should hold `hickory_server=warn`.
 
+mod clients;
 mod forward;
 mod handler;
 mod zone;
@@ -37,6 +38,7 @@ use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
+pub use clients::{parse_network, RelayPolicy};
 pub use forward::system_upstreams;
 
 use forward::Forwarder;
@@ -87,12 +89,26 @@ pub async fn bind(
     table: watch::Receiver<Arc<ServiceTable>>,
     upstream: Vec<SocketAddr>,
 ) -> anyhow::Result<DnsServer> {
+    bind_with(listen, table, upstream, RelayPolicy::default()).await
+}
+
+/// [`bind`], relaying other names only for the clients `relay` allows.
+pub async fn bind_with(
+    listen: Vec<SocketAddr>,
+    table: watch::Receiver<Arc<ServiceTable>>,
+    upstream: Vec<SocketAddr>,
+    relay: RelayPolicy,
+) -> anyhow::Result<DnsServer> {
     anyhow::ensure!(!listen.is_empty(), "no DNS listen address");
     let mut sockets = Vec::with_capacity(listen.len());
     for addr in listen {
         sockets.push(bind_pair(addr).await?);
     }
-    let mut server = Server::new(Handler::new(table, Forwarder::new(upstream)));
+    let mut server = Server::new(Handler::new(
+        table,
+        Forwarder::new(upstream),
+        clients::RelayClients::new(relay),
+    ));
     let mut local_addrs = Vec::with_capacity(sockets.len());
     for (udp, tcp, local) in sockets {
         server.register_socket(udp);

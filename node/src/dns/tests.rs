@@ -572,3 +572,51 @@ async fn dns_dropping_the_task_stops_the_server() {
     assert_eq!(ipv4s(&answer.answers).len(), 2);
     drop(tx);
 }
+
+#[tokio::test]
+async fn dns_relays_only_for_allowed_clients_and_only_so_fast() {
+    let (upstream, fake) = fake_upstream().await;
+    let (table, rx) = watch::channel(web_table());
+    // A client on no allowed network (loopback not allowed here, to stand
+    // for a host on the LAN): skein. is answered, the rest refused.
+    let closed = RelayPolicy {
+        loopback: false,
+        ..RelayPolicy::default()
+    };
+    let server = bind_with(vec![LOCALHOST], rx.clone(), vec![upstream], closed)
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let task = tokio::spawn(server.run());
+    let refused = ask_udp(addr, "example.org.", RecordType::A).await;
+    assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+    let ours = ask_udp(addr, "web.service.skein.", RecordType::A).await;
+    assert_eq!(ipv4s(&ours.answers).len(), 2);
+    task.abort();
+
+    // An allowed client past its burst is refused too; then it refills.
+    let slow = RelayPolicy {
+        per_client_qps: 2,
+        per_client_burst: 3,
+        ..RelayPolicy::default()
+    };
+    let server = bind_with(vec![LOCALHOST], rx, vec![upstream], slow)
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let task = tokio::spawn(server.run());
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(
+            ask_udp(addr, "example.org.", RecordType::A)
+                .await
+                .metadata
+                .response_code,
+        );
+    }
+    assert_eq!(&codes[..3], [ResponseCode::NoError; 3], "{codes:?}");
+    assert!(codes[3..].contains(&ResponseCode::Refused), "{codes:?}");
+    drop(table);
+    task.abort();
+    fake.abort();
+}
