@@ -122,6 +122,7 @@ fn seed_deployment_converts() {
             },
             pull: None,
             pull_secrets: vec![],
+            container: Default::default(),
         }]
     );
 }
@@ -158,6 +159,7 @@ fn native_job_converts_every_field() {
             update: UpdateStrategy::default(),
             pull: None,
             pull_secrets: vec![],
+            container: Default::default(),
         }]
     );
 }
@@ -575,8 +577,8 @@ spec:
           initialDelaySeconds: 5
           failureThreshold: 4
           timeoutSeconds: 2
-        startupProbe:
-          exec: {command: [true]}
+        workingDir: /srv
+        terminationMessagePolicy: File
 ";
 
 /// A Service selecting [`PROBED`]'s pods, published on a node port.

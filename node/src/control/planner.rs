@@ -794,6 +794,7 @@ mod tests {
             update: Default::default(),
             pull: None,
             pull_secrets: vec![],
+            container: Default::default(),
         }
     }
 
