@@ -914,6 +914,33 @@ mod tests {
     }
 
     #[test]
+    fn env_names_and_resource_bounds() {
+        for ok in ["A", "_a", "my.var-1", "PATH"] {
+            assert!(is_env_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "A B", "A;B", "A=B", "-A", ".A", "É", "A\0"] {
+            assert!(!is_env_name(bad), "{bad:?}");
+        }
+        // A JSON client bypasses the manifest parser: validation is the gate.
+        let mut s = sample();
+        s.env.insert("A B".into(), "x".into());
+        s.resources.limit_cpu_millis = Some(u64::MAX);
+        s.resources.limit_memory_bytes = Some(u64::MAX);
+        s.resources.requests.cpu_millis = u64::MAX;
+        let errs = s.validate().unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "env.A B",
+                "resources.requests.cpu",
+                "resources.limits.cpu",
+                "resources.limits.memory",
+            ]
+        );
+    }
+
+    #[test]
     fn dns_labels() {
         assert!(is_dns_label("my-nginx"));
         assert!(!is_dns_label("-x"));
