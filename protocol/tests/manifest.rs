@@ -2127,3 +2127,13 @@ fn services_with_several_ports_or_external_ips_are_refused() {
     );
     assert!(parse_manifests("d.yaml", &format!("{PROBED}---\n{defaults}")).is_ok());
 }
+
+#[test]
+fn shipped_examples_parse() {
+    for name in ["deployment.yaml", "web.yaml"] {
+        let path = format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let specs = parse_manifests(name, &text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!specs.is_empty(), "{name}");
+    }
+}

@@ -3,25 +3,33 @@
 //!
 //! People already have Deployments, so Skein runs them unchanged when it can:
 //! one container per pod, its image, command, env, ports and resources, its
-//! liveness and readiness probes, the pod's restart policy, labels and node
-//! selector. A `Service` in the same file becomes the `service` of the
-//! Deployment it selects (name, target port, `nodePort` as the routing-mesh
-//! port). The Deployment's `strategy` drives rolling updates: `RollingUpdate`
-//! with `maxSurge`/`maxUnavailable` (counts or percentages of the replicas,
-//! surge rounded up and unavailability down; 25% each when not given, as in
-//! Kubernetes), or `Recreate` (all old replicas go before new ones start);
-//! `progressDeadlineSeconds` (default 600, as in Kubernetes) bounds how long
-//! an update may stall before it is rolled back. The container's
-//! `imagePullPolicy` and the pod's `imagePullSecrets` say when and with which
-//! credentials nodes pull the image; a `kubernetes.io/dockerconfigjson`
-//! Secret in the same file supplies such credentials (`data` base64 or
-//! `stringData` JSON, `auths` with `username`/`password` or `auth`). Fields
-//! Skein cannot honour but that do no harm (selector, minReadySeconds, startup
-//! probes, namespace, labels, session affinity, a Secret's `immutable`, a
-//! registry's `email`, …) are accepted and ignored;
-//! fields whose absence would change behaviour (`valueFrom`, `envFrom`, init
-//! containers, SCTP, gRPC or HTTPS probes) are errors rather than silently
-//! dropped. Keys outside the Kubernetes schema are errors too.
+//! liveness and readiness probes, the pod's restart policy, labels, node
+//! selector and required node affinity (one term of `In` expressions with
+//! one value each, as constraints), security contexts (the container's over
+//! the pod's), lifecycle hooks (`exec`, `sleep`), working directory, host
+//! aliases, DNS policy and config, and grace period (see `kubernetes/pod.rs`).
+//! A `Service` in the same file becomes the `service` of the
+//! Deployment it selects (name, its one TCP port's target, `nodePort` as the
+//! routing-mesh port). The Deployment's `strategy` drives rolling updates:
+//! `RollingUpdate` with `maxSurge`/`maxUnavailable` (counts or percentages of
+//! the replicas, surge rounded up and unavailability down; 25% each when not
+//! given, as in Kubernetes), or `Recreate` (all old replicas go before new
+//! ones start); `progressDeadlineSeconds` (default 600, as in Kubernetes)
+//! bounds how long an update may stall before it is rolled back. The
+//! container's `imagePullPolicy` and the pod's `imagePullSecrets` say when
+//! and with which credentials nodes pull the image; a
+//! `kubernetes.io/dockerconfigjson` Secret in the same file supplies such
+//! credentials (`data` base64 or `stringData` JSON, `auths` with
+//! `username`/`password` or `auth`).
+//!
+//! No field is silently ignored: every value passes through its type's
+//! table in `kubernetes/fields.rs` before it is read, and a field Skein
+//! does not implement (`privileged`, `hostNetwork`, volumes, tolerations,
+//! `nodeName`, `paused`, a second Service port, `externalIPs`, …) is an
+//! error at its key saying why, unless it holds its unset value or
+//! Kubernetes' default. Object metadata (namespace, labels, annotations)
+//! names things and changes nothing; a registry's `email` is ignored by
+//! Docker too. Keys outside the Kubernetes schema are errors.
 
 mod fields;
 mod pod;
