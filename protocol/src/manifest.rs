@@ -546,6 +546,13 @@ pub(crate) fn replicas(
     path: &str,
     value: Option<i64>,
 ) -> Result<u32, ManifestError> {
+    if ctx.doc.is_quoted(path) {
+        return Err(ctx.at_value(
+            path,
+            "expected a whole number, found a string: write the count without quotes \
+             (e.g. replicas: 3)",
+        ));
+    }
     match value {
         None => Ok(1),
         Some(n) if n < 0 => Err(ctx.at_value(path, format!("must be 0 or more, got {n}"))),

@@ -12,6 +12,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use crate::image::PullPolicy;
+pub use container::{
+    is_capability, Capabilities, ContainerSpec, DnsOption, DnsPolicy, DnsSpec, Hook, HostAlias,
+    Lifecycle, SecuritySpec, CAPABILITIES, DEFAULT_PIDS_LIMIT, MAX_GRACE_PERIOD_SECS, MAX_ID,
+    MAX_NAMESERVERS, MAX_PIDS_LIMIT, MAX_SEARCHES,
+};
+
+mod container;
 
 /// Default CPU request when a spec gives none: enough to schedule, small
 /// enough that a 1-core edge box still fits several replicas.
@@ -21,6 +28,11 @@ pub const DEFAULT_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
 /// Upper bound on replicas of one job; guards the scheduler against typos
 /// such as `replicas: 30000000`.
 pub const MAX_REPLICAS: u32 = 10_000;
+/// Largest CPU amount accepted, in millicores (a million cores): far above
+/// any machine, far below what overflows Docker's `NanoCpus` (an i64).
+pub const MAX_CPU_MILLIS: u64 = 1_000_000_000;
+/// Largest memory amount accepted (1 PiB), far below Docker's i64 limit.
+pub const MAX_MEMORY_BYTES: u64 = 1 << 50;
 
 /// A job: `replicas` identical containers of one image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +88,9 @@ pub struct JobSpec {
     /// secrets applied in the same request or earlier.
     #[serde(default)]
     pub pull_secrets: Vec<String>,
+    /// How the container runs: user, privileges, hooks, resolver, limits.
+    #[serde(default)]
+    pub container: ContainerSpec,
 }
 
 /// How a spec change rolls out: new replicas replace old ones a few at a
@@ -412,6 +427,16 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// True for a portable environment variable name: `[A-Za-z_][A-Za-z0-9_.-]*`
+/// (Kubernetes' rule, minus the characters shells and `env` files mangle).
+pub fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 /// True for a DNS subdomain as Kubernetes names objects (RFC 1123):
 /// dot-separated DNS labels, at most 253 characters.
 pub fn is_dns_subdomain(s: &str) -> bool {
@@ -510,10 +535,14 @@ impl JobSpec {
             }
         }
         for key in self.env.keys() {
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
+            if !is_env_name(key) {
                 err(
-                    "env",
-                    format!("{key:?} is not a valid variable name (no '=' or NUL)"),
+                    &format!("env.{key}"),
+                    format!(
+                        "{key:?} is not a valid environment variable name: use letters, \
+                         digits, '_', '.' and '-', starting with a letter or '_' \
+                         ([A-Za-z_][A-Za-z0-9_.-]*)"
+                    ),
                 );
             }
         }
@@ -567,6 +596,31 @@ impl JobSpec {
                 "resources.requests.memory",
                 "must be at least 1Mi (e.g. 64Mi)".into(),
             );
+        }
+        for (field, value) in [
+            ("resources.requests.cpu", Some(r.requests.cpu_millis)),
+            ("resources.limits.cpu", r.limit_cpu_millis),
+        ] {
+            if let Some(v) = value.filter(|v| *v > MAX_CPU_MILLIS) {
+                err(
+                    field,
+                    format!(
+                        "{v}m is more than the allowed maximum of {} cores",
+                        MAX_CPU_MILLIS / 1000
+                    ),
+                );
+            }
+        }
+        for (field, value) in [
+            ("resources.requests.memory", Some(r.requests.memory_bytes)),
+            ("resources.limits.memory", r.limit_memory_bytes),
+        ] {
+            if let Some(v) = value.filter(|v| *v > MAX_MEMORY_BYTES) {
+                err(
+                    field,
+                    format!("{v} bytes is more than the allowed maximum of 1Pi"),
+                );
+            }
         }
         if let Some(l) = r.limit_cpu_millis {
             if l < r.requests.cpu_millis {
@@ -680,6 +734,7 @@ impl JobSpec {
                 }
             }
         }
+        self.container.validate(&mut err);
         let u = &self.update;
         if u.max_surge == 0 && u.max_unavailable == 0 {
             err(
@@ -745,6 +800,7 @@ mod tests {
             update: UpdateStrategy::default(),
             pull: None,
             pull_secrets: vec![],
+            container: ContainerSpec::default(),
         }
     }
 
@@ -855,6 +911,33 @@ mod tests {
         assert_eq!(back.update, UpdateStrategy::default());
         assert_eq!(back.update.max_surge, 1);
         assert_eq!(back.update.progress_deadline_secs, 120);
+    }
+
+    #[test]
+    fn env_names_and_resource_bounds() {
+        for ok in ["A", "_a", "my.var-1", "PATH"] {
+            assert!(is_env_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "A B", "A;B", "A=B", "-A", ".A", "É", "A\0"] {
+            assert!(!is_env_name(bad), "{bad:?}");
+        }
+        // A JSON client bypasses the manifest parser: validation is the gate.
+        let mut s = sample();
+        s.env.insert("A B".into(), "x".into());
+        s.resources.limit_cpu_millis = Some(u64::MAX);
+        s.resources.limit_memory_bytes = Some(u64::MAX);
+        s.resources.requests.cpu_millis = u64::MAX;
+        let errs = s.validate().unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "env.A B",
+                "resources.requests.cpu",
+                "resources.limits.cpu",
+                "resources.limits.memory",
+            ]
+        );
     }
 
     #[test]

@@ -10,9 +10,10 @@ use skein_protocol::manifest::{
     parse_manifest, parse_manifests, ManifestError, MAX_MANIFEST_BYTES,
 };
 use skein_protocol::spec::{
-    Balance, CheckKind, CheckSpec, JobSpec, PlacementStrategy, PortProtocol, PortSpec, Probe,
-    PullPolicy, ResourceVec, Resources, RestartPolicy, ServiceSpec, UpdateStrategy,
-    DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES,
+    Balance, Capabilities, CheckKind, CheckSpec, ContainerSpec, DnsOption, DnsPolicy, DnsSpec,
+    Hook, HostAlias, JobSpec, Lifecycle, PlacementStrategy, PortProtocol, PortSpec, Probe,
+    PullPolicy, ResourceVec, Resources, RestartPolicy, SecuritySpec, ServiceSpec, UpdateStrategy,
+    DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES, DEFAULT_PIDS_LIMIT,
 };
 
 /// The Deployment from the article (section 4.2), byte for byte.
@@ -122,6 +123,7 @@ fn seed_deployment_converts() {
             },
             pull: None,
             pull_secrets: vec![],
+            container: Default::default(),
         }]
     );
 }
@@ -158,6 +160,7 @@ fn native_job_converts_every_field() {
             update: UpdateStrategy::default(),
             pull: None,
             pull_secrets: vec![],
+            container: Default::default(),
         }]
     );
 }
@@ -575,8 +578,8 @@ spec:
           initialDelaySeconds: 5
           failureThreshold: 4
           timeoutSeconds: 2
-        startupProbe:
-          exec: {command: [true]}
+        workingDir: /srv
+        terminationMessagePolicy: File
 ";
 
 /// A Service selecting [`PROBED`]'s pods, published on a node port.
@@ -1469,5 +1472,668 @@ proptest! {
             let lines = text.lines().count();
             prop_assert!(e.line.is_some_and(|l| (21..=lines).contains(&l)), "{}", e);
         }
+    }
+}
+
+/// [`SEED`] with `lines` (each with its newline) in the pod spec before
+/// `containers:`, so that the first one is line 15.
+fn seed_with_pod_lines(lines: &str) -> String {
+    SEED.replace("      containers:", &format!("{lines}      containers:"))
+}
+
+const POD: &str = "spec.template.spec";
+const CONTAINER0: &str = "spec.template.spec.containers[0]";
+
+/// A Deployment using every runtime option Skein honours.
+const HARDENED: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 20
+      securityContext:
+        runAsUser: 1000
+        runAsGroup: 3000
+        runAsNonRoot: true
+        supplementalGroups: [4000]
+        fsGroup: 5000
+        seccompProfile: {type: RuntimeDefault}
+      hostAliases:
+      - ip: 10.0.0.5
+        hostnames: [db.internal, cache.internal]
+      dnsPolicy: None
+      dnsConfig:
+        nameservers: [1.1.1.1]
+        searches: [corp.example]
+        options:
+        - {name: ndots, value: \"2\"}
+        - name: edns0
+      nodeSelector: {region: eu}
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms:
+            - matchExpressions:
+              - {key: zone, operator: In, values: [a]}
+      containers:
+      - name: web
+        image: skein-demo/web:latest
+        workingDir: /srv
+        securityContext:
+          runAsUser: 2000
+          readOnlyRootFilesystem: true
+          allowPrivilegeEscalation: false
+          privileged: false
+          capabilities: {add: [NET_BIND_SERVICE], drop: [ALL]}
+        lifecycle:
+          postStart:
+            exec: {command: [touch, /tmp/started]}
+          preStop:
+            sleep: {seconds: 5}
+";
+
+fn hardened_container() -> ContainerSpec {
+    ContainerSpec {
+        security: SecuritySpec {
+            run_as_user: Some(2000),
+            run_as_group: Some(3000),
+            run_as_non_root: true,
+            supplemental_groups: vec![4000, 5000],
+            read_only_root_filesystem: true,
+            allow_privilege_escalation: false,
+            capabilities: Capabilities {
+                add: vec!["NET_BIND_SERVICE".into()],
+                drop: vec!["ALL".into()],
+            },
+        },
+        working_dir: Some("/srv".into()),
+        lifecycle: Lifecycle {
+            post_start: Some(Hook::Exec {
+                command: vec!["touch".into(), "/tmp/started".into()],
+            }),
+            pre_stop: Some(Hook::Sleep { seconds: 5 }),
+        },
+        host_aliases: vec![HostAlias {
+            ip: "10.0.0.5".into(),
+            hostnames: vec!["db.internal".into(), "cache.internal".into()],
+        }],
+        dns: DnsSpec {
+            policy: DnsPolicy::None,
+            nameservers: vec!["1.1.1.1".into()],
+            searches: vec!["corp.example".into()],
+            options: vec![
+                DnsOption {
+                    name: "ndots".into(),
+                    value: Some("2".into()),
+                },
+                DnsOption {
+                    name: "edns0".into(),
+                    value: None,
+                },
+            ],
+        },
+        grace_period_secs: Some(20),
+        pids_limit: DEFAULT_PIDS_LIMIT,
+    }
+}
+
+#[test]
+fn security_context_and_runtime_options_convert() {
+    let spec = &parse_manifests("d.yaml", HARDENED).unwrap()[0];
+    // The container's runAsUser (2000) wins over the pod's (1000); the
+    // pod's group, non-root rule and groups (fsGroup included) apply.
+    assert_eq!(spec.container, hardened_container());
+    assert_eq!(spec.constraints, map(&[("region", "eu"), ("zone", "a")]));
+}
+
+#[test]
+fn skein_defaults_are_stricter_than_dockers() {
+    let spec = &parse_manifests("d.yaml", SEED).unwrap()[0];
+    assert_eq!(spec.container, ContainerSpec::default());
+    assert!(!spec.container.security.allow_privilege_escalation);
+    assert_eq!(spec.container.pids_limit, 4096);
+    let open =
+        seed_with_container_line("        securityContext: {allowPrivilegeEscalation: true}");
+    let spec = &parse_manifests("d.yaml", &open).unwrap()[0];
+    assert!(spec.container.security.allow_privilege_escalation);
+}
+
+#[test]
+fn native_runtime_options_convert() {
+    let text = "\
+name: web
+image: skein-demo/web:latest
+security:
+  run_as_user: 2000
+  run_as_group: 3000
+  run_as_non_root: true
+  supplemental_groups: [4000, 5000]
+  read_only_root_filesystem: true
+  capabilities: { add: [NET_BIND_SERVICE], drop: [ALL] }
+working_dir: /srv
+lifecycle:
+  post_start: { exec: [touch, /tmp/started] }
+  pre_stop: { sleep: 5 }
+grace_period: 20
+host_aliases: [{ ip: 10.0.0.5, hostnames: [db.internal, cache.internal] }]
+dns:
+  policy: none
+  nameservers: [1.1.1.1]
+  searches: [corp.example]
+  options: [{ name: ndots, value: \"2\" }, { name: edns0 }]
+pids_limit: 4096
+";
+    let spec = &parse_manifests("w.yaml", text).unwrap()[0];
+    assert_eq!(spec.container, hardened_container());
+    let msg = located(
+        "name: web\nimage: x\nlifecycle: {pre_stop: {sleep: 1, exec: [x]}}\n",
+        3,
+        23,
+        Some("lifecycle.pre_stop"),
+    );
+    assert_eq!(
+        msg,
+        "exactly one of exec (a command) or sleep (seconds) is required"
+    );
+    let msg = located(
+        "name: web\nimage: x\nsecurity: {run_as_root: true}\n",
+        3,
+        12,
+        Some("security.run_as_root"),
+    );
+    assert!(msg.contains("unknown field"), "{msg}");
+    let msg = located(
+        "name: web\nimage: x\npids_limit: 0\n",
+        3,
+        13,
+        Some("pids_limit"),
+    );
+    assert!(msg.starts_with("must be between 1 and 4194304"), "{msg}");
+    let msg = located(
+        "name: web\nimage: x\ngrace_period: 7200\n",
+        3,
+        15,
+        Some("grace_period"),
+    );
+    assert!(msg.contains("maximum of 3600"), "{msg}");
+}
+
+#[test]
+fn refused_pod_fields_name_the_field_and_the_reason() {
+    for (line, key, why) in [
+        ("hostNetwork: true", "hostNetwork", "own network namespace"),
+        ("hostPID: true", "hostPID", "every process on the node"),
+        ("hostIPC: true", "hostIPC", "shared memory"),
+        (
+            "volumes: [{name: sock, hostPath: {path: /var/run/docker.sock}}]",
+            "volumes",
+            "volumes are not supported yet",
+        ),
+        (
+            "volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]",
+            "volumes",
+            "volumes are not supported yet",
+        ),
+        (
+            "tolerations: [{key: gpu, operator: Exists}]",
+            "tolerations",
+            "Skein nodes have no taints",
+        ),
+        (
+            "nodeName: edge-1",
+            "nodeName",
+            "select it with nodeSelector",
+        ),
+        ("hostUsers: false", "hostUsers", "user namespace"),
+        ("priorityClassName: high", "priorityClassName", "preempt"),
+        (
+            "initContainers: [{name: i, image: x}]",
+            "initContainers",
+            "separate job",
+        ),
+        ("schedulerName: mine", "schedulerName", "one scheduler"),
+    ] {
+        let text = seed_with_pod_lines(&format!("      {line}\n"));
+        let msg = located(&text, 15, 7, Some(&format!("{POD}.{key}")));
+        assert!(msg.starts_with(key), "{msg}");
+        assert!(msg.contains(why), "{line}: {msg}");
+    }
+    let msg = located(
+        &seed_with_pod_lines(
+            "      securityContext:\n        sysctls: [{name: net.core.somaxconn, value: \"1024\"}]\n",
+        ),
+        16,
+        9,
+        Some(&format!("{POD}.securityContext.sysctls")),
+    );
+    assert_eq!(
+        msg,
+        "sysctls are not supported: kernel parameters stay the node's"
+    );
+    // Unset values and Kubernetes' own defaults are what Skein does.
+    let defaults = seed_with_pod_lines(
+        "      hostNetwork: false\n      hostPID: false\n      tolerations: []\n      \
+         volumes: []\n      schedulerName: default-scheduler\n      os: {name: linux}\n      \
+         serviceAccountName: default\n      enableServiceLinks: false\n      \
+         dnsPolicy: ClusterFirst\n      securityContext: {seccompProfile: {type: RuntimeDefault}}\n",
+    );
+    let spec = &parse_manifests("d.yaml", &defaults).unwrap()[0];
+    assert_eq!(spec.container, ContainerSpec::default());
+}
+
+#[test]
+fn refused_container_fields_name_the_field_and_the_reason() {
+    for (line, path, column, why) in [
+        (
+            "        securityContext: {privileged: true}",
+            "securityContext.privileged",
+            27,
+            "full access to the node",
+        ),
+        (
+            "        volumeMounts: [{name: sock, mountPath: /var/run/docker.sock}]",
+            "volumeMounts",
+            9,
+            "volumes are not supported yet",
+        ),
+        (
+            "        startupProbe: {exec: {command: [true]}}",
+            "startupProbe",
+            9,
+            "initialDelaySeconds",
+        ),
+        (
+            "        envFrom: [{configMapRef: {name: cfg}}]",
+            "envFrom",
+            9,
+            "list the variables under env",
+        ),
+        (
+            "        securityContext: {seLinuxOptions: {level: s0}}",
+            "securityContext.seLinuxOptions",
+            27,
+            "SELinux",
+        ),
+        (
+            "        lifecycle: {preStop: {httpGet: {port: 80, path: /quit}}}",
+            "lifecycle.preStop.httpGet",
+            31,
+            "httpGet hooks are not supported; use exec",
+        ),
+        (
+            "        lifecycle: {stopSignal: SIGUSR1}",
+            "lifecycle.stopSignal",
+            21,
+            "stopSignal is not supported yet",
+        ),
+        ("        tty: true", "tty", 9, "detached"),
+    ] {
+        let msg = located(
+            &seed_with_container_line(line),
+            18,
+            column,
+            Some(&format!("{CONTAINER0}.{path}")),
+        );
+        assert!(msg.contains(why), "{line}: {msg}");
+    }
+    let msg = located(
+        &SEED.replace(
+            "- containerPort: 80",
+            "- containerPort: 80\n          hostIP: 127.0.0.1",
+        ),
+        20,
+        11,
+        Some(&format!("{CONTAINER0}.ports[0].hostIP")),
+    );
+    assert!(msg.starts_with("hostIP is not supported"), "{msg}");
+    // Defaults a cluster writes into exported manifests are accepted.
+    let exported = seed_with_container_line(
+        "        terminationMessagePath: /dev/termination-log\n        \
+         terminationMessagePolicy: File\n        securityContext: {procMount: Default}",
+    );
+    assert!(parse_manifests("d.yaml", &exported).is_ok());
+}
+
+#[test]
+fn refused_deployment_fields_are_located() {
+    let msg = located(
+        &SEED.replace("  replicas: 3\n", "  replicas: 3\n  paused: true\n"),
+        7,
+        3,
+        Some("spec.paused"),
+    );
+    assert!(msg.starts_with("paused: true is not supported"), "{msg}");
+    let msg = located(
+        &SEED.replace("  replicas: 3\n", "  replicas: 3\n  minReadySeconds: 10\n"),
+        7,
+        3,
+        Some("spec.minReadySeconds"),
+    );
+    assert!(msg.contains("readinessProbe"), "{msg}");
+    let ok = SEED.replace(
+        "  replicas: 3\n",
+        "  replicas: 3\n  paused: false\n  revisionHistoryLimit: 10\n",
+    );
+    assert!(parse_manifests("d.yaml", &ok).is_ok());
+    let msg = located(
+        &SEED.replace(
+            "      app: my-nginx\n  template",
+            "      app: other\n  template",
+        ),
+        9,
+        12,
+        Some("spec.selector.matchLabels.app"),
+    );
+    assert!(
+        msg.contains("does not select the Deployment's own pods"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn replicas_must_be_a_number_not_a_string() {
+    let msg = located(
+        &SEED.replace("replicas: 3", "replicas: \"3\""),
+        6,
+        13,
+        Some("spec.replicas"),
+    );
+    assert!(
+        msg.starts_with("expected a whole number, found a string"),
+        "{msg}"
+    );
+    located(
+        "name: web\nimage: x\nreplicas: '3'\n",
+        3,
+        11,
+        Some("replicas"),
+    );
+}
+
+#[test]
+fn environment_variable_names_must_be_portable() {
+    for name in ["MY VAR", "A;B", "1ABC", "A=B", "ÄB", "-X"] {
+        let text = seed_with_container_line(&format!(
+            "        env:\n        - name: ok_1.x-y\n          value: a\n        - name: {name:?}\n          value: b"
+        ));
+        let msg = located(&text, 21, 17, Some(&format!("{CONTAINER0}.env[1].name")));
+        assert!(msg.contains("[A-Za-z_][A-Za-z0-9_.-]*"), "{name}: {msg}");
+    }
+    let msg = located(
+        "name: web\nimage: x\nenv: {\"A B\": x}\n",
+        3,
+        14,
+        Some("env.A B"),
+    );
+    assert!(
+        msg.starts_with("\"A B\" is not a valid environment variable name"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn cpu_and_memory_beyond_what_docker_takes_are_refused() {
+    let msg = located(
+        "name: web\nimage: x\nresources: {limits: {cpu: 18446744073709551}}\n",
+        3,
+        27,
+        Some("resources.limits.cpu"),
+    );
+    assert!(
+        msg.contains("more than the allowed maximum of 1000000 cores"),
+        "{msg}"
+    );
+    let msg = located(
+        "name: web\nimage: x\nresources: {requests: {memory: 8Ei}}\n",
+        3,
+        32,
+        Some("resources.requests.memory"),
+    );
+    assert!(
+        msg.contains("more than the allowed maximum of 1Pi"),
+        "{msg}"
+    );
+    let huge = seed_with_container_line("        resources: {limits: {cpu: \"9223372036854775\"}}");
+    let msg = located(
+        &huge,
+        18,
+        35,
+        Some(&format!("{CONTAINER0}.resources.limits.cpu")),
+    );
+    assert!(msg.contains("maximum"), "{msg}");
+}
+
+#[test]
+fn bad_security_and_runtime_values_are_located() {
+    let sc = |body: &str| seed_with_container_line(&format!("        securityContext: {body}"));
+    let msg = located(
+        &sc("{runAsNonRoot: true, runAsUser: 0}"),
+        18,
+        58,
+        Some(&format!("{CONTAINER0}.securityContext.runAsUser")),
+    );
+    assert!(
+        msg.starts_with("runAsNonRoot is set, but the user is 0"),
+        "{msg}"
+    );
+    let msg = located(
+        &sc("{runAsUser: -1}"),
+        18,
+        38,
+        Some(&format!("{CONTAINER0}.securityContext.runAsUser")),
+    );
+    assert_eq!(msg, "must be between 0 and 2147483647, got -1");
+    let msg = located(
+        &sc("{capabilities: {add: [NET_BIND_SERVICE, net_raw]}}"),
+        18,
+        66,
+        Some(&format!("{CONTAINER0}.securityContext.capabilities.add[1]")),
+    );
+    assert!(msg.contains("is not a Linux capability"), "{msg}");
+    let msg = located(
+        &sc("{runAsGroup: 1000}"),
+        18,
+        39,
+        Some(&format!("{CONTAINER0}.securityContext.runAsGroup")),
+    );
+    assert!(msg.starts_with("a group needs a user"), "{msg}");
+    let msg = located(
+        &seed_with_container_line("        workingDir: srv"),
+        18,
+        21,
+        Some(&format!("{CONTAINER0}.workingDir")),
+    );
+    assert!(msg.contains("absolute path"), "{msg}");
+    let msg = located(
+        &seed_with_pod_lines("      dnsPolicy: None\n"),
+        15,
+        18,
+        Some(&format!("{POD}.dnsPolicy")),
+    );
+    assert_eq!(msg, "dns policy None needs at least one nameserver");
+    let msg = located(
+        &seed_with_pod_lines("      dnsPolicy: ClusterFirstWithHostNet\n"),
+        15,
+        18,
+        Some(&format!("{POD}.dnsPolicy")),
+    );
+    assert!(msg.contains("use ClusterFirst"), "{msg}");
+    let msg = located(
+        &seed_with_pod_lines("      dnsConfig: {nameservers: [1.1.1.1, dns.example]}\n"),
+        15,
+        42,
+        Some(&format!("{POD}.dnsConfig.nameservers[1]")),
+    );
+    assert!(msg.contains("is not an IP address"), "{msg}");
+    let msg = located(
+        &seed_with_pod_lines("      hostAliases: [{ip: 10.0.0.5, hostnames: [Bad_Name]}]\n"),
+        15,
+        48,
+        Some(&format!("{POD}.hostAliases[0].hostnames[0]")),
+    );
+    assert!(msg.contains("not a valid host name"), "{msg}");
+    let msg = located(
+        &seed_with_pod_lines("      terminationGracePeriodSeconds: -1\n"),
+        15,
+        38,
+        Some(&format!("{POD}.terminationGracePeriodSeconds")),
+    );
+    assert_eq!(msg, "must be between 0 and 3600 seconds, got -1");
+    let msg = located(
+        &seed_with_container_line("        lifecycle: {postStart: {exec: {command: []}}}"),
+        18,
+        49,
+        Some(&format!("{CONTAINER0}.lifecycle.postStart.exec.command")),
+    );
+    assert!(msg.starts_with("a command is required"), "{msg}");
+}
+
+/// [`SEED`] with required node affinity whose `nodeSelectorTerms` are `terms` (line 19 on).
+fn seed_with_affinity(terms: &str) -> String {
+    seed_with_pod_lines(&format!(
+        "      affinity:\n        nodeAffinity:\n          \
+         requiredDuringSchedulingIgnoredDuringExecution:\n            nodeSelectorTerms:\n{terms}"
+    ))
+}
+
+#[test]
+fn required_node_affinity_maps_onto_constraints_or_is_refused() {
+    let one = seed_with_affinity(
+        "            - matchExpressions:\n              - {key: zone, operator: In, values: [a]}\n              \
+         - {key: disk, operator: In, values: [ssd]}\n",
+    );
+    let spec = &parse_manifests("d.yaml", &one).unwrap()[0];
+    assert_eq!(spec.constraints, map(&[("disk", "ssd"), ("zone", "a")]));
+    let base = format!(
+        "{POD}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
+    );
+    let msg = located(
+        &seed_with_affinity(
+            "            - matchExpressions:\n              - {key: zone, operator: NotIn, values: [a]}\n",
+        ),
+        20,
+        39,
+        Some(&format!("{base}[0].matchExpressions[0].operator")),
+    );
+    assert!(
+        msg.starts_with("operator NotIn is not supported; use In"),
+        "{msg}"
+    );
+    let msg = located(
+        &seed_with_affinity(
+            "            - matchExpressions:\n              - {key: zone, operator: In, values: [a, b]}\n",
+        ),
+        20,
+        51,
+        Some(&format!("{base}[0].matchExpressions[0].values")),
+    );
+    assert!(msg.contains("give exactly one"), "{msg}");
+    let msg = located(
+        &seed_with_affinity(
+            "            - matchExpressions: [{key: zone, operator: In, values: [a]}]\n            \
+             - matchExpressions: [{key: zone, operator: In, values: [b]}]\n",
+        ),
+        20,
+        15,
+        Some(&format!("{base}[1]")),
+    );
+    assert!(msg.contains("Skein constraints must all hold"), "{msg}");
+    let msg = located(
+        &seed_with_pod_lines(
+            "      affinity:\n        podAntiAffinity:\n          \
+             requiredDuringSchedulingIgnoredDuringExecution: [{topologyKey: zone}]\n",
+        ),
+        16,
+        9,
+        Some(&format!("{POD}.affinity.podAntiAffinity")),
+    );
+    assert!(msg.contains("already spreads"), "{msg}");
+    let msg = located(
+        &seed_with_pod_lines(
+            "      affinity:\n        nodeAffinity:\n          \
+             preferredDuringSchedulingIgnoredDuringExecution:\n          \
+             - {weight: 1, preference: {matchExpressions: [{key: zone, operator: In, values: [a]}]}}\n",
+        ),
+        17,
+        11,
+        Some(&format!(
+            "{POD}.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution"
+        )),
+    );
+    assert!(
+        msg.starts_with("preferred node affinity is not supported"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn services_with_several_ports_or_external_ips_are_refused() {
+    let two = SERVICE.replace(
+        "    nodePort: 30080\n",
+        "    nodePort: 30080\n  - port: 9090\n    name: metrics\n",
+    );
+    let msg = located(&format!("{PROBED}---\n{two}"), 40, 5, Some("spec.ports[1]"));
+    assert!(
+        msg.starts_with("a Service with 2 ports is not supported: a Skein service serves one port"),
+        "{msg}"
+    );
+    let external = SERVICE.replace(
+        "  type: NodePort\n",
+        "  type: NodePort\n  externalIPs: [203.0.113.7]\n",
+    );
+    let msg = located(
+        &format!("{PROBED}---\n{external}"),
+        35,
+        3,
+        Some("spec.externalIPs"),
+    );
+    assert!(msg.starts_with("externalIPs are not supported"), "{msg}");
+    let sticky = SERVICE.replace(
+        "  type: NodePort\n",
+        "  type: NodePort\n  sessionAffinity: ClientIP\n",
+    );
+    let msg = located(
+        &format!("{PROBED}---\n{sticky}"),
+        35,
+        3,
+        Some("spec.sessionAffinity"),
+    );
+    assert!(
+        msg.starts_with("sessionAffinity ClientIP is not supported"),
+        "{msg}"
+    );
+    let udp = SERVICE.replace(
+        "    nodePort: 30080\n",
+        "    nodePort: 30080\n    protocol: UDP\n",
+    );
+    let msg = located(
+        &format!("{PROBED}---\n{udp}"),
+        40,
+        15,
+        Some("spec.ports[0].protocol"),
+    );
+    assert!(msg.contains("forwards TCP connections"), "{msg}");
+    let defaults = SERVICE.replace(
+        "  type: NodePort\n",
+        "  type: NodePort\n  sessionAffinity: None\n  externalTrafficPolicy: Cluster\n  \
+         ipFamilies: [IPv4]\n  ipFamilyPolicy: SingleStack\n",
+    );
+    assert!(parse_manifests("d.yaml", &format!("{PROBED}---\n{defaults}")).is_ok());
+}
+
+#[test]
+fn shipped_examples_parse() {
+    for name in ["deployment.yaml", "web.yaml"] {
+        let path = format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let specs = parse_manifests(name, &text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!specs.is_empty(), "{name}");
     }
 }

@@ -798,6 +798,7 @@ mod tests {
             update: Default::default(),
             pull: None,
             pull_secrets: vec![],
+            container: Default::default(),
         }
     }
 

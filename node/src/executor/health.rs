@@ -370,7 +370,7 @@ impl Target {
                     .map(|_| format!("connected to {addr}"))
                     .map_err(|e| format!("cannot connect to {addr}: {e}"))
             }
-            Probe::Exec { command } => self.exec(command).await,
+            Probe::Exec { command } => exec(&self.docker, &self.container_id, command).await,
         }
     }
 
@@ -402,14 +402,20 @@ impl Target {
             .ok_or("port is not published and the container has no network address")?;
         Ok(SocketAddr::new(ip, container_port))
     }
+}
 
-    /// Runs `command` in the container; passes on exit code 0.
-    async fn exec(&self, command: &[String]) -> Result<String, String> {
-        let docker = &self.docker;
+/// Runs `command` in container `container_id` (`docker exec`); passes on
+/// exit code 0. Exec probes and lifecycle hooks use it.
+pub(crate) async fn exec(
+    docker: &Docker,
+    container_id: &str,
+    command: &[String],
+) -> Result<String, String> {
+    {
         let fail = |e: bollard::errors::Error| format!("exec failed: {}", docker_message(&e));
         let created = docker
             .create_exec(
-                &self.container_id,
+                container_id,
                 ExecConfig {
                     cmd: Some(command.to_vec()),
                     attach_stdout: Some(true),

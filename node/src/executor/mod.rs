@@ -10,6 +10,7 @@
 
 pub mod container;
 pub mod health;
+pub mod hooks;
 pub mod stats;
 pub mod status;
 
@@ -32,7 +33,9 @@ use crate::events::{EventLog, NewEvent};
 use crate::images::{Availability, Images};
 use crate::raft::StateHandle;
 use crate::state::{node_id_str, Allocation, NodeId, StoredCredential};
-use container::{container_name, create_body, is_current, LABEL_ALLOC, LABEL_NODE};
+use container::{
+    container_name, create_body, is_current, non_root_violation, StopPlan, LABEL_ALLOC, LABEL_NODE,
+};
 pub use status::StatusBoard;
 
 /// How often statuses are refreshed while an image is being fetched.
@@ -48,7 +51,8 @@ pub struct ExecutorConfig {
     /// A container that ran this long before exiting restarts without delay
     /// growth (its backoff is reset).
     pub backoff_reset_after: Duration,
-    /// Grace period between SIGTERM and SIGKILL when stopping.
+    /// Grace period between the stop request and SIGKILL for jobs that set
+    /// none of their own (`terminationGracePeriodSeconds`).
     pub stop_timeout: Duration,
     /// Reconcile at least this often, even without state changes.
     pub tick: Duration,
@@ -299,7 +303,7 @@ impl Executor {
     async fn remove_all(&self, containers: Vec<(String, ContainerSummary)>, why: &str) {
         let removals = containers.into_iter().map(|(alloc, c)| {
             let docker = self.docker.clone();
-            let timeout = self.cfg.stop_timeout;
+            let plan = stop_plan(&c, self.cfg.stop_timeout);
             async move {
                 let id = c.id.unwrap_or_default();
                 let job = c
@@ -309,7 +313,7 @@ impl Executor {
                     .cloned()
                     .unwrap_or_default();
                 info!(alloc = %alloc, container = %short(&id), "stopping container: {why}");
-                (alloc, job, remove(&docker, &id, timeout).await)
+                (alloc, job, remove(&docker, &id, &plan).await)
             }
         });
         for (alloc, job, r) in futures::future::join_all(removals).await {
@@ -355,7 +359,9 @@ impl Executor {
         );
         // Fresh probes for the restarted container.
         self.health.forget(&alloc.id);
-        let t = i32::try_from(self.cfg.stop_timeout.as_secs()).unwrap_or(i32::MAX);
+        let plan = StopPlan::for_spec(spec, self.cfg.stop_timeout);
+        let left = pre_stop(&self.docker, &cid, &plan).await;
+        let t = i32::try_from(left.as_secs()).unwrap_or(i32::MAX);
         let opts = bollard::query_parameters::RestartContainerOptionsBuilder::new()
             .t(t)
             .build();
@@ -401,9 +407,10 @@ impl Executor {
 
         let container = match container {
             Some(c) if !c.labels.as_ref().is_some_and(|l| is_current(l, alloc)) => {
+                let plan = stop_plan(&c, cfg.stop_timeout);
                 let id = c.id.unwrap_or_default();
                 info!(alloc = %alloc.id, container = %short(&id), "replacing container: job updated or restart requested");
-                if let Err(e) = remove(&docker, &id, cfg.stop_timeout).await {
+                if let Err(e) = remove(&docker, &id, &plan).await {
                     warn!(alloc = %alloc.id, error = %e, "could not remove outdated container");
                     status.message = Some(e.to_string());
                     return status;
@@ -465,7 +472,7 @@ impl Executor {
                     let delay = backoff(&cfg, track.backoff_exp);
                     track.backoff_exp += 1;
                     track.retry_at = Some(now + delay);
-                    let msg = format!("cannot start container: {}", docker_message(&e));
+                    let msg = format!("cannot start container: {e}");
                     if track.message.as_deref() != Some(&msg) {
                         warn!(alloc = %alloc.id, error = %msg, retry_in = ?delay, "container failed to start");
                         report(NewEvent::new(EventKind::StartFailed, msg.clone()));
@@ -608,16 +615,34 @@ async fn create_and_start(
     alloc: &Allocation,
     spec: &JobSpec,
     dns: Option<std::net::IpAddr>,
-) -> Result<String, bollard::errors::Error> {
+) -> Result<String, String> {
+    // runAsNonRoot without a user of the spec's own: the image's user
+    // decides (Kubernetes' CreateContainerConfigError).
+    let sec = &spec.container.security;
+    let image_user = if sec.run_as_non_root && sec.run_as_user.is_none() {
+        docker
+            .inspect_image(&spec.image)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot inspect image {}: {}",
+                    spec.image,
+                    docker_message(&e)
+                )
+            })?
+            .config
+            .and_then(|c| c.user)
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    if let Some(why) = non_root_violation(spec, &image_user) {
+        return Err(why);
+    }
     let name = container_name(&alloc.id);
     let opts = CreateContainerOptionsBuilder::new().name(&name).build();
-    let body = || {
-        let mut b = create_body(node, alloc, spec);
-        if let (Some(ip), Some(hc)) = (dns, b.host_config.as_mut()) {
-            hc.dns = Some(vec![ip.to_string()]);
-        }
-        b
-    };
+    let body = || create_body(node, alloc, spec, dns);
+    let quick = StopPlan::plain(Duration::from_secs(1));
     let created = match docker.create_container(Some(opts.clone()), body()).await {
         Ok(c) => c.id,
         // A leftover with our name (e.g. from an older agent run whose
@@ -625,27 +650,62 @@ async fn create_and_start(
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 409, ..
         }) => {
-            remove(docker, &name, Duration::from_secs(1)).await?;
-            docker.create_container(Some(opts), body()).await?.id
+            let again = async {
+                remove(docker, &name, &quick).await?;
+                docker.create_container(Some(opts), body()).await
+            };
+            again.await.map_err(|e| docker_message(&e))?.id
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(docker_message(&e)),
     };
     if let Err(e) = docker.start_container(&created, None).await {
         // Do not leave a created-but-broken container (e.g. port in use).
-        let _ = remove(docker, &created, Duration::from_secs(1)).await;
-        return Err(e);
+        let _ = remove(docker, &created, &quick).await;
+        return Err(docker_message(&e));
+    }
+    if let Some(hook) = &spec.container.lifecycle.post_start {
+        if let Err(why) = hooks::run(docker, &created, hook, hooks::POST_START_TIMEOUT).await {
+            // As in Kubernetes: a failed postStart hook kills the container.
+            let _ = remove(docker, &created, &quick).await;
+            return Err(format!("postStart hook failed: {why}"));
+        }
     }
     Ok(created)
 }
 
-/// Stops (SIGTERM, then SIGKILL after `timeout`) and removes a container;
-/// a container that is already gone is not an error.
+/// How to stop container `c`: its labels say (see [`StopPlan::from_labels`]);
+/// only a running container can run its preStop hook.
+fn stop_plan(c: &ContainerSummary, default: Duration) -> StopPlan {
+    let mut plan = StopPlan::from_labels(c.labels.as_ref(), default);
+    if c.state != Some(ContainerSummaryStateEnum::RUNNING) {
+        plan.pre_stop = None;
+    }
+    plan
+}
+
+/// Runs the plan's preStop hook in container `id`, if any, within the grace
+/// period; returns what is left of the grace period for the stop signal.
+async fn pre_stop(docker: &Docker, id: &str, plan: &StopPlan) -> Duration {
+    let Some(hook) = &plan.pre_stop else {
+        return plan.grace;
+    };
+    let started = Instant::now();
+    if let Err(why) = hooks::run(docker, id, hook, plan.grace).await {
+        warn!(container = %short(id), "preStop hook failed: {why}");
+    }
+    plan.grace.saturating_sub(started.elapsed())
+}
+
+/// Stops a container (its preStop hook, then SIGTERM, then SIGKILL when the
+/// plan's grace period is over) and removes it; a container that is
+/// already gone is not an error.
 pub async fn remove(
     docker: &Docker,
     id: &str,
-    timeout: Duration,
+    plan: &StopPlan,
 ) -> Result<(), bollard::errors::Error> {
-    let t = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+    let left = pre_stop(docker, id, plan).await;
+    let t = i32::try_from(left.as_secs()).unwrap_or(i32::MAX);
     match docker
         .stop_container(id, Some(StopContainerOptionsBuilder::new().t(t).build()))
         .await

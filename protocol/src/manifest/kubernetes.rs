@@ -3,25 +3,36 @@
 //!
 //! People already have Deployments, so Skein runs them unchanged when it can:
 //! one container per pod, its image, command, env, ports and resources, its
-//! liveness and readiness probes, the pod's restart policy, labels and node
-//! selector. A `Service` in the same file becomes the `service` of the
-//! Deployment it selects (name, target port, `nodePort` as the routing-mesh
-//! port). The Deployment's `strategy` drives rolling updates: `RollingUpdate`
-//! with `maxSurge`/`maxUnavailable` (counts or percentages of the replicas,
-//! surge rounded up and unavailability down; 25% each when not given, as in
-//! Kubernetes), or `Recreate` (all old replicas go before new ones start);
-//! `progressDeadlineSeconds` (default 600, as in Kubernetes) bounds how long
-//! an update may stall before it is rolled back. The container's
-//! `imagePullPolicy` and the pod's `imagePullSecrets` say when and with which
-//! credentials nodes pull the image; a `kubernetes.io/dockerconfigjson`
-//! Secret in the same file supplies such credentials (`data` base64 or
-//! `stringData` JSON, `auths` with `username`/`password` or `auth`). Fields
-//! Skein cannot honour but that do no harm (selector, minReadySeconds, startup
-//! probes, namespace, labels, session affinity, a Secret's `immutable`, a
-//! registry's `email`, …) are accepted and ignored;
-//! fields whose absence would change behaviour (`valueFrom`, `envFrom`, init
-//! containers, SCTP, gRPC or HTTPS probes) are errors rather than silently
-//! dropped. Keys outside the Kubernetes schema are errors too.
+//! liveness and readiness probes, the pod's restart policy, labels, node
+//! selector and required node affinity (one term of `In` expressions with
+//! one value each, as constraints), security contexts (the container's over
+//! the pod's), lifecycle hooks (`exec`, `sleep`), working directory, host
+//! aliases, DNS policy and config, and grace period (see `kubernetes/pod.rs`).
+//! A `Service` in the same file becomes the `service` of the
+//! Deployment it selects (name, its one TCP port's target, `nodePort` as the
+//! routing-mesh port). The Deployment's `strategy` drives rolling updates:
+//! `RollingUpdate` with `maxSurge`/`maxUnavailable` (counts or percentages of
+//! the replicas, surge rounded up and unavailability down; 25% each when not
+//! given, as in Kubernetes), or `Recreate` (all old replicas go before new
+//! ones start); `progressDeadlineSeconds` (default 600, as in Kubernetes)
+//! bounds how long an update may stall before it is rolled back. The
+//! container's `imagePullPolicy` and the pod's `imagePullSecrets` say when
+//! and with which credentials nodes pull the image; a
+//! `kubernetes.io/dockerconfigjson` Secret in the same file supplies such
+//! credentials (`data` base64 or `stringData` JSON, `auths` with
+//! `username`/`password` or `auth`).
+//!
+//! No field is silently ignored: every value passes through its type's
+//! table in `kubernetes/fields.rs` before it is read, and a field Skein
+//! does not implement (`privileged`, `hostNetwork`, volumes, tolerations,
+//! `nodeName`, `paused`, a second Service port, `externalIPs`, …) is an
+//! error at its key saying why, unless it holds its unset value or
+//! Kubernetes' default. Object metadata (namespace, labels, annotations)
+//! names things and changes nothing; a registry's `email` is ignored by
+//! Docker too. Keys outside the Kubernetes schema are errors.
+
+mod fields;
+mod pod;
 
 use std::collections::BTreeMap;
 
@@ -47,6 +58,8 @@ pub const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
 /// The key of a [`DOCKER_CONFIG_JSON`] Secret that holds the credentials.
 const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
 const PULL_SECRETS: &str = "spec.template.spec.imagePullSecrets";
+/// The pod spec of a Deployment's template.
+const POD: &str = "spec.template.spec";
 const CONTAINERS: &str = "spec.template.spec.containers";
 /// The one container Skein runs.
 const CONTAINER: &str = "spec.template.spec.containers[0]";
@@ -86,6 +99,8 @@ pub(super) fn convert(ctx: &Ctx<'_>) -> Result<Object, ManifestError> {
 /// Converts a Deployment into a job and where its fields come from.
 fn deployment(ctx: &Ctx<'_>) -> Result<(JobSpec, SourcePaths), ManifestError> {
     let d: Deployment = ctx.deserialize("Kubernetes apps/v1 Deployment")?;
+    fields::DEPLOYMENT.check(ctx, "", &d)?;
+    fields::DEPLOYMENT_SPEC.check(ctx, "spec", &d.spec)?;
 
     let name = d.metadata.name.clone().unwrap_or_default();
     if name.is_empty() {
@@ -93,12 +108,14 @@ fn deployment(ctx: &Ctx<'_>) -> Result<(JobSpec, SourcePaths), ManifestError> {
     }
     let replicas = super::replicas(ctx, "spec.replicas", d.spec.replicas.map(i64::from))?;
     let template = &d.spec.template;
+    fields::POD_TEMPLATE.check(ctx, "spec.template", template)?;
     let Some(pod) = &template.spec else {
         return Err(ctx.at_value(
-            "spec.template.spec",
+            POD,
             "a pod spec with one container is required (spec.template.spec.containers)",
         ));
     };
+    fields::POD_SPEC.check(ctx, POD, pod)?;
     let c = match pod.containers.as_slice() {
         [c] => c,
         [] => return Err(ctx.at_value(CONTAINERS, "exactly one container is required, found none")),
@@ -115,33 +132,20 @@ fn deployment(ctx: &Ctx<'_>) -> Result<(JobSpec, SourcePaths), ManifestError> {
             ));
         }
     };
-    if pod.init_containers.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(ctx.at_key(
-            "spec.template.spec.initContainers",
-            "initContainers are not supported; run them as a separate job",
-        ));
-    }
-    if c.env_from.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(ctx.at_key(
-            &format!("{CONTAINER}.envFrom"),
-            "envFrom is not supported; list the variables under env with a value",
-        ));
-    }
+    fields::CONTAINER.check(ctx, CONTAINER, c)?;
 
     let mut env = BTreeMap::new();
+    let mut env_names = Vec::new();
     for (i, e) in c.env.iter().flatten().enumerate() {
-        if e.value_from.is_some() {
-            return Err(ctx.at_key(
-                &format!("{CONTAINER}.env[{i}].valueFrom"),
-                "valueFrom is not supported; set value instead",
-            ));
-        }
+        fields::ENV_VAR.check(ctx, &format!("{CONTAINER}.env[{i}]"), e)?;
         env.insert(e.name.clone(), e.value.clone().unwrap_or_default());
+        env_names.push(e.name.clone());
     }
 
     let mut ports = Vec::new();
     for (i, p) in c.ports.iter().flatten().enumerate() {
         let base = format!("{CONTAINER}.ports[{i}]");
+        fields::CONTAINER_PORT.check(ctx, &base, p)?;
         let number = |key: &str, n: i32| {
             u16::try_from(n).map_err(|_| {
                 ctx.at_value(
@@ -173,6 +177,9 @@ fn deployment(ctx: &Ctx<'_>) -> Result<(JobSpec, SourcePaths), ManifestError> {
     }
 
     let res = c.resources.as_ref();
+    if let Some(r) = res {
+        fields::RESOURCES.check(ctx, &format!("{CONTAINER}.resources"), r)?;
+    }
     let (requests, limits) = (
         res.and_then(|r| r.requests.as_ref()),
         res.and_then(|r| r.limits.as_ref()),
@@ -266,6 +273,28 @@ fn deployment(ctx: &Ctx<'_>) -> Result<(JobSpec, SourcePaths), ManifestError> {
         pull_secrets.push(r.name.clone());
     }
 
+    let selector = d.spec.selector.match_labels.clone().unwrap_or_default();
+    fields::LABEL_SELECTOR.check(ctx, "spec.selector", &d.spec.selector)?;
+    let pod_labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    for (k, v) in &selector {
+        if pod_labels.get(k) != Some(v) {
+            return Err(ctx.at_value(
+                &key_path("spec.selector.matchLabels", k),
+                format!(
+                    "the selector {k}={v} does not select the Deployment's own pods: \
+                     spec.template.metadata.labels must carry it"
+                ),
+            ));
+        }
+    }
+
+    let container = pod::container_spec(ctx, pod, c)?;
+    let constraints = pod::constraints(ctx, pod)?;
+
     let spec = JobSpec {
         name,
         replicas,
@@ -276,20 +305,17 @@ fn deployment(ctx: &Ctx<'_>) -> Result<(JobSpec, SourcePaths), ManifestError> {
         ports,
         resources,
         restart,
-        labels: template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.clone())
-            .unwrap_or_default(),
-        constraints: pod.node_selector.clone().unwrap_or_default(),
+        labels: pod_labels,
+        constraints,
         placement,
         service: None,
         checks,
         update,
         pull,
         pull_secrets,
+        container,
     };
-    let paths: SourcePaths = Box::new(move |field| source_paths(field, &check_paths));
+    let paths: SourcePaths = Box::new(move |field| source_paths(field, &check_paths, &env_names));
     Ok((spec, paths))
 }
 
@@ -301,6 +327,12 @@ fn update_strategy(
 ) -> Result<UpdateStrategy, ManifestError> {
     let strategy = d.spec.strategy.as_ref();
     let rolling = strategy.and_then(|s| s.rolling_update.as_ref());
+    if let Some(s) = strategy {
+        fields::DEPLOYMENT_STRATEGY.check(ctx, "spec.strategy", s)?;
+    }
+    if let Some(r) = rolling {
+        fields::ROLLING_UPDATE.check(ctx, ROLLING_UPDATE, r)?;
+    }
     let deadline = d
         .spec
         .progress_deadline_seconds
@@ -369,15 +401,11 @@ fn check(
     p: &core::Probe,
     ports: &[PortSpec],
 ) -> Result<CheckSpec, ManifestError> {
-    if p.grpc.is_some() {
-        return Err(ctx.at_key(
-            &format!("{base}.grpc"),
-            "grpc probes are not supported; use httpGet, tcpSocket or exec",
-        ));
-    }
+    fields::PROBE.check(ctx, base, p)?;
     let probe = match (&p.http_get, &p.tcp_socket, &p.exec) {
         (Some(h), None, None) => {
             let at = |key: &str| format!("{base}.httpGet.{key}");
+            fields::HTTP_GET.check(ctx, &format!("{base}.httpGet"), h)?;
             match h.scheme.as_deref() {
                 None | Some("HTTP") => {}
                 Some(other) => {
@@ -387,15 +415,6 @@ fn check(
                     ))
                 }
             }
-            if h.host.as_deref().is_some_and(|h| !h.is_empty()) {
-                return Err(ctx.at_key(
-                    &at("host"),
-                    "host is not supported; the probe always targets the container",
-                ));
-            }
-            if h.http_headers.as_ref().is_some_and(|v| !v.is_empty()) {
-                return Err(ctx.at_key(&at("httpHeaders"), "httpHeaders are not supported"));
-            }
             Probe::Http {
                 port: probe_port(ctx, &at("port"), &h.port, ports)?,
                 path: h.path.clone().unwrap_or_else(|| "/".into()),
@@ -403,19 +422,17 @@ fn check(
         }
         (None, Some(t), None) => {
             let at = |key: &str| format!("{base}.tcpSocket.{key}");
-            if t.host.as_deref().is_some_and(|h| !h.is_empty()) {
-                return Err(ctx.at_key(
-                    &at("host"),
-                    "host is not supported; the probe always targets the container",
-                ));
-            }
+            fields::TCP_SOCKET.check(ctx, &format!("{base}.tcpSocket"), t)?;
             Probe::Tcp {
                 port: probe_port(ctx, &at("port"), &t.port, ports)?,
             }
         }
-        (None, None, Some(e)) => Probe::Exec {
-            command: e.command.clone().unwrap_or_default(),
-        },
+        (None, None, Some(e)) => {
+            fields::EXEC_ACTION.check(ctx, &format!("{base}.exec"), e)?;
+            Probe::Exec {
+                command: e.command.clone().unwrap_or_default(),
+            }
+        }
         _ => return Err(ctx.at_value(base, "exactly one of httpGet, tcpSocket, exec is required")),
     };
     if let Some(n) = p.success_threshold.filter(|n| *n != 1) {
@@ -511,14 +528,16 @@ impl ServiceObject {
     }
 }
 
-/// Converts a Service (its first port; the others are ignored).
+/// Converts a Service (one port at most).
 fn service(ctx: &Ctx<'_>) -> Result<ServiceObject, ManifestError> {
     let s: core::Service = ctx.deserialize("Kubernetes v1 Service")?;
+    fields::SERVICE.check(ctx, "", &s)?;
     let name = s.metadata.name.clone().unwrap_or_default();
     if name.is_empty() {
         return Err(ctx.at_value("metadata.name", "a name is required (metadata.name)"));
     }
     let spec = s.spec.unwrap_or_default();
+    fields::SERVICE_SPEC.check(ctx, "spec", &spec)?;
     let selector = spec.selector.unwrap_or_default();
     if selector.is_empty() {
         return Err(ctx.at_value(
@@ -540,8 +559,33 @@ fn service(ctx: &Ctx<'_>) -> Result<ServiceObject, ManifestError> {
         }
     };
     let (mut port, mut publish) = (None, None);
-    if let Some(p) = spec.ports.as_ref().and_then(|ports| ports.first()) {
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    if ports.len() > 1 {
+        return Err(ctx.at_value(
+            "spec.ports[1]",
+            format!(
+                "a Service with {} ports is not supported: a Skein service serves one port (its \
+                 DNS name and routing-mesh port); keep the one port clients use and reach the \
+                 others through the Deployment's ports (hostPort)",
+                ports.len()
+            ),
+        ));
+    }
+    if let Some(p) = ports.first() {
         let base = "spec.ports[0]";
+        fields::SERVICE_PORT.check(ctx, base, p)?;
+        match p.protocol.as_deref() {
+            None | Some("TCP") => {}
+            Some(other) => {
+                return Err(ctx.at_value(
+                    &format!("{base}.protocol"),
+                    format!(
+                        "protocol {other} is not supported for a Service: the routing mesh \
+                         forwards TCP connections; use TCP"
+                    ),
+                ))
+            }
+        }
         port = Some(match &p.target_port {
             Some(IntOrString::String(name)) => name.clone(),
             Some(IntOrString::Int(n)) => n.to_string(),
@@ -612,8 +656,28 @@ fn get<'a>(map: Option<&'a BTreeMap<String, Quantity>>, key: &str) -> Option<&'a
 
 /// Where a [`JobSpec`] field comes from in a Deployment, most specific
 /// first; `checks[i]` came from the probe at `check_paths[i]`.
-fn source_paths(field: &str, check_paths: &[String]) -> Vec<String> {
+fn source_paths(field: &str, check_paths: &[String], env_names: &[String]) -> Vec<String> {
     let in_container = |p: &str| format!("{CONTAINER}.{p}");
+    let in_pod = |p: &str| format!("{POD}.{p}");
+    if let Some(name) = field.strip_prefix("env.") {
+        let list = in_container("env");
+        return match env_names.iter().rposition(|n| n == name) {
+            Some(i) => vec![format!("{}.name", index_path(&list, i)), list],
+            None => vec![list],
+        };
+    }
+    if let Some(rest) = field.strip_prefix("container.") {
+        return container_source_paths(rest)
+            .into_iter()
+            .map(|(pod_level, p)| {
+                if pod_level {
+                    in_pod(&p)
+                } else {
+                    in_container(&p)
+                }
+            })
+            .collect();
+    }
     if let Some((base, rest)) = check_field(field).and_then(|(i, rest)| {
         let base = check_paths.get(i)?;
         Some((base, rest))
@@ -667,6 +731,56 @@ fn source_paths(field: &str, check_paths: &[String]) -> Vec<String> {
         ],
         // image, env, ports[i].host_port, resources.limits.*: same names, camelCase.
         _ => vec![in_container(&camel_case(field))],
+    }
+}
+
+/// Where a [`JobSpec`] `container.*` field (given without `container.`)
+/// comes from: `(true, path)` in the pod spec, `(false, path)` in the
+/// container, most specific first.
+fn container_source_paths(rest: &str) -> Vec<(bool, String)> {
+    let security = |key: &str| {
+        vec![
+            (false, format!("securityContext.{key}")),
+            (true, format!("securityContext.{key}")),
+        ]
+    };
+    if let Some(sec) = rest.strip_prefix("security.") {
+        return match sec {
+            "run_as_user" => security("runAsUser"),
+            "run_as_group" => security("runAsGroup"),
+            "run_as_non_root" => security("runAsNonRoot"),
+            s if s.starts_with("supplemental_groups") => vec![
+                (true, format!("securityContext.{}", camel_case(s))),
+                (true, "securityContext.fsGroup".into()),
+                (true, "securityContext.supplementalGroups".into()),
+            ],
+            s => vec![
+                (false, format!("securityContext.{}", camel_case(s))),
+                (false, "securityContext".into()),
+            ],
+        };
+    }
+    if let Some(hook) = rest.strip_prefix("lifecycle.") {
+        let hook = hook
+            .replacen("post_start", "postStart", 1)
+            .replacen("pre_stop", "preStop", 1);
+        let whole = hook.split('.').next().unwrap_or_default().to_string();
+        return vec![
+            (false, format!("lifecycle.{hook}")),
+            (false, format!("lifecycle.{whole}")),
+        ];
+    }
+    if let Some(dns) = rest.strip_prefix("dns.") {
+        return vec![
+            (true, format!("dnsConfig.{dns}")),
+            (true, "dnsConfig".into()),
+            (true, "dnsPolicy".into()),
+        ];
+    }
+    match rest {
+        "working_dir" => vec![(false, "workingDir".into())],
+        "grace_period_secs" => vec![(true, "terminationGracePeriodSeconds".into())],
+        other => vec![(true, camel_case(other))],
     }
 }
 

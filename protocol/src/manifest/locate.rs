@@ -37,6 +37,8 @@ pub(crate) enum Root {
 struct Entry {
     key: Option<Pos>,
     value: Option<Pos>,
+    /// The value is a quoted (or block) scalar: a string, whatever it reads.
+    quoted: bool,
 }
 
 /// One YAML document: its text for serde and its path → position index.
@@ -100,6 +102,12 @@ impl Document<'_> {
     /// Where the path's key is (for "unknown field"), else its value.
     pub fn key_pos(&self, path: &str) -> Option<Pos> {
         self.entry(path).and_then(|e| e.key.or(e.value))
+    }
+
+    /// True when the path's value is a scalar written as a string (quoted or
+    /// a block scalar): `"3"` is text even where a number is expected.
+    pub fn is_quoted(&self, path: &str) -> bool {
+        self.entry(path).is_some_and(|e| e.quoted)
     }
 
     /// Where the path's value is (for "bad value"), else its key.
@@ -253,7 +261,12 @@ pub(crate) fn index_documents(text: &str) -> Result<Vec<Document<'_>>, SyntaxErr
                 index_path(path, *next - 1)
             }
         };
-        record(doc, &path, |e| e.value = Some(pos));
+        let quoted = matches!(node_kind, NodeKind::Scalar(_, style)
+            if style != serde_saphyr::granit_parser::ScalarStyle::Plain);
+        record(doc, &path, |e| {
+            e.value = Some(pos);
+            e.quoted = quoted;
+        });
         if let NodeKind::Scalar(v, _) = node_kind {
             match path.as_str() {
                 "apiVersion" => doc.api_version = Some(v.to_string()),

@@ -31,6 +31,26 @@
 //!   max_surge: 1         # extra replicas during an update: a count or "25%" (default 1)
 //!   max_unavailable: 0   # replicas that may be down: a count or "25%" (default 0)
 //!   progress_deadline: 120  # seconds without progress before rolling back
+//! security:              # Kubernetes' securityContext, in snake_case
+//!   run_as_user: 1000    # default: the image's user
+//!   run_as_group: 1000
+//!   run_as_non_root: true        # refuse to start as root (checked against the image)
+//!   supplemental_groups: [2000]
+//!   read_only_root_filesystem: true
+//!   allow_privilege_escalation: false  # the default: containers get no-new-privileges
+//!   capabilities: { drop: [ALL], add: [NET_BIND_SERVICE] }
+//! working_dir: /app
+//! lifecycle:             # hooks: exec (a command) or sleep (seconds)
+//!   post_start: { exec: [/bin/sh, -c, "echo up > /tmp/up"] }  # fails: container restarted
+//!   pre_stop: { sleep: 5 }         # runs before SIGTERM, within grace_period
+//! grace_period: 30       # seconds from the stop request to SIGKILL (default: the agent's)
+//! host_aliases: [{ ip: 10.0.0.5, hostnames: [db.internal] }]
+//! dns:                   # policy: cluster-first (default) | default (the host's) | none
+//!   policy: cluster-first
+//!   nameservers: [1.1.1.1]
+//!   searches: [corp.example]
+//!   options: [{ name: ndots, value: "2" }]
+//! pids_limit: 4096       # most processes in the container (default 4096)
 //! ```
 //!
 //! Unknown keys are errors (`deny_unknown_fields`): a typo must not silently
@@ -46,8 +66,9 @@ use serde::Deserialize;
 
 use super::{check_field, Amount, Amounts, Ctx, ManifestError};
 use crate::spec::{
-    Balance, CheckKind, CheckSpec, JobSpec, PlacementStrategy, PortSpec, Probe, PullPolicy,
-    RestartPolicy, ServiceSpec, UpdateStrategy,
+    Balance, CheckKind, CheckSpec, ContainerSpec, DnsSpec, Hook, HostAlias, JobSpec, Lifecycle,
+    PlacementStrategy, PortSpec, Probe, PullPolicy, RestartPolicy, SecuritySpec, ServiceSpec,
+    UpdateStrategy, DEFAULT_PIDS_LIMIT,
 };
 
 #[derive(Deserialize)]
@@ -86,6 +107,32 @@ struct Job {
     pull: Option<PullIn>,
     #[serde(default)]
     pull_secrets: Vec<String>,
+    #[serde(default)]
+    security: SecuritySpec,
+    working_dir: Option<String>,
+    #[serde(default)]
+    lifecycle: LifecycleIn,
+    grace_period: Option<u32>,
+    #[serde(default)]
+    host_aliases: Vec<HostAlias>,
+    #[serde(default)]
+    dns: DnsSpec,
+    pids_limit: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LifecycleIn {
+    post_start: Option<HookIn>,
+    pre_stop: Option<HookIn>,
+}
+
+/// `{exec: [cmd, args…]}` or `{sleep: seconds}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookIn {
+    exec: Option<Vec<String>>,
+    sleep: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -369,6 +416,33 @@ pub(super) fn convert(ctx: &Ctx<'_>) -> Result<JobSpec, ManifestError> {
         });
     }
     let replicas = super::replicas(ctx, "replicas", job.replicas)?;
+    let hook = |key: &str, h: Option<HookIn>| match h {
+        None => Ok(None),
+        Some(HookIn {
+            exec: Some(command),
+            sleep: None,
+        }) => Ok(Some(Hook::Exec { command })),
+        Some(HookIn {
+            exec: None,
+            sleep: Some(seconds),
+        }) => Ok(Some(Hook::Sleep { seconds })),
+        Some(_) => Err(ctx.at_value(
+            &format!("lifecycle.{key}"),
+            "exactly one of exec (a command) or sleep (seconds) is required",
+        )),
+    };
+    let container = ContainerSpec {
+        security: job.security,
+        working_dir: job.working_dir,
+        lifecycle: Lifecycle {
+            post_start: hook("post_start", job.lifecycle.post_start)?,
+            pre_stop: hook("pre_stop", job.lifecycle.pre_stop)?,
+        },
+        host_aliases: job.host_aliases,
+        dns: job.dns,
+        grace_period_secs: job.grace_period,
+        pids_limit: job.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT),
+    };
     let update = match &job.update {
         None => UpdateStrategy::default(),
         Some(u) => super::update_strategy(
@@ -402,6 +476,7 @@ pub(super) fn convert(ctx: &Ctx<'_>) -> Result<JobSpec, ManifestError> {
         update,
         pull: job.pull.map(|p| p.0),
         pull_secrets: job.pull_secrets,
+        container,
     })
 }
 
@@ -454,6 +529,19 @@ pub(super) fn source_paths(field: &str) -> Vec<String> {
             other => other,
         };
         return vec![format!("checks[{i}].{key}"), format!("checks[{i}]")];
+    }
+    if let Some(rest) = field.strip_prefix("container.") {
+        let path = match rest {
+            "grace_period_secs" => "grace_period".to_string(),
+            r => r
+                .replace(".exec.command", ".exec")
+                .replace(".sleep.seconds", ".sleep"),
+        };
+        let parent = path
+            .rfind(['.', '['])
+            .map(|i| path[..i].to_string())
+            .unwrap_or_default();
+        return vec![path, parent];
     }
     let paths: &[&str] = match field {
         "service.name" => &["service.name", "service"],
