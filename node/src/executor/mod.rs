@@ -38,6 +38,10 @@ use container::{
 };
 pub use status::StatusBoard;
 
+/// Allocations driven at once in one pass (Docker serialises little of a
+/// create; more than this only queues inside the daemon).
+const MAX_PARALLEL: usize = 8;
+
 /// How often statuses are refreshed while an image is being fetched.
 const PULL_PROGRESS_TICK: Duration = Duration::from_millis(200);
 
@@ -269,6 +273,7 @@ impl Executor {
 
         let mut duplicates = Vec::new();
         let mut statuses = HashMap::new();
+        let mut work = Vec::with_capacity(desired.len());
         for (alloc, spec, cred) in &desired {
             let mut found = by_alloc.remove(&alloc.id).unwrap_or_default();
             // Keep the best container (current and running first); any other
@@ -281,9 +286,35 @@ impl Executor {
             let mut found = found.into_iter();
             let keep = found.next();
             duplicates.extend(found.map(|c| (alloc.id.clone(), c)));
-            let mut status = self.drive(alloc, spec, cred.as_ref(), keep).await;
-            self.check_health(alloc, spec, &mut status).await;
-            statuses.insert(alloc.id.clone(), status);
+            let track = self.tracks.remove(&alloc.id).unwrap_or_default();
+            work.push((alloc, spec, cred, keep, track));
+        }
+        // Allocations move independently: creates, starts, replacements and
+        // their hooks run side by side (bounded), so one slow container or
+        // hook does not hold up the others.
+        let this = &*self;
+        let slots = tokio::sync::Semaphore::new(MAX_PARALLEL);
+        let mut passes = Vec::with_capacity(work.len());
+        for (alloc, spec, cred, keep, mut track) in work {
+            let slots = &slots;
+            passes.push(async move {
+                let _slot = slots.acquire().await;
+                let status = this
+                    .drive(&mut track, alloc, spec, cred.as_ref(), keep)
+                    .await;
+                (alloc.id.clone(), status, track)
+            });
+        }
+        let driven = futures::future::join_all(passes).await;
+        for (id, status, track) in driven {
+            self.tracks.insert(id.clone(), track);
+            statuses.insert(id, status);
+        }
+        for (alloc, spec, _) in &desired {
+            if let Some(mut status) = statuses.remove(&alloc.id) {
+                self.check_health(alloc, spec, &mut status).await;
+                statuses.insert(alloc.id.clone(), status);
+            }
         }
         self.remove_all(duplicates, "duplicate container of one allocation")
             .await;
@@ -382,7 +413,8 @@ impl Executor {
 
     /// Moves one allocation one step towards running and reports its status.
     async fn drive(
-        &mut self,
+        &self,
+        track: &mut Track,
         alloc: &Allocation,
         spec: &JobSpec,
         credential: Option<&StoredCredential>,
@@ -394,7 +426,6 @@ impl Executor {
         let node = self.node;
         let (events, name) = (self.events.clone(), self.name.clone());
         let report = |e: NewEvent| report_event(&events, &name, e, &alloc.id, &alloc.job);
-        let track = self.tracks.entry(alloc.id.clone()).or_default();
         let mut status = AllocStatus {
             state: AllocState::Pending,
             exit_code: track.last_exit,
