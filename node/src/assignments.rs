@@ -58,6 +58,8 @@ pub fn of_node(state: &ClusterState, node: NodeId) -> Assignments {
         drained: state.drained.clone(),
         registries: state.registries.clone(),
         pull_secrets,
+        tokens: state.tokens.clone(),
+        revoked_tokens: state.revoked_tokens.clone(),
     }
 }
 
@@ -74,6 +76,8 @@ pub fn to_state(a: Assignments) -> ClusterState {
         drained: a.drained,
         registries: a.registries,
         pull_secrets: a.pull_secrets,
+        tokens: a.tokens,
+        revoked_tokens: a.revoked_tokens,
     }
 }
 

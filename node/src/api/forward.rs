@@ -5,6 +5,10 @@
 //! leader for a few seconds instead of failing. When no leader can be
 //! reached, a Raft member still answers reads from its own replica (stale
 //! but useful on a cut-off edge site).
+//!
+//! A forwarded call carries the credential it was let in with
+//! ([`super::auth::Caller`]), and the leader checks it again with the
+//! same policy: forwarding never vouches for anyone.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,17 +20,21 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use skein_protocol::api::MAX_BODY_BYTES;
 
+use super::auth::Caller;
 use super::ApiErr;
 use crate::context::NodeCtx;
-use crate::mesh::wire::{ApiCall, WireRequest, WireResponse};
+use crate::mesh::wire::{ApiCall, Credential, WireRequest, WireResponse};
 use crate::state::node_id_str;
 
 /// Marks a call that arrived over the mesh (already forwarded once): it is
 /// served where it lands, never forwarded again (no loops during leader
-/// changes), and it was authenticated by the node it entered. A request
-/// extension, not a header, so that no HTTP client can claim it.
-#[derive(Debug, Clone, Copy)]
-pub struct Forwarded;
+/// changes), and judged by the credential it carries. A request extension,
+/// not a header, so that no HTTP client can claim it.
+#[derive(Debug, Clone, Default)]
+pub struct Forwarded {
+    /// Who the call acts for, as the node it entered sent it.
+    pub credential: Credential,
+}
 /// How long a write waits for a reachable leader.
 const LEADER_WAIT: Duration = Duration::from_secs(8);
 /// How long a read waits before falling back to the local replica.
@@ -62,7 +70,13 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
         .uri()
         .path_and_query()
         .map_or(path.clone(), |p| p.to_string());
-    let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await {
+    let credential = req
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.0.clone())
+        .unwrap_or_default();
+    let (parts, body) = req.into_parts();
+    let body: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {
             return ApiErr::new(
@@ -77,15 +91,7 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
     loop {
         match ctx.leader().await {
             Some(l) if l == ctx.id() && ctx.is_leader() => {
-                let mut local = Request::new(Body::from(body));
-                *local.method_mut() = method;
-                *local.uri_mut() = match path_and_query.parse() {
-                    Ok(u) => u,
-                    Err(_) => {
-                        return ApiErr::new(StatusCode::BAD_REQUEST, "bad path").into_response()
-                    }
-                };
-                return next.run(local).await;
+                return next.run(Request::from_parts(parts, Body::from(body))).await;
             }
             Some(l) if l != ctx.id() => match ctx.peer_of(l).await {
                 Some(peer) => {
@@ -93,6 +99,7 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
                         method: method.to_string(),
                         path: path_and_query.clone(),
                         body: body.to_vec(),
+                        credential: credential.clone(),
                     };
                     match ctx.mesh.request(peer, WireRequest::Api(call)).await {
                         Ok(WireResponse::Api(reply)) if reply.status != 503 => {
@@ -118,14 +125,7 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
         }
         if Instant::now() >= deadline {
             if read && ctx.is_member() {
-                let mut local = Request::new(Body::from(body));
-                *local.uri_mut() = match path_and_query.parse() {
-                    Ok(u) => u,
-                    Err(_) => {
-                        return ApiErr::new(StatusCode::BAD_REQUEST, "bad path").into_response()
-                    }
-                };
-                return next.run(local).await;
+                return next.run(Request::from_parts(parts, Body::from(body))).await;
             }
             return ApiErr::new(
                 StatusCode::SERVICE_UNAVAILABLE,
