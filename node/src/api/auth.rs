@@ -352,6 +352,7 @@ pub async fn check(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
 pub async fn run(auth: Arc<Auth>, ctx: Arc<NodeCtx>) {
     let mut state_rx = auth.state.subscribe();
     let mut desired_rx = auth.desired.subscribe();
+    let mut known_rx = auth.known.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut said: Option<(bool, usize, bool)> = None;
     let mut registered = auth.bootstrap.is_none();
@@ -375,6 +376,12 @@ pub async fn run(auth: Arc<Auth>, ctx: Arc<NodeCtx>) {
         tokio::select! {
             Ok(()) = state_rx.changed() => {}
             Ok(()) = desired_rx.changed() => {}
+            Some(Ok(())) = async {
+                match known_rx.as_mut() {
+                    Some(k) => Some(k.changed().await),
+                    None => None,
+                }
+            } => {}
             _ = tick.tick() => {}
         }
     }

@@ -10,16 +10,21 @@
 //! - a request that carries a body or declares a content type (any method
 //!   but `GET`/`HEAD`) must declare `Content-Type: application/json`
 //!   (415 otherwise), which a page cannot send cross-origin without a CORS
-//!   preflight that this API never grants.
+//!   preflight that this API never grants. A page can send a body with no
+//!   type at all, so a body without one is refused too; bodiless calls
+//!   (restart, undo) need no type.
 //!
 //! Clients that are not browsers (the CLI, curl, scripts) send no `Origin`
 //! and are unaffected. Calls forwarded over the mesh were checked by the
 //! node they entered and carry neither.
 
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
+use skein_protocol::api::MAX_BODY_BYTES;
 
 use super::ApiErr;
 
@@ -45,14 +50,35 @@ pub async fn check(req: Request, next: Next) -> Response {
         }
     }
     let bodyless = req.method() == Method::GET || req.method() == Method::HEAD;
-    if !bodyless && declares_body(req.headers()) && !is_json(req.headers()) {
-        return ApiErr::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "request bodies must be JSON sent with Content-Type: application/json",
-        )
-        .into_response();
+    if bodyless || is_json(req.headers()) {
+        return next.run(req).await;
     }
-    next.run(req).await
+    if req.headers().contains_key(header::CONTENT_TYPE) || declared_length(req.headers()) {
+        return not_json();
+    }
+    if !req.headers().contains_key(header::TRANSFER_ENCODING) {
+        return next.run(req).await;
+    }
+    // A chunked body without a type (some clients send an empty one with
+    // every POST): only an empty one is fine.
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) if b.is_empty() => next.run(Request::from_parts(parts, Body::from(b))).await,
+        Ok(_) => not_json(),
+        Err(_) => ApiErr::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the {MAX_BODY_BYTES} byte limit"),
+        )
+        .into_response(),
+    }
+}
+
+fn not_json() -> Response {
+    ApiErr::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "request bodies must be JSON sent with Content-Type: application/json",
+    )
+    .into_response()
 }
 
 /// Whether `origin` (`scheme://host[:port]`) is the origin of a page
@@ -78,16 +104,14 @@ fn same_origin(origin: &str, host: &str) -> bool {
     norm(authority) == norm(host.trim())
 }
 
-/// A body is coming (or a content type is declared for one).
-fn declares_body(h: &HeaderMap) -> bool {
-    let length = h
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    h.contains_key(header::CONTENT_TYPE)
-        || h.contains_key(header::TRANSFER_ENCODING)
-        || length.is_some_and(|n| n > 0)
-        || (h.contains_key(header::CONTENT_LENGTH) && length.is_none())
+/// A `Content-Length` that announces a body (or cannot be read).
+fn declared_length(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_LENGTH).is_some_and(|v| {
+        v.to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_none_or(|n| n > 0)
+    })
 }
 
 /// `Content-Type: application/json`, parameters (charset) allowed.
@@ -163,6 +187,12 @@ mod tests {
         );
         // No body, no type: a bodiless POST (restart, undo) is fine.
         assert_eq!(send(post_with(&[host], "")).await, StatusCode::OK);
+        let chunked = ("transfer-encoding", "chunked");
+        assert_eq!(send(post_with(&[host, chunked], "")).await, StatusCode::OK);
+        assert_eq!(
+            send(post_with(&[host, chunked], "{}")).await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
         let evil = ("origin", "http://evil.example");
         assert_eq!(
             send(post_with(&[json, host, evil], "{}")).await,
