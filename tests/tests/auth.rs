@@ -298,3 +298,28 @@ fn every_api_error_is_a_json_body() {
         assert!(!error_of(&body).is_empty(), "{method} {path}: {body}");
     }
 }
+
+#[test]
+fn the_first_token_locks_an_open_node() {
+    let agent = Agent::start(AgentOpts::default());
+    let first = agent.cli(&["token", "create", "--role", "read"]);
+    first.assert_failure();
+    assert!(
+        first.stderr.contains("admin token first"),
+        "{}",
+        first.stderr
+    );
+    let out = agent.cli(&["token", "create", "--role", "admin", "--name", "ops"]);
+    out.assert_success();
+    let ops = out.stdout.trim().to_string();
+    let (code, body) = call(&agent, "GET", "/v1/jobs", None, b"");
+    assert_eq!(code, 401, "locked at once: {body}");
+    let (code, body) = call(&agent, "GET", "/v1/jobs", Some(&ops), b"");
+    assert_eq!(code, 200, "{body}");
+    poll_until("the node said it was open, then locked", WAIT, || {
+        let log = std::fs::read_to_string(agent.log_path()).ok()?;
+        (log.contains("the API is open") && log.contains("1 in the cluster")).then_some(())
+    });
+    let log = std::fs::read_to_string(agent.log_path()).unwrap();
+    assert!(!log.contains(&ops), "the secret is not logged");
+}

@@ -21,9 +21,9 @@
 //! a cluster with no token anywhere is open (and says so in its log). A node
 //! that joins without saved state does not know the set until its first
 //! assignments arrive: until then it answers nothing but the public paths
-//! (503 after waiting a few seconds), rather than guess "open". The last
-//! admin token cannot be revoked, so a locked cluster never falls open or
-//! out of reach. `--open-reads` lets that node answer reads (and forward
+//! (503 after waiting a few seconds), rather than guess "open". The first
+//! token must be an admin one and the last admin token cannot be revoked,
+//! so a locked cluster never falls open or out of reach. `--open-reads` lets that node answer reads (and forward
 //! them) without a token; writes always need one.
 //!
 //! **The bootstrap token** (`--api-token-file`) is an admin token. The node

@@ -193,7 +193,9 @@ pub enum Command {
         server: String,
     },
     /// Store a new API token (its hash). Refused when the name or the
-    /// hash is taken, or the hash is a revoked bootstrap token.
+    /// hash is taken, the hash is a revoked bootstrap token, or it would
+    /// be the first token and is not an admin one (nobody could manage
+    /// tokens then).
     TokenCreate(ApiToken),
     /// Revoke an API token. Refused for the last admin token, which would
     /// leave nobody able to manage tokens.
@@ -405,6 +407,16 @@ impl ClusterState {
         }
         if self.revoked_tokens.contains(&token.hash) {
             return reject("this token was revoked".into(), false);
+        }
+        let admin = |t: &ApiToken| t.role == TokenRole::Admin;
+        if !admin(token) && !self.tokens.values().any(admin) {
+            // The first token locks every node: it must be able to manage.
+            return reject(
+                "the cluster has no admin token yet, and its first token locks every node: \
+                 create an admin token first (`skein token create --role admin`)"
+                    .into(),
+                false,
+            );
         }
         self.tokens.insert(token.name.clone(), token.clone());
         self.version += 1;
@@ -668,6 +680,16 @@ mod tests {
     #[test]
     fn tokens_are_unique_and_the_last_admin_stays() {
         let mut s = ClusterState::default();
+        let first = s.apply(&Command::TokenCreate(token(
+            "ro",
+            TokenRole::Read,
+            9,
+            false,
+        )));
+        assert!(
+            matches!(&first, CommandResult::Rejected { reason, .. } if reason.contains("admin token first")),
+            "{first:?}"
+        );
         let boot = token("bootstrap", TokenRole::Admin, 1, true);
         assert_eq!(
             s.apply(&Command::TokenCreate(boot.clone())),
