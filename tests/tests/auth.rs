@@ -323,3 +323,56 @@ fn the_first_token_locks_an_open_node() {
     let log = std::fs::read_to_string(agent.log_path()).unwrap();
     assert!(!log.contains(&ops), "the secret is not logged");
 }
+
+#[test]
+fn logs_relayed_from_another_node_act_for_the_caller() {
+    require_demo_image();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "l0gs").unwrap();
+    let p = pair(
+        &[
+            "--api-token-file",
+            file.to_str().unwrap(),
+            "--label",
+            "zone=a",
+        ],
+        &["--label", "zone=b", "--container-dns", "none"],
+    );
+    let (a, b) = (&p.a, &p.b);
+    // b relays a's calls only once it enforces the same tokens.
+    wait_code(b, "/v1/jobs", None, 401);
+    let job = unique_name("ticker");
+    let manifest = a.write_manifest(
+        "ticker.yaml",
+        &format!(
+            "name: {job}\nimage: skein-demo/web:latest\nconstraints: {{zone: b}}\n\
+             command: [/bin/sh, -c, 'i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.2; done']\n"
+        ),
+    );
+    a.cli_timeout(
+        WAIT,
+        &["--token", "l0gs", "apply", "-f", manifest.to_str().unwrap()],
+    )
+    .assert_success();
+    let allocs = a.cli_json(&["--token", "l0gs", "alloc", "ls", "--job", &job]);
+    let alloc = allocs[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(allocs[0]["node_id"].as_str(), Some(b.node_id()));
+    let reader = a.cli(&["--token", "l0gs", "token", "create", "--name", "reader"]);
+    reader.assert_success();
+    let reader = reader.stdout.trim().to_string();
+    // Asked on a, served by b: b checks the caller's own token.
+    for token in ["l0gs", reader.as_str()] {
+        poll_until("ticks relayed from b", WAIT, || {
+            let o = a.cli(&["--token", token, "logs", &alloc, "--tail", "3"]);
+            (o.success() && o.stdout.contains("tick-")).then_some(())
+        });
+    }
+    let anon = a.cli(&["logs", &alloc, "--tail", "3"]);
+    anon.assert_failure();
+    assert!(
+        anon.stderr.contains("requires an API token"),
+        "{}",
+        anon.stderr
+    );
+}
