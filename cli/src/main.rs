@@ -28,7 +28,8 @@ struct Cli {
     )]
     api: String,
 
-    /// API token, when the node requires one (--api-token-file).
+    /// API token, when the cluster requires one (`skein token create`, or
+    /// a node's --api-token-file).
     #[arg(long, env = "SKEIN_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
 
@@ -85,6 +86,9 @@ enum Command {
     /// List images on the nodes; send a local image to other nodes.
     #[command(subcommand)]
     Image(commands::images::ImageCommand),
+    /// Create, list and revoke the cluster's API tokens (admin role).
+    #[command(subcommand)]
+    Token(commands::tokens::TokenCommand),
     /// Restart an allocation, or every allocation of a job.
     Restart {
         /// An allocation id or a job name.
@@ -240,6 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Top(args) => commands::monitor::top(&client, fmt, args).await?,
         Command::Registry(cmd) => commands::images::registry(&client, fmt, cmd).await?,
         Command::Image(cmd) => return commands::images::image(&client, fmt, cmd).await,
+        Command::Token(cmd) => commands::tokens::run(&client, fmt, cmd).await?,
         Command::Restart { target } => commands::write::restart(&client, fmt, &target).await?,
         Command::Scale { job, replicas } => {
             commands::write::scale(&client, fmt, &job, replicas).await?

@@ -75,9 +75,10 @@ pub struct AgentConfig {
     pub endpoint_ip: Option<IpAddr>,
     /// Address routing-mesh ports are opened on.
     pub routing_ip: IpAddr,
-    /// File holding the API token; `None` = no token needed.
+    /// File holding the bootstrap API token (admin; registered in cluster
+    /// state so that every node accepts it, see `api::auth`).
     pub api_token_file: Option<PathBuf>,
-    /// With a token: let reads through without it.
+    /// Let reads through without a token on this node.
     pub open_reads: bool,
     /// How often container usage is sampled from Docker stats.
     pub stats_interval: Duration,
@@ -318,23 +319,22 @@ pub async fn run(
             if t.is_empty() {
                 bail!("the API token file {} is empty", path.display());
             }
-            info!(
-                open_reads = cfg.open_reads,
-                "API token required for {}",
-                if cfg.open_reads {
-                    "writes"
-                } else {
-                    "every call"
-                }
-            );
             Some(t)
         }
     };
-    let auth = Arc::new(api::auth::AuthPolicy {
-        token,
-        open_reads: cfg.open_reads,
-    });
-    let router = api::router(ctx.clone(), auth);
+    // A node that created the cluster, or restarts with saved state, knows
+    // the token set at once; one joining afresh learns it with its first
+    // assignments.
+    let known = (!cfg.join.is_empty()).then(|| synced_rx.clone());
+    let auth = Arc::new(api::auth::Auth::new(
+        ctx.state.clone(),
+        ctx.desired.clone(),
+        token.as_deref(),
+        cfg.open_reads,
+        known,
+    ));
+    drop(token);
+    let router = api::router(ctx.clone(), auth.clone());
     let mut tasks = tokio::task::JoinSet::new();
 
     // Services: DNS and routing mesh answer from tables built from gossip.
@@ -384,6 +384,7 @@ pub async fn run(
         routing_tx,
     ));
     tasks.spawn(inbound::run(ctx.clone(), router.clone(), mesh_events));
+    tasks.spawn(api::auth::run(auth, ctx.clone()));
     let images = ctx.images.clone();
     tasks.spawn(async move { images.serve().await });
     tasks.spawn(publish_loop(ctx.clone(), endpoint_ip));

@@ -58,6 +58,8 @@ pub fn of_node(state: &ClusterState, node: NodeId) -> Assignments {
         drained: state.drained.clone(),
         registries: state.registries.clone(),
         pull_secrets,
+        tokens: state.tokens.clone(),
+        revoked_tokens: state.revoked_tokens.clone(),
     }
 }
 
@@ -74,14 +76,23 @@ pub fn to_state(a: Assignments) -> ClusterState {
         drained: a.drained,
         registries: a.registries,
         pull_secrets: a.pull_secrets,
+        tokens: a.tokens,
+        revoked_tokens: a.revoked_tokens,
     }
 }
 
+/// `known_version` of a node that knows nothing yet: answered at once, so
+/// that a node joining a cluster whose state has not changed yet learns it
+/// (and its API tokens) without waiting out a long-poll.
+pub const KNOWS_NOTHING: u64 = u64::MAX;
+
 /// Leader side: answers once `state` moved past `known_version`, or after
-/// [`LONG_POLL`].
+/// [`LONG_POLL`]; at once for [`KNOWS_NOTHING`].
 pub async fn serve(state: &Arc<StateHandle>, node: NodeId, known_version: u64) -> Assignments {
-    let mut rx = state.subscribe();
-    let _ = tokio::time::timeout(LONG_POLL, rx.wait_for(|v| *v > known_version)).await;
+    if known_version != KNOWS_NOTHING {
+        let mut rx = state.subscribe();
+        let _ = tokio::time::timeout(LONG_POLL, rx.wait_for(|v| *v > known_version)).await;
+    }
     state.read(|s| of_node(s, node)).await
 }
 
@@ -118,7 +129,11 @@ fn save(data_dir: &Path, state: &ClusterState) {
 /// Sets `synced` once a first answer arrived.
 pub async fn run(ctx: Arc<NodeCtx>, data_dir: PathBuf, synced: watch::Sender<bool>) {
     let me = ctx.id();
-    let mut known = ctx.desired.read(|s| s.version).await;
+    let mut known = if *synced.borrow() {
+        ctx.desired.read(|s| s.version).await
+    } else {
+        KNOWS_NOTHING
+    };
     let mut last_error = String::new();
     // No leader for the first moments after start is normal, not news.
     let quiet_until = tokio::time::Instant::now() + Duration::from_secs(5);

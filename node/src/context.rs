@@ -14,7 +14,7 @@ use crate::executor::StatusBoard;
 use crate::images::Images;
 use crate::membership::local::LocalNode;
 use crate::membership::{Membership, NodeRecord};
-use crate::mesh::wire::{ApiCall, ApiReply, RaftRole, WireRequest, WireResponse};
+use crate::mesh::wire::{ApiCall, ApiReply, Credential, RaftRole, WireRequest, WireResponse};
 use crate::mesh::Mesh;
 use crate::metrics::Metrics;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
@@ -150,9 +150,15 @@ impl NodeCtx {
             .await
     }
 
-    /// A GET of `path` on `node`'s API, over the mesh: its answer (any
-    /// status), or why the node could not be asked.
-    pub async fn peer_get(&self, node: NodeId, path: &str) -> Result<ApiReply, String> {
+    /// A GET of `path` on `node`'s API, over the mesh, acting for
+    /// `credential` (the user's, when serving a user's call): its answer
+    /// (any status), or why the node could not be asked.
+    pub async fn peer_get(
+        &self,
+        node: NodeId,
+        path: &str,
+        credential: Credential,
+    ) -> Result<ApiReply, String> {
         let peer = self
             .peer_of(node)
             .await
@@ -161,6 +167,7 @@ impl NodeCtx {
             method: "GET".into(),
             path: path.to_string(),
             body: Vec::new(),
+            credential,
         };
         match self.mesh.request(peer, WireRequest::Api(call)).await {
             Ok(WireResponse::Api(r)) => Ok(r),

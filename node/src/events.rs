@@ -462,7 +462,8 @@ pub async fn backfill(ctx: Arc<NodeCtx>) {
         let Some(peer) = leader.or(ready) else {
             continue;
         };
-        let reply = match ctx.peer_get(peer, &path).await {
+        let credential = crate::mesh::wire::Credential::Node;
+        let reply = match ctx.peer_get(peer, &path, credential).await {
             Ok(r) if r.status == 200 => r,
             Ok(r) => {
                 tracing::debug!(status = r.status, "event history not copied");

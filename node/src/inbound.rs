@@ -64,6 +64,15 @@ async fn answer(ctx: &NodeCtx, router: Router, from: PeerId, request: WireReques
             WireResponse::Raft(raft(ctx, from, sender, rpc).await)
         }
         WireRequest::Api(call) => WireResponse::Api(api(router, call).await),
+        WireRequest::RegisterBootstrapToken { hash, node } => {
+            if !ctx.is_leader() {
+                return WireResponse::Error("not the leader".into());
+            }
+            match ctx.control.register_bootstrap_token(hash, &node).await {
+                Ok(name) => WireResponse::TokenRegistered(name),
+                Err(e) => WireResponse::Error(e.to_string()),
+            }
+        }
         WireRequest::Assignments {
             node,
             known_version,
@@ -116,12 +125,15 @@ async fn raft(ctx: &NodeCtx, peer: PeerId, sender: NodeId, rpc: RaftRequest) -> 
     }
 }
 
-/// Serves an API call forwarded by another node, through our own router.
+/// Serves an API call forwarded by another node, through our own router,
+/// which checks the credential it carries like that of a direct call.
 async fn api(router: Router, call: ApiCall) -> ApiReply {
     let req = Request::builder()
         .method(call.method.as_str())
         .uri(call.path.as_str())
-        .extension(Forwarded)
+        .extension(Forwarded {
+            credential: call.credential,
+        })
         .header("content-type", "application/json")
         .body(Body::from(call.body));
     let req = match req {

@@ -15,6 +15,11 @@
 //! Monitoring: `GET events?after=&wait=&limit=&job=` ([`EventsResponse`]:
 //! cluster events this node has seen, long-polled with `wait` seconds),
 //! `GET top` ([`TopView`]: measured usage of every node and container).
+//!
+//! API tokens (admin role): `GET tokens` ([`TokenView`]s, never a secret),
+//! `POST tokens` ([`TokenCreateRequest`], answers a [`TokenCreated`]: the
+//! only time the secret is shown), `DELETE tokens/{name}`. Request bodies
+//! are JSON and must say so (`Content-Type: application/json`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -785,6 +790,103 @@ pub struct TopView {
     pub nodes: Vec<NodeUsageView>,
     /// Containers, busiest CPU first.
     pub containers: Vec<ContainerUsageView>,
+}
+
+/// What an API token may do; each role includes the ones before it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRole {
+    /// `GET`/`HEAD` calls: listings, logs, events, metrics.
+    #[default]
+    Read,
+    /// Changes to the workload (apply, scale, stop, drain, image push) and
+    /// `POST /v1/plan`, which costs seconds of leader CPU.
+    Write,
+    /// Token management and cluster-wide registry credentials.
+    Admin,
+}
+
+impl TokenRole {
+    /// The name users type (`--role read`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Read => "read",
+            TokenRole::Write => "write",
+            TokenRole::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for TokenRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TokenRole {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "read" => Ok(TokenRole::Read),
+            "write" => Ok(TokenRole::Write),
+            "admin" => Ok(TokenRole::Admin),
+            _ => Err(format!("{s:?} is not a role: use read, write or admin")),
+        }
+    }
+}
+
+/// Body of `POST /v1/tokens`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreateRequest {
+    /// Name to list and revoke it by; default: a generated one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What it may do; default: read.
+    #[serde(default)]
+    pub role: TokenRole,
+}
+
+/// Answer to `POST /v1/tokens`: the secret, shown this once only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    /// Its name.
+    pub name: String,
+    /// Its role.
+    pub role: TokenRole,
+    /// The bearer token; the cluster keeps only its SHA-256.
+    pub token: String,
+    /// When it was created (Unix ms, the leader's clock).
+    pub created_at_ms: u64,
+}
+
+/// Never prints the secret.
+impl fmt::Debug for TokenCreated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCreated")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("token", &"<redacted>")
+            .field("created_at_ms", &self.created_at_ms)
+            .finish()
+    }
+}
+
+/// `GET /v1/tokens`: one token, without its secret or hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Its name.
+    pub name: String,
+    /// Its role.
+    pub role: TokenRole,
+    /// `created` (`skein token create`) or `bootstrap NODE` (the
+    /// `--api-token-file` of that node).
+    pub source: String,
+    /// When it was stored (Unix ms, the leader's clock).
+    pub created_at_ms: u64,
 }
 
 /// Error body of every failed call.

@@ -515,6 +515,31 @@ pub fn http_delete_url(url: &str) -> Result<(u16, String), String> {
     read_response(http_client().delete(url).call()).map_err(|e| format!("DELETE {url}: {e}"))
 }
 
+/// `METHOD url` with exactly these headers (none added, no content type)
+/// and `body` (none when empty): for tests of what the API accepts, such as
+/// content types, origins and authorization schemes. See [`http_get_url`].
+pub fn http_raw(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String), String> {
+    let mut b = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = if body.is_empty() {
+        b.body(())
+            .map_err(|e| e.to_string())
+            .and_then(|r| read_response(http_client().run(r)))
+    } else {
+        b.body(body.to_vec())
+            .map_err(|e| e.to_string())
+            .and_then(|r| read_response(http_client().run(r)))
+    };
+    resp.map_err(|e| format!("{method} {url}: {e}"))
+}
+
 // ---------------------------------------------------------------------------
 // Docker
 // ---------------------------------------------------------------------------

@@ -90,14 +90,17 @@ pub struct AgentArgs {
     #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
     routing_ip: std::net::IpAddr,
 
-    /// File holding an API token: every mutating API call (and every read,
-    /// unless --open-reads) then needs `Authorization: Bearer <token>`
-    /// (`skein --token` / SKEIN_TOKEN).
+    /// File holding the bootstrap API token (admin role). The node stores
+    /// its hash in cluster state, so every node accepts it; once the
+    /// cluster has any token, every API call but /v1/status and the
+    /// dashboard's files needs `Authorization: Bearer <token>` on every
+    /// node (`skein --token` / SKEIN_TOKEN). More tokens: `skein token`.
     #[arg(long, value_name = "FILE")]
     api_token_file: Option<PathBuf>,
 
-    /// With --api-token-file: reads (GET) need no token.
-    #[arg(long, requires = "api_token_file")]
+    /// Reads (GET) need no token on this node, even when the cluster has
+    /// tokens; writes always do.
+    #[arg(long)]
     open_reads: bool,
 
     /// Development mode: keep all state in a fresh temporary directory

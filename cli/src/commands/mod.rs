@@ -9,4 +9,5 @@ pub mod monitor;
 pub mod plan;
 pub mod read;
 pub mod rollout;
+pub mod tokens;
 pub mod write;

@@ -178,7 +178,7 @@ async fn history(client: &Client, fmt: Format, job: &str) -> Result<ExitCode> {
 }
 
 /// A Unix-ms timestamp as RFC 3339 (UTC, seconds) and its age.
-fn when(ms: u64) -> String {
+pub(crate) fn when(ms: u64) -> String {
     if ms == 0 {
         return "-".into();
     }

@@ -1,7 +1,11 @@
 //! API errors: every failure becomes an [`ApiError`] JSON body with a
-//! status code that says whose fault it is.
+//! status code that says whose fault it is, including the ones axum
+//! answers itself (bad paths and query strings, unknown routes, wrong
+//! methods), which [`json_errors`] rewrites.
 
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use skein_protocol::api::ApiError;
@@ -67,5 +71,109 @@ impl From<ControlError> for ApiErr {
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
         (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// Longest plain-text error body kept as the message.
+const MAX_ERROR_TEXT: usize = 4 * 1024;
+
+/// The middleware: turns every 4xx/5xx answer that is not JSON already
+/// into an [`ApiError`] body, keeping its status and headers (`Allow`,
+/// `WWW-Authenticate`), so that clients parse one error shape.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_ERROR_TEXT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let msg = match status {
+        _ if !text.is_empty() => text,
+        StatusCode::NOT_FOUND => format!("no such API path: {method} {path}"),
+        StatusCode::METHOD_NOT_ALLOWED => format!("{method} is not allowed on {path}"),
+        s => s.canonical_reason().unwrap_or("request failed").to_string(),
+    };
+    let mut out = ApiErr::new(status, msg).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().append(name, value.clone());
+        }
+    }
+    out
+}
+
+/// The fallback route: a JSON 404 that names what was asked.
+pub async fn not_found(req: Request) -> ApiErr {
+    ApiErr::not_found(format!(
+        "no such API path: {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::extract::Query;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Q {
+        #[allow(dead_code)]
+        tail: u32,
+    }
+
+    async fn call(method: &str, uri: &str) -> (StatusCode, Option<String>, ApiError) {
+        let app = Router::new()
+            .route("/q", get(|Query(_): Query<Q>| async { "ok" }))
+            .layer(axum::middleware::from_fn(json_errors));
+        let resp = app
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = resp.status();
+        let allow = resp
+            .headers()
+            .get(header::ALLOW)
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: ApiError = serde_json::from_slice(&bytes).expect("a JSON error body");
+        (status, allow, body)
+    }
+
+    #[tokio::test]
+    async fn axum_rejections_become_json() {
+        let (status, _, body) = call("GET", "/q?tail=lots").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.error.contains("tail"), "{}", body.error);
+        let (status, _, body) = call("GET", "/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body.error, "no such API path: GET /nope");
+        let (status, allow, body) = call("DELETE", "/q?tail=1").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(allow.is_some_and(|a| a.contains("GET")));
+        assert_eq!(body.error, "DELETE is not allowed on /q");
     }
 }

@@ -5,6 +5,10 @@
 //! leader for a few seconds instead of failing. When no leader can be
 //! reached, a Raft member still answers reads from its own replica (stale
 //! but useful on a cut-off edge site).
+//!
+//! A forwarded call carries the credential it was let in with
+//! ([`super::auth::Caller`]), and the leader checks it again with the
+//! same policy: forwarding never vouches for anyone.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,17 +20,21 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use skein_protocol::api::MAX_BODY_BYTES;
 
+use super::auth::Caller;
 use super::ApiErr;
 use crate::context::NodeCtx;
-use crate::mesh::wire::{ApiCall, WireRequest, WireResponse};
+use crate::mesh::wire::{ApiCall, Credential, WireRequest, WireResponse};
 use crate::state::node_id_str;
 
 /// Marks a call that arrived over the mesh (already forwarded once): it is
 /// served where it lands, never forwarded again (no loops during leader
-/// changes), and it was authenticated by the node it entered. A request
-/// extension, not a header, so that no HTTP client can claim it.
-#[derive(Debug, Clone, Copy)]
-pub struct Forwarded;
+/// changes), and judged by the credential it carries. A request extension,
+/// not a header, so that no HTTP client can claim it.
+#[derive(Debug, Clone, Default)]
+pub struct Forwarded {
+    /// Who the call acts for, as the node it entered sent it.
+    pub credential: Credential,
+}
 /// How long a write waits for a reachable leader.
 const LEADER_WAIT: Duration = Duration::from_secs(8);
 /// How long a read waits before falling back to the local replica.
@@ -62,6 +70,11 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
         .uri()
         .path_and_query()
         .map_or(path.clone(), |p| p.to_string());
+    let credential = req
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.0.clone())
+        .unwrap_or_default();
     // The parts are kept for serving here after all: they hold what the
     // router matched (path parameters), which a rebuilt request would lack.
     let (parts, body) = req.into_parts();
@@ -88,6 +101,7 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
                         method: method.to_string(),
                         path: path_and_query.clone(),
                         body: body.to_vec(),
+                        credential: credential.clone(),
                     };
                     match ctx.mesh.request(peer, WireRequest::Api(call)).await {
                         Ok(WireResponse::Api(reply)) if reply.status != 503 => {

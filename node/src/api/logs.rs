@@ -9,15 +9,17 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::{ApiErr, Ctx};
 use crate::context::NodeCtx;
 use crate::executor;
+use crate::mesh::wire::Credential;
 use crate::state::NodeId;
 
 /// Query parameters.
@@ -48,7 +50,10 @@ pub async fn logs(
     State(ctx): Ctx,
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
+    caller: Option<Extension<Caller>>,
 ) -> Result<Response, ApiErr> {
+    // The owner checks the caller's credential again.
+    let credential = caller.map(|Extension(c)| c.0).unwrap_or_default();
     if ctx.desired.read(|s| s.allocs.contains_key(&id)).await {
         return local(&ctx, &id, &q).await;
     }
@@ -69,7 +74,7 @@ pub async fn logs(
             q.tail.map(|t| format!("&tail={t}")).unwrap_or_default(),
             q.since.map(|s| format!("&since={s}")).unwrap_or_default()
         );
-        let bytes = remote(&ctx, owner, &path).await?;
+        let bytes = remote(&ctx, owner, &path, credential).await?;
         return Ok(text(Body::from(bytes)));
     }
     Ok(text(Body::from_stream(follow_remote(
@@ -77,6 +82,7 @@ pub async fn logs(
         owner,
         id,
         q,
+        credential,
     ))))
 }
 
@@ -105,12 +111,19 @@ async fn local(ctx: &NodeCtx, id: &str, q: &LogQuery) -> Result<Response, ApiErr
 }
 
 /// One logs call to `owner` over the mesh.
-async fn remote(ctx: &NodeCtx, owner: NodeId, path: &str) -> Result<Vec<u8>, ApiErr> {
-    match ctx.peer_get(owner, path).await {
+async fn remote(
+    ctx: &NodeCtx,
+    owner: NodeId,
+    path: &str,
+    credential: Credential,
+) -> Result<Vec<u8>, ApiErr> {
+    match ctx.peer_get(owner, path, credential).await {
         Ok(r) if (200..300).contains(&r.status) => Ok(r.body),
         Ok(r) => Err(ApiErr::new(
             StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY),
-            String::from_utf8_lossy(&r.body).into_owned(),
+            serde_json::from_slice::<skein_protocol::api::ApiError>(&r.body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&r.body).into_owned()),
         )),
         Err(e) => Err(ApiErr::new(StatusCode::BAD_GATEWAY, e)),
     }
@@ -130,6 +143,7 @@ fn follow_remote(
     owner: NodeId,
     id: String,
     q: LogQuery,
+    credential: Credential,
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     async_stream(move |tx| async move {
         let mut last = String::new();
@@ -148,7 +162,7 @@ fn follow_remote(
                 path.push_str(&format!("&since={}", ns.div_euclid(1_000_000_000)));
             }
             first = false;
-            let chunk = match remote(&ctx, owner, &path).await {
+            let chunk = match remote(&ctx, owner, &path, credential.clone()).await {
                 Ok(b) => b,
                 Err(e) => {
                     let _ = tx.send(Err(std::io::Error::other(e.body.error))).await;

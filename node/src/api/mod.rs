@@ -7,11 +7,13 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod forward;
+pub mod guard;
 pub mod images;
 pub mod logs;
 pub mod monitor;
 pub mod plan;
 pub mod rollout;
+pub mod tokens;
 pub mod views;
 
 use std::sync::Arc;
@@ -37,8 +39,10 @@ pub use error::ApiErr;
 
 type Ctx = State<Arc<NodeCtx>>;
 
-/// The API router: token check first, then forwarding to the leader.
-pub fn router(ctx: Arc<NodeCtx>, auth: Arc<auth::AuthPolicy>) -> Router {
+/// The API router. Layers, outermost first: JSON error bodies, the body
+/// limit, the cross-site guard (`Origin`, JSON content type), the token
+/// check, forwarding to the leader.
+pub fn router(ctx: Arc<NodeCtx>, auth: Arc<auth::Auth>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/nodes", get(nodes))
@@ -66,13 +70,18 @@ pub fn router(ctx: Arc<NodeCtx>, auth: Arc<auth::AuthPolicy>) -> Router {
         .route("/v1/registries/{server}", delete(images::logout))
         .route("/v1/images", get(images::list))
         .route("/v1/images/push", post(images::push))
+        .route("/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/v1/tokens/{name}", delete(tokens::revoke))
         .merge(dashboard::routes())
+        .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
             forward::forward,
         ))
         .layer(axum::middleware::from_fn_with_state(auth, auth::check))
+        .layer(axum::middleware::from_fn(guard::check))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(ctx)
 }
 

@@ -29,7 +29,8 @@ use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
 use crate::state::{
-    node_id_str, Command, CommandResult, NodeId, Plan, SecretCredentials, StoredCredential,
+    node_id_str, ApiToken, Command, CommandResult, NodeId, Plan, SecretCredentials,
+    StoredCredential, TokenHash, TokenSource,
 };
 pub use planner::PlanError;
 use planner::{Input, RolloutEvent};
@@ -198,6 +199,87 @@ impl Control {
             info!(registry = %server, "registry credential removed");
         }
         Ok(known)
+    }
+
+    /// Stores a new API token (only its hash: the caller made the secret
+    /// and shows it once).
+    pub async fn token_create(&self, token: ApiToken) -> Result<(), ControlError> {
+        self.ensure_leader().await?;
+        let (name, role) = (token.name.clone(), token.role);
+        self.write(Command::TokenCreate(token)).await?;
+        info!(token = %name, role = %role, "api token created");
+        Ok(())
+    }
+
+    /// Revokes an API token; `false` when there is none of that name.
+    pub async fn token_revoke(&self, name: &str) -> Result<bool, ControlError> {
+        self.ensure_leader().await?;
+        if !self.state.read(|s| s.tokens.contains_key(name)).await {
+            return Ok(false);
+        }
+        self.write(Command::TokenRevoke {
+            name: name.to_string(),
+        })
+        .await?;
+        info!(token = %name, "api token revoked");
+        Ok(true)
+    }
+
+    /// Stores the `--api-token-file` token of `node` as an admin token
+    /// named `bootstrap` (or `bootstrap-NODE` when that is taken); answers
+    /// the name it has, which is the existing one when it is stored already.
+    pub async fn register_bootstrap_token(
+        &self,
+        hash: TokenHash,
+        node: &str,
+    ) -> Result<String, ControlError> {
+        self.ensure_leader().await?;
+        let (existing, taken, revoked) = self
+            .state
+            .read(|s| {
+                let existing = s
+                    .tokens
+                    .values()
+                    .find(|t| t.hash == hash)
+                    .map(|t| t.name.clone());
+                let taken: BTreeSet<String> = s.tokens.keys().cloned().collect();
+                (existing, taken, s.revoked_tokens.contains(&hash))
+            })
+            .await;
+        if let Some(name) = existing {
+            return Ok(name);
+        }
+        if revoked {
+            return Err(ControlError::Rejected("this token was revoked".into()));
+        }
+        let safe: String = node
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(40)
+            .collect();
+        let name = ["bootstrap".to_string(), format!("bootstrap-{safe}")]
+            .into_iter()
+            .chain((2..).map(|n| format!("bootstrap-{safe}-{n}")))
+            .find(|n| !taken.contains(n))
+            .unwrap_or_else(|| "bootstrap".into());
+        self.write(Command::TokenCreate(ApiToken {
+            name: name.clone(),
+            role: skein_protocol::api::TokenRole::Admin,
+            hash,
+            source: TokenSource::Bootstrap {
+                node: node.to_string(),
+            },
+            created_ms: crate::clock::now_ms(),
+        }))
+        .await?;
+        info!(token = %name, node, "bootstrap api token registered");
+        Ok(name)
     }
 
     /// Sets a job's replica count.

@@ -251,6 +251,7 @@ mod tests {
             method: "GET".into(),
             path: "/v1/jobs".into(),
             body: vec![],
+            credential: Default::default(),
         });
         let bytes = encode(&good).unwrap();
         let mut rd = Cursor::new(frame(bytes.len() as u32, &bytes));

@@ -165,6 +165,7 @@ fn api(path: &str) -> WireRequest {
         method: "GET".into(),
         path: path.into(),
         body: vec![],
+        credential: Default::default(),
     })
 }
 

@@ -17,7 +17,9 @@ use skein_protocol::api::{AllocStatus, ContainerUsage, Event};
 use skein_protocol::spec::ResourceVec;
 
 use crate::raft::TypeConfig;
-use crate::state::{Allocation, Job, NodeId, SecretCredentials, StoredCredential};
+use crate::state::{
+    Allocation, ApiToken, Job, NodeId, SecretCredentials, StoredCredential, TokenHash,
+};
 
 /// Largest gossip message; a status with hundreds of allocations fits.
 pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
@@ -52,6 +54,15 @@ pub enum WireRequest {
         /// The node that has it (the pusher).
         from: NodeId,
     },
+    /// To the leader: store the hash of the sender's `--api-token-file`
+    /// token as an admin token, so that every node honours it. Trusted
+    /// because only holders of the cluster key reach the mesh.
+    RegisterBootstrapToken {
+        /// SHA-256 of the token.
+        hash: TokenHash,
+        /// Name of the sending node (shown as the token's source).
+        node: String,
+    },
 }
 
 /// The answer to a [`WireRequest`].
@@ -68,6 +79,9 @@ pub enum WireResponse {
     FetchImage(bool),
     /// The request could not be served (not leader, not a member, …).
     Error(String),
+    /// Answer to [`WireRequest::RegisterBootstrapToken`]: the name the
+    /// token is stored under.
+    TokenRegistered(String),
 }
 
 /// Raft RPCs.
@@ -92,7 +106,9 @@ pub enum RaftResponse {
     Snapshot(Result<InstallSnapshotResponse<NodeId>, String>),
 }
 
-/// An HTTP request, forwarded verbatim.
+/// An HTTP request, forwarded verbatim with the caller's credential: the
+/// node that serves it checks that credential exactly as it checks a
+/// direct call (`crate::api::auth`), whatever the forwarding node thought.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiCall {
     /// HTTP method.
@@ -101,6 +117,36 @@ pub struct ApiCall {
     pub path: String,
     /// Body bytes.
     pub body: Vec<u8>,
+    /// Who the call acts for.
+    pub credential: Credential,
+}
+
+/// Who a forwarded API call acts for.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Credential {
+    /// The caller sent no token.
+    #[default]
+    Anonymous,
+    /// The caller's bearer token, as it sent it (the mesh is encrypted).
+    Bearer(String),
+    /// An anonymous read that the node it entered lets through
+    /// (`--open-reads` is that node's choice); never grants a write.
+    OpenRead,
+    /// The sending node itself, copying the event journal at start; grants
+    /// `GET /v1/events` only.
+    Node,
+}
+
+/// Never prints a token.
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Anonymous => f.write_str("Anonymous"),
+            Credential::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Credential::OpenRead => f.write_str("OpenRead"),
+            Credential::Node => f.write_str("Node"),
+        }
+    }
 }
 
 /// An HTTP response, returned verbatim.
@@ -127,6 +173,11 @@ pub struct Assignments {
     pub registries: BTreeMap<String, StoredCredential>,
     /// The pull secrets its jobs name (sealed).
     pub pull_secrets: BTreeMap<String, SecretCredentials>,
+    /// The cluster's API tokens (hashes), so that every node, Raft member
+    /// or not, enforces the same set.
+    pub tokens: BTreeMap<String, ApiToken>,
+    /// Revoked bootstrap tokens (hashes).
+    pub revoked_tokens: BTreeSet<TokenHash>,
 }
 
 /// A node's role in Raft, as it sees it.

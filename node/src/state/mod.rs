@@ -9,11 +9,14 @@
 //! A job keeps its earlier specs ([`Job::history`]): during a rolling
 //! update allocations of the old version keep running the old spec
 //! ([`Job::spec_for`]), and `rollout undo` goes back to any kept version.
+//!
+//! API tokens live here too (as SHA-256 hashes, never the secret), so that
+//! every node enforces the same set (`crate::api::auth`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use skein_protocol::api::{PortMapping, RolloutState};
+use skein_protocol::api::{PortMapping, RolloutState, TokenRole};
 use skein_protocol::spec::{JobSpec, ResourceVec};
 
 /// Earlier versions a job keeps for `rollout history` and `undo`; versions
@@ -189,6 +192,60 @@ pub enum Command {
         /// Registry host.
         server: String,
     },
+    /// Store a new API token (its hash). Refused when the name or the
+    /// hash is taken, the hash is a revoked bootstrap token, or it would
+    /// be the first token and is not an admin one (nobody could manage
+    /// tokens then).
+    TokenCreate(ApiToken),
+    /// Revoke an API token. Refused for the last admin token, which would
+    /// leave nobody able to manage tokens.
+    TokenRevoke {
+        /// Token name.
+        name: String,
+    },
+}
+
+/// SHA-256 of an API token: all the cluster keeps of it.
+pub type TokenHash = [u8; 32];
+
+/// Where an API token came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenSource {
+    /// `skein token create`.
+    Created,
+    /// The `--api-token-file` of a node, registered by that node so that
+    /// every node honours it.
+    Bootstrap {
+        /// Name of the node that registered it.
+        node: String,
+    },
+}
+
+/// An API token as Raft holds it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// Name (listed, revoked by).
+    pub name: String,
+    /// What it may do.
+    pub role: TokenRole,
+    /// SHA-256 of the secret.
+    pub hash: TokenHash,
+    /// Where it came from.
+    pub source: TokenSource,
+    /// When it was stored (Unix ms, the leader's clock).
+    pub created_ms: u64,
+}
+
+/// Prints no part of the hash.
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("source", &self.source)
+            .field("created_ms", &self.created_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A registry credential as Raft holds it: the password sealed with a key
@@ -278,6 +335,11 @@ pub struct ClusterState {
     pub registries: BTreeMap<String, StoredCredential>,
     /// Image pull secrets (Kubernetes `imagePullSecrets`), by name.
     pub pull_secrets: BTreeMap<String, SecretCredentials>,
+    /// API tokens, by name. Once there is one, every node requires a token.
+    pub tokens: BTreeMap<String, ApiToken>,
+    /// Hashes of revoked bootstrap tokens: a node that still has the file
+    /// neither registers nor honours it again.
+    pub revoked_tokens: BTreeSet<TokenHash>,
 }
 
 impl ClusterState {
@@ -328,6 +390,66 @@ impl ClusterState {
                     version: self.version,
                 }
             }
+            Command::TokenCreate(token) => self.create_token(token),
+            Command::TokenRevoke { name } => self.revoke_token(name),
+        }
+    }
+
+    fn create_token(&mut self, token: &ApiToken) -> CommandResult {
+        if self.tokens.contains_key(&token.name) {
+            return reject(
+                format!("a token named {} exists already", token.name),
+                false,
+            );
+        }
+        if self.tokens.values().any(|t| t.hash == token.hash) {
+            return reject("this token is stored already".into(), false);
+        }
+        if self.revoked_tokens.contains(&token.hash) {
+            return reject("this token was revoked".into(), false);
+        }
+        let admin = |t: &ApiToken| t.role == TokenRole::Admin;
+        if !admin(token) && !self.tokens.values().any(admin) {
+            // The first token locks every node: it must be able to manage.
+            return reject(
+                "the cluster has no admin token yet, and its first token locks every node: \
+                 create an admin token first (`skein token create --role admin`)"
+                    .into(),
+                false,
+            );
+        }
+        self.tokens.insert(token.name.clone(), token.clone());
+        self.version += 1;
+        CommandResult::Applied {
+            version: self.version,
+        }
+    }
+
+    fn revoke_token(&mut self, name: &str) -> CommandResult {
+        let Some(token) = self.tokens.get(name) else {
+            return reject(format!("no token named {name}"), false);
+        };
+        let admins = self
+            .tokens
+            .values()
+            .filter(|t| t.role == TokenRole::Admin)
+            .count();
+        if token.role == TokenRole::Admin && admins == 1 {
+            return reject(
+                format!(
+                    "{name} is the last admin token: nobody could manage tokens without it \
+                     (create another with `skein token create --role admin` first)"
+                ),
+                false,
+            );
+        }
+        if matches!(token.source, TokenSource::Bootstrap { .. }) {
+            self.revoked_tokens.insert(token.hash);
+        }
+        self.tokens.remove(name);
+        self.version += 1;
+        CommandResult::Applied {
+            version: self.version,
         }
     }
 
@@ -540,6 +662,82 @@ mod tests {
         };
         assert_eq!(s.apply(&undrain), CommandResult::Applied { version: 2 });
         assert!(s.drained.is_empty());
+    }
+
+    fn token(name: &str, role: TokenRole, byte: u8, bootstrap: bool) -> ApiToken {
+        ApiToken {
+            name: name.into(),
+            role,
+            hash: [byte; 32],
+            source: if bootstrap {
+                TokenSource::Bootstrap { node: "n1".into() }
+            } else {
+                TokenSource::Created
+            },
+            created_ms: 1,
+        }
+    }
+
+    #[test]
+    fn tokens_are_unique_and_the_last_admin_stays() {
+        let mut s = ClusterState::default();
+        let first = s.apply(&Command::TokenCreate(token(
+            "ro",
+            TokenRole::Read,
+            9,
+            false,
+        )));
+        assert!(
+            matches!(&first, CommandResult::Rejected { reason, .. } if reason.contains("admin token first")),
+            "{first:?}"
+        );
+        let boot = token("bootstrap", TokenRole::Admin, 1, true);
+        assert_eq!(
+            s.apply(&Command::TokenCreate(boot.clone())),
+            CommandResult::Applied { version: 1 }
+        );
+        let same_name = token("bootstrap", TokenRole::Read, 2, false);
+        let same_hash = token("other", TokenRole::Read, 1, false);
+        for t in [same_name, same_hash] {
+            let r = s.apply(&Command::TokenCreate(t));
+            assert!(matches!(r, CommandResult::Rejected { stale: false, .. }));
+        }
+        let revoke = |n: &str| Command::TokenRevoke { name: n.into() };
+        let r = s.apply(&revoke("bootstrap"));
+        assert!(
+            matches!(&r, CommandResult::Rejected { reason, .. } if reason.contains("last admin")),
+            "{r:?}"
+        );
+        s.apply(&Command::TokenCreate(token(
+            "ops",
+            TokenRole::Admin,
+            3,
+            false,
+        )));
+        assert_eq!(
+            s.apply(&revoke("bootstrap")),
+            CommandResult::Applied { version: 3 }
+        );
+        assert!(
+            s.revoked_tokens.contains(&[1; 32]),
+            "bootstrap hashes stay revoked"
+        );
+        let again = s.apply(&Command::TokenCreate(boot));
+        assert!(matches!(again, CommandResult::Rejected { .. }));
+        assert!(matches!(
+            s.apply(&revoke("nope")),
+            CommandResult::Rejected { .. }
+        ));
+        // Created tokens leave no trace: their secret is never reused.
+        s.apply(&Command::TokenCreate(token(
+            "ci",
+            TokenRole::Write,
+            4,
+            false,
+        )));
+        s.apply(&revoke("ci"));
+        assert_eq!(s.revoked_tokens.len(), 1);
+        assert_eq!(s.tokens.keys().collect::<Vec<_>>(), ["ops"]);
     }
 
     #[test]
