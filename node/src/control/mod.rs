@@ -7,6 +7,14 @@
 //! recomputed. A call returns only after its command is committed. The
 //! leader's reconcile pass also drives rollouts (`rollout.rs`): it steps
 //! rolling updates as replicas become ready and rolls back failed ones.
+//!
+//! Limits are checked here, before anything is proposed: a job spec may
+//! be [`MAX_JOB_SPEC_BYTES`] encoded, and a user write may not grow the
+//! state beyond [`STATE_QUOTA_BYTES`] (the state machine refuses anything
+//! beyond [`crate::state::STATE_LIMIT_BYTES`] on its own). A write is
+//! refused before proposing while this node's storage is degraded; one
+//! whose commit cannot be confirmed is reported as of unknown outcome,
+//! never as a plain failure.
 
 pub mod planner;
 pub mod rollout;
@@ -17,7 +25,9 @@ use std::sync::Arc;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use rand::Rng;
-use skein_protocol::api::{ApplyResponse, ChangeKind, EventKind, JobApplyResult};
+use skein_protocol::api::{
+    ApplyResponse, ChangeKind, EventKind, JobApplyResult, MAX_JOB_SPEC_BYTES, STATE_QUOTA_BYTES,
+};
 use skein_protocol::spec::JobSpec;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -26,9 +36,11 @@ use crate::events::{EventLog, NewEvent};
 use crate::executor::StatusBoard;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
+use crate::raft::storage::Storage;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
 use crate::state::{
-    node_id_str, Command, CommandResult, NodeId, Plan, SecretCredentials, StoredCredential,
+    node_id_str, ClusterState, Command, CommandResult, NodeId, Plan, SecretCredentials,
+    StoredCredential,
 };
 pub use planner::PlanError;
 use planner::{Input, RolloutEvent};
@@ -54,6 +66,62 @@ pub enum ControlError {
     /// Raft is shutting down or failed.
     #[error("control plane unavailable: {0}")]
     Unavailable(String),
+    /// A size limit refuses the write (job spec, state quota); nothing
+    /// was proposed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// This node's Raft storage fails; nothing was proposed.
+    #[error("this node's raft storage is failing ({0}); the write was not applied, retry shortly (another node takes over as leader)")]
+    StorageDegraded(String),
+    /// The write was proposed but its commit could not be confirmed: it
+    /// may still take effect.
+    #[error("the write was proposed but its commit could not be confirmed ({0}); it may still take effect: check the state before retrying")]
+    OutcomeUnknown(String),
+}
+
+/// Checks a spec against the per-job size limit; the message names the
+/// limit and the figures.
+pub fn check_spec_size(spec: &JobSpec) -> Result<(), String> {
+    let len = skein_protocol::codec::encoded_len(spec).unwrap_or(usize::MAX);
+    if len > MAX_JOB_SPEC_BYTES {
+        return Err(format!(
+            "job {}: its spec is {len} bytes encoded, over the limit of {MAX_JOB_SPEC_BYTES} bytes per job",
+            spec.name
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that applying `cmd` to `state` keeps the state within the user
+/// quota (or shrinks it); consumes the copy of the state it tries it on.
+fn check_quota(mut state: ClusterState, cmd: &Command) -> Result<(), ControlError> {
+    let before = state.encoded_len();
+    if let CommandResult::Rejected {
+        reason,
+        stale: false,
+    } = state.apply(cmd)
+    {
+        return Err(ControlError::TooLarge(reason));
+    }
+    let after = state.encoded_len();
+    if after > STATE_QUOTA_BYTES && after > before {
+        return Err(ControlError::TooLarge(format!(
+            "the cluster state would grow to {after} bytes encoded, over its quota of \
+             {STATE_QUOTA_BYTES} bytes (now {before} bytes): delete jobs (`skein job delete`) \
+             or make their specs smaller"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a planned write counts against the user quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quota {
+    /// A user request that may grow the state: checked.
+    User,
+    /// The leader's own steps (healing, rollouts) and shrinking requests:
+    /// only the state machine's hard limit applies.
+    Unchecked,
 }
 
 /// The leader-side write path.
@@ -67,21 +135,28 @@ pub struct Control {
     stuck: Mutex<BTreeMap<String, String>>,
     events: Arc<EventLog>,
     metrics: Arc<Metrics>,
+    storage: Arc<Storage>,
 }
+
+/// How long a proposed write waits for its commit before it is reported
+/// as of unknown outcome: below the mesh's 10 s request timeout, so that a
+/// forwarded write gets this answer rather than a timeout it might retry.
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// How long a write waits for a quorum that missed a heartbeat round.
 const QUORUM_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
 
 impl Control {
     /// A control plane over `raft`; `board` tells which replicas are ready,
-    /// which paces rolling updates.
+    /// which paces rolling updates; `storage` whether this node can take
+    /// writes at all.
     pub fn new(
         raft: SkeinRaft,
         state: Arc<StateHandle>,
         membership: Arc<Membership>,
         board: StatusBoard,
-        events: Arc<EventLog>,
-        metrics: Arc<Metrics>,
+        (events, metrics): (Arc<EventLog>, Arc<Metrics>),
+        storage: Arc<Storage>,
     ) -> Self {
         Self {
             raft,
@@ -92,6 +167,7 @@ impl Control {
             stuck: Mutex::new(BTreeMap::new()),
             events,
             metrics,
+            storage,
         }
     }
 
@@ -116,8 +192,11 @@ impl Control {
         specs: Vec<JobSpec>,
         secrets: BTreeMap<String, SecretCredentials>,
     ) -> Result<ApplyResponse, ControlError> {
+        for spec in &specs {
+            check_spec_size(spec).map_err(ControlError::TooLarge)?;
+        }
         let results = self
-            .planned(|input| {
+            .planned(Quota::User, |input| {
                 for spec in &specs {
                     if let Some(missing) = spec.pull_secrets.iter().find(|s| {
                         !secrets.contains_key(*s) && !input.state.pull_secrets.contains_key(*s)
@@ -161,7 +240,9 @@ impl Control {
     pub async fn registry_login(&self, cred: StoredCredential) -> Result<(), ControlError> {
         self.ensure_leader().await?;
         let (server, username) = (cred.server.clone(), cred.username.clone());
-        self.write(Command::RegistryLogin(cred)).await?;
+        let cmd = Command::RegistryLogin(cred);
+        check_quota(self.state.snapshot().await, &cmd)?;
+        self.write(cmd).await?;
         info!(registry = %server, username = %username, "registry credential stored");
         Ok(())
     }
@@ -183,8 +264,10 @@ impl Control {
 
     /// Sets a job's replica count.
     pub async fn scale(&self, job: &str, replicas: u32) -> Result<(), ControlError> {
-        self.planned(|input| planner::scale(input, job, replicas).map(|p| (p, ())))
-            .await?;
+        self.planned(Quota::User, |input| {
+            planner::scale(input, job, replicas).map(|p| (p, ()))
+        })
+        .await?;
         info!(job, replicas, "job scaled");
         self.events.emit(
             NewEvent::new(
@@ -199,7 +282,9 @@ impl Control {
     /// Rolls `job` back to a kept version (default: the previous one with
     /// another spec), as a new version.
     pub async fn undo(&self, job: &str, to: Option<u64>) -> Result<JobApplyResult, ControlError> {
-        let result = self.planned(|input| planner::undo(input, job, to)).await?;
+        let result = self
+            .planned(Quota::User, |input| planner::undo(input, job, to))
+            .await?;
         info!(job, version = result.version, to = ?to, "rollback requested");
         self.events.emit(
             NewEvent::new(
@@ -233,11 +318,32 @@ impl Control {
 
     /// Stops a job: removes its allocations, keeps its spec.
     pub async fn stop(&self, job: &str) -> Result<(), ControlError> {
-        self.planned(|input| planner::stop(input.state, job).map(|p| (p, ())))
-            .await?;
+        self.planned(Quota::Unchecked, |input| {
+            planner::stop(input.state, job).map(|p| (p, ()))
+        })
+        .await?;
         info!(job, "job stopped");
         self.events
             .emit(NewEvent::new(EventKind::JobStopped, "job stopped").job(job));
+        Ok(())
+    }
+
+    /// Deletes a job: its spec, kept versions and allocations leave the
+    /// state (its containers are stopped by their nodes). Always allowed,
+    /// even over the quota: it is how room is made.
+    pub async fn delete(&self, job: &str) -> Result<(), ControlError> {
+        let _guard = self.plan_lock.lock().await;
+        self.ensure_leader().await?;
+        if !self.state.read(|s| s.jobs.contains_key(job)).await {
+            return Err(PlanError::UnknownJob(job.to_string()).into());
+        }
+        self.write(Command::DeleteJob {
+            job: job.to_string(),
+        })
+        .await?;
+        info!(job, "job deleted");
+        self.events
+            .emit(NewEvent::new(EventKind::JobDeleted, "job deleted").job(job));
         Ok(())
     }
 
@@ -286,7 +392,7 @@ impl Control {
         let mut stuck_jobs = Vec::new();
         let mut events = Vec::new();
         let wrote = self
-            .planned(|input| {
+            .planned(Quota::Unchecked, |input| {
                 let r = planner::reconcile(input);
                 stuck_jobs = r.stuck;
                 events = r.events;
@@ -357,6 +463,7 @@ impl Control {
     /// lost a race with another write.
     async fn planned<T>(
         &self,
+        quota: Quota,
         mut f: impl FnMut(&Input<'_>) -> Result<(Plan, T), PlanError>,
     ) -> Result<T, ControlError> {
         let _guard = self.plan_lock.lock().await;
@@ -385,7 +492,11 @@ impl Control {
                 .iter()
                 .map(|a| (a.id.clone(), a.job.clone(), a.node))
                 .collect();
-            match self.write(Command::Plan(plan)).await? {
+            let cmd = Command::Plan(plan);
+            if quota == Quota::User {
+                check_quota(state, &cmd)?;
+            }
+            match self.write(cmd).await? {
                 CommandResult::Applied { .. } => {
                     self.metrics.plans.inc();
                     self.metrics
@@ -446,8 +557,34 @@ impl Control {
     }
 
     /// Commits one command; returns after it is applied on this node.
+    /// Refused before proposing while this node's storage is degraded;
+    /// once proposed, a commit that cannot be confirmed (storage failure,
+    /// [`COMMIT_WAIT`] passed, Raft stopped) is of unknown outcome.
     async fn write(&self, cmd: Command) -> Result<CommandResult, ControlError> {
-        match self.raft.client_write(cmd).await {
+        let health = self.storage.health();
+        if health.degraded {
+            return Err(ControlError::StorageDegraded(
+                health.error.unwrap_or_else(|| "storage error".into()),
+            ));
+        }
+        let mut storage = self.storage.subscribe();
+        let result = tokio::select! {
+            r = self.raft.client_write(cmd) => r,
+            _ = storage.wait_for(|h| h.degraded) => {
+                let why = self.storage.health().error.unwrap_or_default();
+                warn!(error = %why, "storage failed while a write was being committed");
+                return Err(ControlError::OutcomeUnknown(format!(
+                    "this node's raft storage failed meanwhile: {why}"
+                )));
+            }
+            () = tokio::time::sleep(COMMIT_WAIT) => {
+                warn!(wait = ?COMMIT_WAIT, "write not committed in time");
+                return Err(ControlError::OutcomeUnknown(format!(
+                    "not committed within {COMMIT_WAIT:?}"
+                )));
+            }
+        };
+        match result {
             Ok(resp) => match resp.data {
                 CommandResult::Rejected {
                     reason,
@@ -460,6 +597,9 @@ impl Control {
                     leader: f.leader_id.zip(f.leader_node),
                 })
             }
+            Err(RaftError::Fatal(e)) => Err(ControlError::OutcomeUnknown(format!(
+                "raft stopped during the write: {e}"
+            ))),
             Err(e) => Err(ControlError::Unavailable(e.to_string())),
         }
     }

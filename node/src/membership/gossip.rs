@@ -60,6 +60,7 @@ pub fn status_of(
         raft,
         version: record.version.clone(),
         seq,
+        storage: Box::new(record.storage.clone()),
     }
 }
 
@@ -108,6 +109,7 @@ pub fn record_from(status: NodeStatus, local: NodeId) -> Option<NodeRecord> {
         last_seen: tokio::time::Instant::now(),
         dead_since: None,
         version: status.version,
+        storage: *status.storage,
     })
 }
 
@@ -266,6 +268,7 @@ mod tests {
             raft: RaftRole::default(),
             version: "test".into(),
             seq: 1,
+            storage: Default::default(),
         }
     }
 
