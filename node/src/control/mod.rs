@@ -531,13 +531,23 @@ impl Control {
     /// Waits until this node is a confirmed leader with everything
     /// committed so far applied, so plans start from the latest state.
     async fn ensure_leader(&self) -> Result<(), ControlError> {
+        // A degraded node's Raft may be stuck on its disk: do not even ask.
+        self.ensure_storage()?;
         // A quorum that did not answer one round in time (a voter busy with
         // a slow fsync, say) is usually back a moment later: retry within
         // QUORUM_WAIT before reporting the control plane unavailable.
         let deadline = tokio::time::Instant::now() + QUORUM_WAIT;
         let mut pause = std::time::Duration::from_millis(100);
         loop {
-            match self.raft.ensure_linearizable().await {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Ok(checked) = tokio::time::timeout(left, self.raft.ensure_linearizable()).await
+            else {
+                self.ensure_storage()?;
+                return Err(ControlError::Unavailable(format!(
+                    "leadership not confirmed within {QUORUM_WAIT:?}"
+                )));
+            };
+            match checked {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                     return Err(ControlError::NotLeader {
@@ -556,17 +566,23 @@ impl Control {
         }
     }
 
-    /// Commits one command; returns after it is applied on this node.
-    /// Refused before proposing while this node's storage is degraded;
-    /// once proposed, a commit that cannot be confirmed (storage failure,
-    /// [`COMMIT_WAIT`] passed, Raft stopped) is of unknown outcome.
-    async fn write(&self, cmd: Command) -> Result<CommandResult, ControlError> {
+    /// Refuses while this node's storage is degraded.
+    fn ensure_storage(&self) -> Result<(), ControlError> {
         let health = self.storage.health();
         if health.degraded {
             return Err(ControlError::StorageDegraded(
                 health.error.unwrap_or_else(|| "storage error".into()),
             ));
         }
+        Ok(())
+    }
+
+    /// Commits one command; returns after it is applied on this node.
+    /// Refused before proposing while this node's storage is degraded;
+    /// once proposed, a commit that cannot be confirmed (storage failure,
+    /// [`COMMIT_WAIT`] passed, Raft stopped) is of unknown outcome.
+    async fn write(&self, cmd: Command) -> Result<CommandResult, ControlError> {
+        self.ensure_storage()?;
         let mut storage = self.storage.subscribe();
         let result = tokio::select! {
             r = self.raft.client_write(cmd) => r,
@@ -602,5 +618,59 @@ impl Control {
             ))),
             Err(e) => Err(ControlError::Unavailable(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Job;
+
+    fn spec(name: &str, arg_bytes: usize) -> JobSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "replicas": 0, "image": "img", "args": ["x".repeat(arg_bytes)],
+        }))
+        .unwrap()
+    }
+
+    fn put(state: &ClusterState, spec: JobSpec) -> Command {
+        Command::Plan(Plan {
+            base_version: state.version,
+            put_jobs: vec![Job::new(spec, 1, 0)],
+            ..Plan::default()
+        })
+    }
+
+    #[test]
+    fn a_spec_over_the_per_job_limit_is_refused_with_its_figures() {
+        assert!(check_spec_size(&spec("ok", 200 * 1024)).is_ok());
+        let e = check_spec_size(&spec("big", 300 * 1024)).unwrap_err();
+        assert!(e.contains("job big"), "{e}");
+        assert!(e.contains(&MAX_JOB_SPEC_BYTES.to_string()), "{e}");
+    }
+
+    #[test]
+    fn user_writes_stop_at_the_quota_but_shrinking_ones_pass() {
+        let mut state = ClusterState::default();
+        let mut i = 0;
+        let refused = loop {
+            let cmd = put(&state, spec(&format!("j{i}"), 200 * 1024));
+            match check_quota(state.clone(), &cmd) {
+                Ok(()) => {
+                    assert!(matches!(state.apply(&cmd), CommandResult::Applied { .. }));
+                    i += 1;
+                }
+                Err(e) => break e,
+            }
+        };
+        let ControlError::TooLarge(msg) = refused else {
+            panic!("{refused:?}");
+        };
+        assert!(msg.contains(&STATE_QUOTA_BYTES.to_string()), "{msg}");
+        assert!(state.encoded_len() <= STATE_QUOTA_BYTES);
+        assert!(i >= 35, "refused after {i} jobs of 200 KiB");
+        // A smaller replacement of an existing job shrinks the state: allowed.
+        let shrink = put(&state, spec("j0", 10));
+        assert!(check_quota(state.clone(), &shrink).is_ok());
     }
 }

@@ -169,7 +169,7 @@ impl Storage {
                 .create(&self.path)?,
         );
         *slot = Some(db.clone());
-        tracing::info!(path = %self.path.display(), "raft database reopened");
+        tracing::debug!(path = %self.path.display(), "raft database reopened");
         Ok(db)
     }
 
