@@ -323,6 +323,13 @@ fn a_copied_data_dir_run_beside_its_original_is_refused() {
         (ready == 2).then_some(())
     });
 
+    // Writes through a non-leader are forwarded, and bounded the same way.
+    let (code, body) = b.http_post("/v1/jobs", &job_body("huge", 1_100_000));
+    assert_eq!(code, 413, "{body}");
+    let (code, body) = b.http_post("/v1/jobs", &job_body("big", 300 * 1024));
+    assert_eq!(code, 413, "{body}");
+    assert!(body.contains("262144"), "{body}");
+
     // The copy: b's node id and raft state, but a fresh mesh key (a copy
     // that kept the key is refused the same way by gossip; see
     // docs/ARCHITECTURE.md for what it can still do).
