@@ -123,6 +123,13 @@ enum JobCommand {
         /// Job name.
         name: String,
     },
+    /// Delete a job: its containers are removed, and its spec, kept
+    /// versions and allocations leave the cluster state (frees room under
+    /// the state quota).
+    Delete {
+        /// Job name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +223,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Job(JobCommand::Stop { name }) => {
             commands::write::stop(&client, fmt, &name).await?
+        }
+        Command::Job(JobCommand::Delete { name }) => {
+            commands::write::delete(&client, fmt, &name).await?
         }
         Command::Alloc(AllocCommand::Ls { job }) => {
             commands::read::alloc_ls(&client, fmt, job.as_deref()).await?

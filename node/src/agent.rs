@@ -1,6 +1,10 @@
 //! Starts a node: opens its data dir, storage, mesh and Raft, connects
 //! Docker, and runs the gossip, executor, healing and voter loops and the
 //! API until shutdown. The only module that knows how the others are wired.
+//!
+//! It also stops the node, with an error (non-zero exit), when a watchdog
+//! ([`crate::guard`]) finds it can no longer work safely: its data dir
+//! vanished, its Raft stopped, or an older process runs with its node id.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +24,7 @@ use crate::control::{voters, Control};
 use crate::events::EventLog;
 use crate::executor::stats::UsageBoard;
 use crate::executor::{Executor, ExecutorConfig, StatusBoard};
+use crate::guard::{self, DataDirMark, Fatal};
 use crate::images::{Images, ImagesConfig, ImagesParts};
 use crate::membership::local::LocalNode;
 use crate::membership::{gossip, HealthTiming, Membership};
@@ -142,6 +147,9 @@ pub async fn run(
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let id = load_or_create_node_id(&cfg.data_dir)?;
+    let data_dir_mark = DataDirMark::new(&cfg.data_dir.join(NODE_ID_FILE))
+        .with_context(|| format!("cannot stat {}", cfg.data_dir.join(NODE_ID_FILE).display()))?;
+    let fatal = Fatal::new();
 
     let docker_host = cfg
         .docker_host
@@ -180,6 +188,7 @@ pub async fn run(
     let state = StateHandle::new(ClusterState::default());
     let db = open_db(&cfg.data_dir.join("raft.redb"))
         .with_context(|| format!("cannot open raft storage in {}", cfg.data_dir.display()))?;
+    let storage = db.clone();
     let log_store = LogStore::new(db.clone()).context("cannot open raft log")?;
     let sm = StateMachineStore::new(db, state.clone())
         .await
@@ -225,8 +234,8 @@ pub async fn run(
         state.clone(),
         membership.clone(),
         board.clone(),
-        events.clone(),
-        metrics.clone(),
+        (events.clone(), metrics.clone()),
+        storage.clone(),
     ));
     let images = Images::new(
         ImagesParts {
@@ -264,6 +273,7 @@ pub async fn run(
         metrics,
         images,
         secrets,
+        storage,
     });
     let record = ctx
         .refresh_self()
@@ -383,8 +393,12 @@ pub async fn run(
         dns_tx,
         routing_tx,
     ));
+    let mesh_events = guard::guard_inbound(ctx.clone(), mesh_events, fatal.clone());
     tasks.spawn(inbound::run(ctx.clone(), router.clone(), mesh_events));
     tasks.spawn(api::auth::run(auth, ctx.clone()));
+    tasks.spawn(guard::watch_data_dir(data_dir_mark, fatal.clone()));
+    tasks.spawn(guard::watch_raft(ctx.clone(), fatal.clone()));
+    tasks.spawn(guard::watch_storage(ctx.clone()));
     let images = ctx.images.clone();
     tasks.spawn(async move { images.serve().await });
     tasks.spawn(publish_loop(ctx.clone(), endpoint_ip));
@@ -415,13 +429,28 @@ pub async fn run(
 
     write_atomically(&cfg.data_dir.join(API_ADDR_FILE), &api_addr.to_string())?;
     info!(addr = %api_addr, data_dir = %cfg.data_dir.display(), "api listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let stop = {
+        let fatal = fatal.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {},
+                () = fatal.raised() => {},
+            }
+        }
+    };
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await;
     info!("shutting down");
     tasks.abort_all();
+    // Storage retries end here, so that no blocking thread outlives the node.
+    ctx.storage.close();
     if let Err(e) = raft.shutdown().await {
         warn!(error = %e, "raft shutdown");
+    }
+    served?;
+    if let Some(reason) = fatal.reason() {
+        bail!("{reason}");
     }
     Ok(())
 }
@@ -573,6 +602,7 @@ async fn publish_loop(ctx: Arc<NodeCtx>, endpoint_ip: IpAddr) {
             .await;
         ctx.membership.observe(record.clone()).await;
         seq += 1;
+        ctx.membership.set_local_seq(seq);
         let mut status = gossip::status_of(
             &record,
             statuses,
@@ -692,10 +722,9 @@ fn load_or_create_node_id(dir: &Path) -> Result<NodeId> {
     }
 }
 
-/// Writes via a temp file and rename, so readers never see half a file.
+/// Writes via a fsynced temp file and rename, so readers never see half a
+/// file and a power cut never leaves an empty one.
 fn write_atomically(path: &Path, contents: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents)
-        .and_then(|()| std::fs::rename(&tmp, path))
+    crate::files::write_durably(path, contents.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
 }

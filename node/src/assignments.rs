@@ -104,7 +104,7 @@ pub fn file(data_dir: &Path) -> PathBuf {
 /// The assignments saved by an earlier run, if any.
 pub fn load(data_dir: &Path) -> Option<ClusterState> {
     let bytes = std::fs::read(file(data_dir)).ok()?;
-    match skein_protocol::codec::decode::<ClusterState>(&bytes) {
+    match skein_protocol::codec::decode_stored::<ClusterState>(&bytes) {
         Ok(s) => Some(s),
         Err(e) => {
             warn!(error = %e, "ignoring unreadable saved assignments");
@@ -114,12 +114,9 @@ pub fn load(data_dir: &Path) -> Option<ClusterState> {
 }
 
 fn save(data_dir: &Path, state: &ClusterState) {
-    let path = file(data_dir);
-    let tmp = path.with_extension("tmp");
     let res = skein_protocol::codec::encode(state)
         .map_err(std::io::Error::other)
-        .and_then(|b| std::fs::write(&tmp, b))
-        .and_then(|()| std::fs::rename(&tmp, &path));
+        .and_then(|b| crate::files::write_durably(&file(data_dir), &b));
     if let Err(e) = res {
         warn!(error = %e, "cannot save assignments");
     }

@@ -17,6 +17,7 @@ use crate::membership::{Membership, NodeRecord};
 use crate::mesh::wire::{ApiCall, ApiReply, Credential, RaftRole, WireRequest, WireResponse};
 use crate::mesh::Mesh;
 use crate::metrics::Metrics;
+use crate::raft::storage::Storage;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
 use crate::secrets::SecretBox;
 use crate::state::{node_id_str, NodeId};
@@ -51,6 +52,8 @@ pub struct NodeCtx {
     pub images: Images,
     /// Seals registry passwords with the cluster's credential key.
     pub secrets: Arc<SecretBox>,
+    /// The Raft storage and its health.
+    pub storage: Arc<Storage>,
 }
 
 impl NodeCtx {
@@ -134,6 +137,7 @@ impl NodeCtx {
             .map(ToString::to_string)
             .collect();
         r.raft = self.raft_role();
+        r.storage = self.storage.health().view();
         (r.allocated, r.allocation_count) = self.assigned().await;
         r.usage = self.usage.all().await;
         r.fetching = self.images.fetching();

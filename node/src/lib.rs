@@ -15,6 +15,8 @@ pub mod control;
 pub mod dns;
 pub mod events;
 pub mod executor;
+pub mod files;
+pub mod guard;
 pub mod images;
 pub mod inbound;
 pub mod membership;

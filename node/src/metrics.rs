@@ -353,6 +353,35 @@ pub async fn render(ctx: &NodeCtx) -> Result<String, std::fmt::Error> {
         "Voters in the Raft membership",
         i64::try_from(m.membership_config.membership().voter_ids().count()).unwrap_or(i64::MAX),
     );
+    let storage = ctx.storage.health();
+    gauge(
+        &mut r,
+        "storage_degraded",
+        "1 while this node's raft storage fails (it refuses writes and does not lead)",
+        i64::from(storage.degraded),
+    );
+    gauge(
+        &mut r,
+        "storage_errors",
+        "Raft storage operations that failed (and were retried) since start",
+        int(storage.errors),
+    );
+    let state_bytes = ctx
+        .state
+        .read(crate::state::ClusterState::encoded_len)
+        .await;
+    gauge(
+        &mut r,
+        "state_bytes",
+        "Size of the replicated cluster state, encoded (the quota is skein_state_quota_bytes)",
+        i64::try_from(state_bytes).unwrap_or(i64::MAX),
+    );
+    gauge(
+        &mut r,
+        "state_quota_bytes",
+        "Largest state user writes may produce",
+        i64::try_from(skein_protocol::api::STATE_QUOTA_BYTES).unwrap_or(i64::MAX),
+    );
 
     let mut out = String::new();
     encode_registry(&mut out, &r)?;

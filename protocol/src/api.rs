@@ -2,10 +2,12 @@
 //!
 //! Paths (all under `/v1`): `GET status`, `GET nodes`, `GET jobs`,
 //! `POST jobs` ([`ApplyRequest`]), `GET jobs/{name}`, `DELETE jobs/{name}`
-//! (stop), `POST jobs/{name}/scale` ([`ScaleRequest`]),
+//! (stop: the spec stays), `POST jobs/{name}/delete` (the job, its history
+//! and allocations leave the state), `POST jobs/{name}/scale` ([`ScaleRequest`]),
 //! `POST jobs/{name}/restart`, `GET allocs`, `POST allocs/{id}/restart`,
 //! `GET allocs/{id}/logs?follow=&tail=`. Errors are [`ApiError`] bodies
-//! with a 4xx/5xx status.
+//! with a 4xx/5xx status; a failed write says in [`ApiError::outcome`]
+//! whether it may still take effect.
 //!
 //! Deployments: `GET jobs/{name}/history` ([`RevisionView`]s),
 //! `POST jobs/{name}/undo` ([`UndoRequest`], answers a [`JobApplyResult`]),
@@ -31,6 +33,18 @@ use crate::spec::{JobSpec, PortProtocol, ResourceVec, SpecError};
 /// Largest request body the API accepts; a manifest of many jobs is a few
 /// KiB, so 1 MiB leaves room while refusing floods.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Largest job spec, encoded (the codec's bytes, what Raft stores): a spec
+/// is a few KiB; the bound keeps one job (with its kept versions) from
+/// filling the state. etcd allows 1.5 MiB per request, for comparison.
+pub const MAX_JOB_SPEC_BYTES: usize = 256 * 1024;
+
+/// Largest cluster state, encoded, that user writes may produce. Every
+/// write rewrites the whole state on each voter, and a restart must load
+/// it again, so it stays far below what loading accepts
+/// ([`crate::codec::MAX_STORED_BYTES`]). Writes beyond it are refused
+/// (413) before anything is committed; deletes and stops always pass.
+pub const STATE_QUOTA_BYTES: usize = 8 * 1024 * 1024;
 
 /// Body of `POST /v1/jobs`: all jobs of one file, applied atomically.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -496,6 +510,24 @@ pub struct NodeView {
     /// Drained (`skein node drain`): gets no new work, its work moves away.
     #[serde(default)]
     pub drained: bool,
+    /// Its Raft storage, as it reports it.
+    #[serde(default)]
+    pub storage: StorageView,
+}
+
+/// The health of a node's Raft storage. A degraded node refuses writes,
+/// hands leadership over and retries its storage until it works again.
+/// Also gossiped (bincode): no skipped fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageView {
+    /// True while the storage fails.
+    pub degraded: bool,
+    /// The last storage error, while degraded.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// When it became degraded (Unix ms).
+    #[serde(default)]
+    pub since_ms: Option<u64>,
 }
 
 /// One replica a plan would start or stop.
@@ -562,6 +594,9 @@ pub struct StatusView {
     pub last_applied: u64,
     /// Skein version.
     pub version: String,
+    /// This node's Raft storage.
+    #[serde(default)]
+    pub storage: StorageView,
 }
 
 /// What happened, in a cluster event.
@@ -608,11 +643,21 @@ pub enum EventKind {
     ImagePulled,
     /// A node could not fetch an image, with the registry's (or peer's) error.
     ImagePullFailed,
+    /// A job was deleted: its spec, history and allocations are gone.
+    JobDeleted,
+    /// A node's Raft storage failed (disk full, I/O error): it takes no
+    /// writes and hands leadership over until the storage works again.
+    StorageDegraded,
+    /// A node's Raft storage works again.
+    StorageRecovered,
+    /// Two processes claim one node id (a copied or restored data dir):
+    /// the newcomer is refused.
+    DuplicateNode,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::JobApplied,
         EventKind::JobScaled,
         EventKind::JobStopped,
@@ -632,6 +677,10 @@ impl EventKind {
         EventKind::RolledBack,
         EventKind::ImagePulled,
         EventKind::ImagePullFailed,
+        EventKind::JobDeleted,
+        EventKind::StorageDegraded,
+        EventKind::StorageRecovered,
+        EventKind::DuplicateNode,
     ];
 
     /// The name used in the API and the CLI (`started`, `node_down`, …).
@@ -656,6 +705,10 @@ impl EventKind {
             EventKind::RolledBack => "rolled_back",
             EventKind::ImagePulled => "image_pulled",
             EventKind::ImagePullFailed => "image_pull_failed",
+            EventKind::JobDeleted => "job_deleted",
+            EventKind::StorageDegraded => "storage_degraded",
+            EventKind::StorageRecovered => "storage_recovered",
+            EventKind::DuplicateNode => "duplicate_node",
         }
     }
 }
@@ -897,11 +950,42 @@ pub struct ApiError {
     /// Per-field problems, when the input was invalid.
     #[serde(default)]
     pub details: Vec<SpecError>,
+    /// For a failed write: whether it was certainly not applied, or may
+    /// still take effect (check before retrying one that is not idempotent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<WriteOutcome>,
+}
+
+/// What a client may assume about a write that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteOutcome {
+    /// Refused before it was proposed: nothing changed, retrying is safe.
+    NotApplied,
+    /// It was proposed but its commit could not be confirmed (the leader's
+    /// storage failed, or the commit took too long): it may be applied
+    /// later. Read the state (`skein job ls`, `GET /v1/jobs/NAME`) before
+    /// retrying.
+    Unknown,
+}
+
+impl fmt::Display for WriteOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WriteOutcome::NotApplied => "not applied",
+            WriteOutcome::Unknown => "unknown",
+        })
+    }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.error)?;
+        if self.outcome == Some(WriteOutcome::Unknown) {
+            f.write_str(
+                " (outcome unknown: the write may still take effect; check before retrying)",
+            )?;
+        }
         for d in &self.details {
             write!(f, "\n  - {d}")?;
         }

@@ -1032,6 +1032,7 @@ impl Cluster {
             api_listen: Some(format!("{ip}:{API_PORT}")),
             netns: Some(self.nets[i].name().to_string()),
             wrapper: Vec::new(),
+            data_tmpfs: None,
         };
         // If this panics, the namespace is dropped with the cluster.
         self.agents.push(Agent::start(opts));

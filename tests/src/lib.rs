@@ -912,6 +912,9 @@ pub struct AgentOpts {
     /// after `ip netns exec NETNS` if [`AgentOpts::netns`] is set. It must
     /// exec the agent, not fork it, or killing the agent kills the wrapper only.
     pub wrapper: Vec<String>,
+    /// Mount a tmpfs of this many bytes as the data dir (needs root),
+    /// to run out of disk space for real; unmounted when the agent drops.
+    pub data_tmpfs: Option<u64>,
 }
 
 impl AgentOpts {
@@ -938,6 +941,12 @@ impl AgentOpts {
     /// Sets an environment variable for the agent process.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Runs the agent on a tmpfs data dir of `bytes` (see [`AgentOpts::data_tmpfs`]).
+    pub fn data_tmpfs(mut self, bytes: u64) -> Self {
+        self.data_tmpfs = Some(bytes);
         self
     }
 
@@ -999,6 +1008,8 @@ pub struct Agent {
     api: String,
     node_id: String,
     starts: u32,
+    /// A tmpfs mounted on the data dir, unmounted on drop.
+    mounted: Option<PathBuf>,
 }
 
 impl fmt::Debug for Agent {
@@ -1035,7 +1046,23 @@ impl Agent {
         let scratch = tmp.path().to_path_buf();
         let data_dir = scratch.join("data");
         fs::create_dir_all(&data_dir).expect("cannot create the data dir");
+        let mounted = opts.data_tmpfs.map(|bytes| {
+            let out = run_with_timeout(
+                Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+                    .arg(&data_dir),
+                COMMAND_TIMEOUT,
+            );
+            assert!(
+                out.success(),
+                "cannot mount a tmpfs on {}: {}",
+                data_dir.display(),
+                out.stderr
+            );
+            data_dir.clone()
+        });
         let mut agent = Agent {
+            mounted,
             opts,
             bin,
             tmp: Some(tmp),
@@ -1429,6 +1456,17 @@ impl Agent {
         }
     }
 
+    /// Waits up to `timeout` for the agent to exit by itself and returns
+    /// its exit status (`None` if it still runs; it is left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = try_poll_until(timeout, || child.try_wait().ok().flatten());
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
     /// Sends SIGTERM and waits up to `grace` for the agent to exit, then
     /// SIGKILLs it. Returns the exit status (`None` if it had to be killed or
     /// was not running).
@@ -1471,6 +1509,17 @@ fn record_node_id(id: &str) {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
+        if let Some(dir) = self.mounted.take() {
+            // Lazy: a file still open elsewhere must not keep the mount.
+            let out = run_with_timeout(Command::new("umount").arg("-l").arg(&dir), COMMAND_TIMEOUT);
+            if !out.success() {
+                eprintln!(
+                    "skein-e2e: cannot unmount {}: {}",
+                    dir.display(),
+                    out.stderr
+                );
+            }
+        }
         let mut id = self.node_id.clone();
         if id.is_empty() {
             // Never became ready: it may still have created its identity.

@@ -175,10 +175,15 @@ pub async fn node_ls(client: &Client, fmt: Format) -> Result<()> {
                 n.name.clone(),
                 n.id.clone(),
                 n.address.clone(),
-                if n.drained {
-                    format!("{},drained", n.health)
-                } else {
-                    n.health.to_string()
+                {
+                    let mut health = n.health.to_string();
+                    if n.drained {
+                        health.push_str(",drained");
+                    }
+                    if n.storage.degraded {
+                        health.push_str(",storage-degraded");
+                    }
+                    health
                 },
                 n.role.clone(),
                 format!(

@@ -1,5 +1,5 @@
-//! Mutating commands besides apply: `job stop`, `scale`, `restart`. Each
-//! returns once the change is committed by the cluster.
+//! Mutating commands besides apply: `job stop`, `job delete`, `scale`,
+//! `restart`. Each returns once the change is committed by the cluster.
 
 use anyhow::{anyhow, Result};
 use reqwest::Method;
@@ -18,6 +18,18 @@ pub async fn stop(client: &Client, fmt: Format, name: &str) -> Result<()> {
         return output::json(&json!({ "job": name, "stopped": true }));
     }
     println!("job {name} stopped");
+    Ok(())
+}
+
+/// `skein job delete NAME`.
+pub async fn delete(client: &Client, fmt: Format, name: &str) -> Result<()> {
+    client
+        .send(Method::POST, &format!("/v1/jobs/{name}/delete"), None)
+        .await?;
+    if fmt == Format::Json {
+        return output::json(&json!({ "job": name, "deleted": true }));
+    }
+    println!("job {name} deleted");
     Ok(())
 }
 

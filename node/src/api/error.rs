@@ -1,14 +1,17 @@
 //! API errors: every failure becomes an [`ApiError`] JSON body with a
 //! status code that says whose fault it is, including the ones axum
 //! answers itself (bad paths and query strings, unknown routes, wrong
-//! methods), which [`json_errors`] rewrites.
+//! methods), which [`json_errors`] rewrites. A failed write also says
+//! whether it may still take effect ([`WriteOutcome`]): 504 with
+//! `outcome: unknown` when it was proposed but not confirmed (a status
+//! forwarding does not retry), never a plain failure.
 
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use skein_protocol::api::ApiError;
+use skein_protocol::api::{ApiError, WriteOutcome};
 use skein_protocol::spec::SpecError;
 
 use crate::control::{ControlError, PlanError};
@@ -30,6 +33,7 @@ impl ApiErr {
             body: ApiError {
                 error: error.into(),
                 details: Vec::new(),
+                outcome: None,
             },
         }
     }
@@ -41,6 +45,7 @@ impl ApiErr {
             body: ApiError {
                 error: error.into(),
                 details,
+                outcome: None,
             },
         }
     }
@@ -53,18 +58,27 @@ impl ApiErr {
 
 impl From<ControlError> for ApiErr {
     fn from(e: ControlError) -> Self {
-        let status = match &e {
-            ControlError::Plan(PlanError::UnknownJob(_)) => StatusCode::NOT_FOUND,
+        let (status, outcome) = match &e {
+            ControlError::Plan(PlanError::UnknownJob(_)) => {
+                (StatusCode::NOT_FOUND, WriteOutcome::NotApplied)
+            }
             ControlError::Plan(PlanError::Unplaceable(_) | PlanError::Invalid(_)) => {
-                StatusCode::UNPROCESSABLE_ENTITY
+                (StatusCode::UNPROCESSABLE_ENTITY, WriteOutcome::NotApplied)
             }
-            ControlError::Plan(PlanError::Refused(_)) => StatusCode::CONFLICT,
-            ControlError::Rejected(_) => StatusCode::CONFLICT,
-            ControlError::NotLeader { .. } | ControlError::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
+            ControlError::Plan(PlanError::Refused(_)) | ControlError::Rejected(_) => {
+                (StatusCode::CONFLICT, WriteOutcome::NotApplied)
             }
+            ControlError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, WriteOutcome::NotApplied),
+            ControlError::NotLeader { .. }
+            | ControlError::Unavailable(_)
+            | ControlError::StorageDegraded(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, WriteOutcome::NotApplied)
+            }
+            ControlError::OutcomeUnknown(_) => (StatusCode::GATEWAY_TIMEOUT, WriteOutcome::Unknown),
         };
-        Self::new(status, e.to_string())
+        let mut err = Self::new(status, e.to_string());
+        err.body.outcome = Some(outcome);
+        err
     }
 }
 

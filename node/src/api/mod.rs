@@ -49,6 +49,7 @@ pub fn router(ctx: Arc<NodeCtx>, auth: Arc<auth::Auth>) -> Router {
         .route("/v1/jobs", get(jobs).post(apply))
         .route("/v1/plan", post(plan::plan))
         .route("/v1/jobs/{name}", get(job).delete(stop_job))
+        .route("/v1/jobs/{name}/delete", post(delete_job))
         .route("/v1/jobs/{name}/scale", post(scale))
         .route("/v1/jobs/{name}/restart", post(restart_job))
         .route("/v1/jobs/{name}/history", get(rollout::history))
@@ -110,6 +111,7 @@ async fn status(State(ctx): Ctx) -> Json<StatusView> {
         term: m.current_term,
         last_applied: m.last_applied.map_or(0, |l| l.index),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        storage: ctx.storage.health().view(),
     })
 }
 
@@ -207,11 +209,43 @@ fn validate_request(req: &ApplyRequest) -> Result<(), ApiErr> {
     if !details.is_empty() {
         return Err(ApiErr::invalid("invalid job spec", details));
     }
+    let too_large: Vec<SpecError> = req
+        .jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, spec)| {
+            let message = crate::control::check_spec_size(spec).err()?;
+            Some(SpecError {
+                field: format!("jobs[{i}]"),
+                message,
+            })
+        })
+        .collect();
+    if !too_large.is_empty() {
+        let mut err = ApiErr::invalid(
+            format!(
+                "job spec too large (at most {} bytes encoded per job)",
+                skein_protocol::api::MAX_JOB_SPEC_BYTES
+            ),
+            too_large,
+        );
+        err.status = StatusCode::PAYLOAD_TOO_LARGE;
+        err.body.outcome = Some(skein_protocol::api::WriteOutcome::NotApplied);
+        return Err(err);
+    }
     Ok(())
 }
 
 async fn stop_job(State(ctx): Ctx, Path(name): Path<String>) -> Result<StatusCode, ApiErr> {
     ctx.control.stop(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/jobs/NAME/delete`: a route of its own rather than a flag on
+/// `DELETE` (stop), so that an older node answers 404/405 instead of
+/// stopping a job the client meant to delete.
+async fn delete_job(State(ctx): Ctx, Path(name): Path<String>) -> Result<StatusCode, ApiErr> {
+    ctx.control.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -80,5 +80,6 @@ pub fn node_view(n: &NodeRecord, role: &str) -> NodeView {
         version: n.version.clone(),
         // Set by the caller from the replicated drained set.
         drained: false,
+        storage: n.storage.clone(),
     }
 }

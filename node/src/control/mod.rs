@@ -7,6 +7,14 @@
 //! recomputed. A call returns only after its command is committed. The
 //! leader's reconcile pass also drives rollouts (`rollout.rs`): it steps
 //! rolling updates as replicas become ready and rolls back failed ones.
+//!
+//! Limits are checked here, before anything is proposed: a job spec may
+//! be [`MAX_JOB_SPEC_BYTES`] encoded, and a user write may not grow the
+//! state beyond [`STATE_QUOTA_BYTES`] (the state machine refuses anything
+//! beyond [`crate::state::STATE_LIMIT_BYTES`] on its own). A write is
+//! refused before proposing while this node's storage is degraded; one
+//! whose commit cannot be confirmed is reported as of unknown outcome,
+//! never as a plain failure.
 
 pub mod planner;
 pub mod publish;
@@ -18,7 +26,9 @@ use std::sync::Arc;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use rand::Rng;
-use skein_protocol::api::{ApplyResponse, ChangeKind, EventKind, JobApplyResult};
+use skein_protocol::api::{
+    ApplyResponse, ChangeKind, EventKind, JobApplyResult, MAX_JOB_SPEC_BYTES, STATE_QUOTA_BYTES,
+};
 use skein_protocol::spec::JobSpec;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -27,9 +37,10 @@ use crate::events::{EventLog, NewEvent};
 use crate::executor::StatusBoard;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
+use crate::raft::storage::Storage;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
 use crate::state::{
-    node_id_str, ApiToken, Command, CommandResult, NodeId, Plan, SecretCredentials,
+    node_id_str, ApiToken, ClusterState, Command, CommandResult, NodeId, Plan, SecretCredentials,
     StoredCredential, TokenHash, TokenSource,
 };
 pub use planner::PlanError;
@@ -56,6 +67,62 @@ pub enum ControlError {
     /// Raft is shutting down or failed.
     #[error("control plane unavailable: {0}")]
     Unavailable(String),
+    /// A size limit refuses the write (job spec, state quota); nothing
+    /// was proposed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// This node's Raft storage fails; nothing was proposed.
+    #[error("this node's raft storage is failing ({0}); the write was not applied, retry shortly (another node takes over as leader)")]
+    StorageDegraded(String),
+    /// The write was proposed but its commit could not be confirmed: it
+    /// may still take effect.
+    #[error("the write was proposed but its commit could not be confirmed ({0}); it may still take effect: check the state before retrying")]
+    OutcomeUnknown(String),
+}
+
+/// Checks a spec against the per-job size limit; the message names the
+/// limit and the figures.
+pub fn check_spec_size(spec: &JobSpec) -> Result<(), String> {
+    let len = skein_protocol::codec::encoded_len(spec).unwrap_or(usize::MAX);
+    if len > MAX_JOB_SPEC_BYTES {
+        return Err(format!(
+            "job {}: its spec is {len} bytes encoded, over the limit of {MAX_JOB_SPEC_BYTES} bytes per job",
+            spec.name
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that applying `cmd` to `state` keeps the state within the user
+/// quota (or shrinks it); consumes the copy of the state it tries it on.
+fn check_quota(mut state: ClusterState, cmd: &Command) -> Result<(), ControlError> {
+    let before = state.encoded_len();
+    if let CommandResult::Rejected {
+        reason,
+        stale: false,
+    } = state.apply(cmd)
+    {
+        return Err(ControlError::TooLarge(reason));
+    }
+    let after = state.encoded_len();
+    if after > STATE_QUOTA_BYTES && after > before {
+        return Err(ControlError::TooLarge(format!(
+            "the cluster state would grow to {after} bytes encoded, over its quota of \
+             {STATE_QUOTA_BYTES} bytes (now {before} bytes): delete jobs (`skein job delete`) \
+             or make their specs smaller"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a planned write counts against the user quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quota {
+    /// A user request that may grow the state: checked.
+    User,
+    /// The leader's own steps (healing, rollouts) and shrinking requests:
+    /// only the state machine's hard limit applies.
+    Unchecked,
 }
 
 /// The leader-side write path.
@@ -69,21 +136,28 @@ pub struct Control {
     stuck: Mutex<BTreeMap<String, String>>,
     events: Arc<EventLog>,
     metrics: Arc<Metrics>,
+    storage: Arc<Storage>,
 }
+
+/// How long a proposed write waits for its commit before it is reported
+/// as of unknown outcome: below the mesh's 10 s request timeout, so that a
+/// forwarded write gets this answer rather than a timeout it might retry.
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// How long a write waits for a quorum that missed a heartbeat round.
 const QUORUM_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
 
 impl Control {
     /// A control plane over `raft`; `board` tells which replicas are ready,
-    /// which paces rolling updates.
+    /// which paces rolling updates; `storage` whether this node can take
+    /// writes at all.
     pub fn new(
         raft: SkeinRaft,
         state: Arc<StateHandle>,
         membership: Arc<Membership>,
         board: StatusBoard,
-        events: Arc<EventLog>,
-        metrics: Arc<Metrics>,
+        (events, metrics): (Arc<EventLog>, Arc<Metrics>),
+        storage: Arc<Storage>,
     ) -> Self {
         Self {
             raft,
@@ -94,6 +168,7 @@ impl Control {
             stuck: Mutex::new(BTreeMap::new()),
             events,
             metrics,
+            storage,
         }
     }
 
@@ -118,9 +193,12 @@ impl Control {
         specs: Vec<JobSpec>,
         secrets: BTreeMap<String, SecretCredentials>,
     ) -> Result<ApplyResponse, ControlError> {
+        for spec in &specs {
+            check_spec_size(spec).map_err(ControlError::TooLarge)?;
+        }
         let rules = self.publish_rules().await;
         let results = self
-            .planned(|input| {
+            .planned(Quota::User, |input| {
                 publish::check(&specs, input.state, &rules).map_err(PlanError::Invalid)?;
                 for spec in &specs {
                     if let Some(missing) = spec.pull_secrets.iter().find(|s| {
@@ -181,7 +259,9 @@ impl Control {
     pub async fn registry_login(&self, cred: StoredCredential) -> Result<(), ControlError> {
         self.ensure_leader().await?;
         let (server, username) = (cred.server.clone(), cred.username.clone());
-        self.write(Command::RegistryLogin(cred)).await?;
+        let cmd = Command::RegistryLogin(cred);
+        check_quota(self.state.snapshot().await, &cmd)?;
+        self.write(cmd).await?;
         info!(registry = %server, username = %username, "registry credential stored");
         Ok(())
     }
@@ -284,8 +364,10 @@ impl Control {
 
     /// Sets a job's replica count.
     pub async fn scale(&self, job: &str, replicas: u32) -> Result<(), ControlError> {
-        self.planned(|input| planner::scale(input, job, replicas).map(|p| (p, ())))
-            .await?;
+        self.planned(Quota::User, |input| {
+            planner::scale(input, job, replicas).map(|p| (p, ()))
+        })
+        .await?;
         info!(job, replicas, "job scaled");
         self.events.emit(
             NewEvent::new(
@@ -300,7 +382,9 @@ impl Control {
     /// Rolls `job` back to a kept version (default: the previous one with
     /// another spec), as a new version.
     pub async fn undo(&self, job: &str, to: Option<u64>) -> Result<JobApplyResult, ControlError> {
-        let result = self.planned(|input| planner::undo(input, job, to)).await?;
+        let result = self
+            .planned(Quota::User, |input| planner::undo(input, job, to))
+            .await?;
         info!(job, version = result.version, to = ?to, "rollback requested");
         self.events.emit(
             NewEvent::new(
@@ -334,11 +418,32 @@ impl Control {
 
     /// Stops a job: removes its allocations, keeps its spec.
     pub async fn stop(&self, job: &str) -> Result<(), ControlError> {
-        self.planned(|input| planner::stop(input.state, job).map(|p| (p, ())))
-            .await?;
+        self.planned(Quota::Unchecked, |input| {
+            planner::stop(input.state, job).map(|p| (p, ()))
+        })
+        .await?;
         info!(job, "job stopped");
         self.events
             .emit(NewEvent::new(EventKind::JobStopped, "job stopped").job(job));
+        Ok(())
+    }
+
+    /// Deletes a job: its spec, kept versions and allocations leave the
+    /// state (its containers are stopped by their nodes). Always allowed,
+    /// even over the quota: it is how room is made.
+    pub async fn delete(&self, job: &str) -> Result<(), ControlError> {
+        let _guard = self.plan_lock.lock().await;
+        self.ensure_leader().await?;
+        if !self.state.read(|s| s.jobs.contains_key(job)).await {
+            return Err(PlanError::UnknownJob(job.to_string()).into());
+        }
+        self.write(Command::DeleteJob {
+            job: job.to_string(),
+        })
+        .await?;
+        info!(job, "job deleted");
+        self.events
+            .emit(NewEvent::new(EventKind::JobDeleted, "job deleted").job(job));
         Ok(())
     }
 
@@ -387,7 +492,7 @@ impl Control {
         let mut stuck_jobs = Vec::new();
         let mut events = Vec::new();
         let wrote = self
-            .planned(|input| {
+            .planned(Quota::Unchecked, |input| {
                 let r = planner::reconcile(input);
                 stuck_jobs = r.stuck;
                 events = r.events;
@@ -458,6 +563,7 @@ impl Control {
     /// lost a race with another write.
     async fn planned<T>(
         &self,
+        quota: Quota,
         mut f: impl FnMut(&Input<'_>) -> Result<(Plan, T), PlanError>,
     ) -> Result<T, ControlError> {
         let _guard = self.plan_lock.lock().await;
@@ -486,7 +592,11 @@ impl Control {
                 .iter()
                 .map(|a| (a.id.clone(), a.job.clone(), a.node))
                 .collect();
-            match self.write(Command::Plan(plan)).await? {
+            let cmd = Command::Plan(plan);
+            if quota == Quota::User {
+                check_quota(state, &cmd)?;
+            }
+            match self.write(cmd).await? {
                 CommandResult::Applied { .. } => {
                     self.metrics.plans.inc();
                     self.metrics
@@ -521,13 +631,23 @@ impl Control {
     /// Waits until this node is a confirmed leader with everything
     /// committed so far applied, so plans start from the latest state.
     async fn ensure_leader(&self) -> Result<(), ControlError> {
+        // A degraded node's Raft may be stuck on its disk: do not even ask.
+        self.ensure_storage()?;
         // A quorum that did not answer one round in time (a voter busy with
         // a slow fsync, say) is usually back a moment later: retry within
         // QUORUM_WAIT before reporting the control plane unavailable.
         let deadline = tokio::time::Instant::now() + QUORUM_WAIT;
         let mut pause = std::time::Duration::from_millis(100);
         loop {
-            match self.raft.ensure_linearizable().await {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Ok(checked) = tokio::time::timeout(left, self.raft.ensure_linearizable()).await
+            else {
+                self.ensure_storage()?;
+                return Err(ControlError::Unavailable(format!(
+                    "leadership not confirmed within {QUORUM_WAIT:?}"
+                )));
+            };
+            match checked {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                     return Err(ControlError::NotLeader {
@@ -546,9 +666,41 @@ impl Control {
         }
     }
 
+    /// Refuses while this node's storage is degraded.
+    fn ensure_storage(&self) -> Result<(), ControlError> {
+        let health = self.storage.health();
+        if health.degraded {
+            return Err(ControlError::StorageDegraded(
+                health.error.unwrap_or_else(|| "storage error".into()),
+            ));
+        }
+        Ok(())
+    }
+
     /// Commits one command; returns after it is applied on this node.
+    /// Refused before proposing while this node's storage is degraded;
+    /// once proposed, a commit that cannot be confirmed (storage failure,
+    /// [`COMMIT_WAIT`] passed, Raft stopped) is of unknown outcome.
     async fn write(&self, cmd: Command) -> Result<CommandResult, ControlError> {
-        match self.raft.client_write(cmd).await {
+        self.ensure_storage()?;
+        let mut storage = self.storage.subscribe();
+        let result = tokio::select! {
+            r = self.raft.client_write(cmd) => r,
+            _ = storage.wait_for(|h| h.degraded) => {
+                let why = self.storage.health().error.unwrap_or_default();
+                warn!(error = %why, "storage failed while a write was being committed");
+                return Err(ControlError::OutcomeUnknown(format!(
+                    "this node's raft storage failed meanwhile: {why}"
+                )));
+            }
+            () = tokio::time::sleep(COMMIT_WAIT) => {
+                warn!(wait = ?COMMIT_WAIT, "write not committed in time");
+                return Err(ControlError::OutcomeUnknown(format!(
+                    "not committed within {COMMIT_WAIT:?}"
+                )));
+            }
+        };
+        match result {
             Ok(resp) => match resp.data {
                 CommandResult::Rejected {
                     reason,
@@ -561,7 +713,64 @@ impl Control {
                     leader: f.leader_id.zip(f.leader_node),
                 })
             }
+            Err(RaftError::Fatal(e)) => Err(ControlError::OutcomeUnknown(format!(
+                "raft stopped during the write: {e}"
+            ))),
             Err(e) => Err(ControlError::Unavailable(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Job;
+
+    fn spec(name: &str, arg_bytes: usize) -> JobSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "replicas": 0, "image": "img", "args": ["x".repeat(arg_bytes)],
+        }))
+        .unwrap()
+    }
+
+    fn put(state: &ClusterState, spec: JobSpec) -> Command {
+        Command::Plan(Plan {
+            base_version: state.version,
+            put_jobs: vec![Job::new(spec, 1, 0)],
+            ..Plan::default()
+        })
+    }
+
+    #[test]
+    fn a_spec_over_the_per_job_limit_is_refused_with_its_figures() {
+        assert!(check_spec_size(&spec("ok", 200 * 1024)).is_ok());
+        let e = check_spec_size(&spec("big", 300 * 1024)).unwrap_err();
+        assert!(e.contains("job big"), "{e}");
+        assert!(e.contains(&MAX_JOB_SPEC_BYTES.to_string()), "{e}");
+    }
+
+    #[test]
+    fn user_writes_stop_at_the_quota_but_shrinking_ones_pass() {
+        let mut state = ClusterState::default();
+        let mut i = 0;
+        let refused = loop {
+            let cmd = put(&state, spec(&format!("j{i}"), 200 * 1024));
+            match check_quota(state.clone(), &cmd) {
+                Ok(()) => {
+                    assert!(matches!(state.apply(&cmd), CommandResult::Applied { .. }));
+                    i += 1;
+                }
+                Err(e) => break e,
+            }
+        };
+        let ControlError::TooLarge(msg) = refused else {
+            panic!("{refused:?}");
+        };
+        assert!(msg.contains(&STATE_QUOTA_BYTES.to_string()), "{msg}");
+        assert!(state.encoded_len() <= STATE_QUOTA_BYTES);
+        assert!(i >= 35, "refused after {i} jobs of 200 KiB");
+        // A smaller replacement of an existing job shrinks the state: allowed.
+        let shrink = put(&state, spec("j0", 10));
+        assert!(check_quota(state.clone(), &shrink).is_ok());
     }
 }

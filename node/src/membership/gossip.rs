@@ -69,6 +69,7 @@ pub fn status_of(
         raft,
         version: record.version.clone(),
         seq,
+        storage: Box::new(record.storage.clone()),
     }
 }
 
@@ -122,6 +123,7 @@ pub fn record_from(status: NodeStatus, local: NodeId) -> Option<NodeRecord> {
         last_seen: tokio::time::Instant::now(),
         dead_since: None,
         version: status.version,
+        storage: *status.storage,
     })
 }
 
@@ -282,6 +284,7 @@ mod tests {
             raft: RaftRole::default(),
             version: "test".into(),
             seq: 1,
+            storage: Default::default(),
         }
     }
 

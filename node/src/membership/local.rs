@@ -91,6 +91,7 @@ impl LocalNode {
             last_seen: tokio::time::Instant::now(),
             dead_since: None,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            storage: Default::default(),
         })
     }
 }

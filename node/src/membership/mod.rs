@@ -7,6 +7,13 @@
 //! planner only reads [`Membership::candidates`] and
 //! [`Membership::alive_ids`], so placement does not care where a record came
 //! from.
+//!
+//! One node id belongs to one process. A status for a known id from
+//! another identity (peer id or API address) replaces the record only once
+//! the old one fell silent (a restart on a new port); while the old one
+//! keeps speaking the newcomer is dropped, and once both are heard the
+//! duplicate is reported ([`Membership::admit`]): a copied data dir run
+//! beside its original must not take over the original's record.
 
 pub mod gossip;
 pub mod local;
@@ -15,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use skein_protocol::api::{ContainerUsage, NodeHealth, PullProgress};
+use skein_protocol::api::{ContainerUsage, NodeHealth, PullProgress, StorageView};
 use skein_protocol::spec::ResourceVec;
 use tokio::sync::{watch, RwLock};
 use tokio::time::Instant;
@@ -70,6 +77,8 @@ pub struct NodeRecord {
     pub dead_since: Option<Instant>,
     /// Skein version the node runs.
     pub version: String,
+    /// Health of its Raft storage, as it reports it.
+    pub storage: StorageView,
 }
 
 impl NodeRecord {
@@ -120,6 +129,43 @@ pub struct Membership {
     timing: HealthTiming,
     nodes: RwLock<BTreeMap<NodeId, NodeRecord>>,
     changes: watch::Sender<u64>,
+    /// Other identities claiming a known node id, by node id. A std lock:
+    /// nothing awaits under it.
+    contenders: std::sync::Mutex<BTreeMap<NodeId, Contender>>,
+    /// Sequence number of this node's last published status: of two
+    /// processes with one id, the one that published more started first.
+    local_seq: std::sync::atomic::AtomicU64,
+    /// When a copy of this node was last reported.
+    self_duplicate: std::sync::Mutex<Option<Instant>>,
+}
+
+/// Another process claiming a node id whose owner still speaks.
+#[derive(Debug, Clone)]
+struct Contender {
+    peer_id: String,
+    addr: String,
+    last_heard: Instant,
+    reported: Option<Instant>,
+}
+
+/// How often one duplicate is reported again while it lasts.
+const DUPLICATE_REPORT_EVERY: Duration = Duration::from_secs(30);
+
+/// What [`Membership::admit`] decided about a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Fold it in.
+    Accept,
+    /// Another identity holds this node id and still speaks: drop it.
+    Refuse,
+    /// Fold it in (it is the owner's), and report that another process
+    /// claims the same id at `peer_id`/`addr`.
+    Duplicate {
+        /// The newcomer's libp2p peer id.
+        peer_id: String,
+        /// The newcomer's API address.
+        addr: String,
+    },
 }
 
 impl Membership {
@@ -130,7 +176,90 @@ impl Membership {
             timing,
             nodes: RwLock::new(BTreeMap::new()),
             changes: watch::channel(0).0,
+            contenders: std::sync::Mutex::new(BTreeMap::new()),
+            local_seq: std::sync::atomic::AtomicU64::new(0),
+            self_duplicate: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Records the sequence number of the status this node just published.
+    pub fn set_local_seq(&self, seq: u64) {
+        self.local_seq
+            .store(seq, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The sequence number of this node's last published status.
+    pub fn local_seq(&self) -> u64 {
+        self.local_seq.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a copy of this node claiming its id should be reported now
+    /// (at most every 30 s).
+    pub fn note_self_duplicate(&self) -> bool {
+        let mut last = self
+            .self_duplicate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < DUPLICATE_REPORT_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// Whether a status for `id` from `peer_id` at `addr` may update the
+    /// table. The identity that holds the record keeps it while it speaks
+    /// (within `--suspect-after`); another one takes over only after that
+    /// silence, as a node restarted on a new address does. A contender
+    /// heard while the owner keeps speaking is a duplicate: reported when
+    /// the owner speaks again (at most every 30 s), and refused.
+    pub async fn admit(&self, id: NodeId, peer_id: &str, addr: &str) -> Admission {
+        let nodes = self.nodes.read().await;
+        let Some(owner) = nodes.get(&id) else {
+            return Admission::Accept;
+        };
+        let now = Instant::now();
+        let takeover = self.timing.suspect_after;
+        let mut contenders = self.contenders.lock().unwrap_or_else(|p| p.into_inner());
+        if owner.peer_id == peer_id && owner.addr == addr {
+            let Some(c) = contenders.get_mut(&id) else {
+                return Admission::Accept;
+            };
+            if now.duration_since(c.last_heard) >= takeover {
+                contenders.remove(&id);
+                return Admission::Accept;
+            }
+            if c.reported
+                .is_some_and(|t| now.duration_since(t) < DUPLICATE_REPORT_EVERY)
+            {
+                return Admission::Accept;
+            }
+            c.reported = Some(now);
+            return Admission::Duplicate {
+                peer_id: c.peer_id.clone(),
+                addr: c.addr.clone(),
+            };
+        }
+        if now.duration_since(owner.last_seen) >= takeover {
+            contenders.remove(&id);
+            return Admission::Accept;
+        }
+        match contenders.get_mut(&id) {
+            Some(c) if c.peer_id == peer_id && c.addr == addr => c.last_heard = now,
+            _ => {
+                contenders.insert(
+                    id,
+                    Contender {
+                        peer_id: peer_id.to_string(),
+                        addr: addr.to_string(),
+                        last_heard: now,
+                        reported: None,
+                    },
+                );
+            }
+        }
+        Admission::Refuse
     }
 
     /// This node's id.
@@ -310,6 +439,7 @@ mod tests {
             last_seen: Instant::now(),
             dead_since: None,
             version: String::new(),
+            storage: StorageView::default(),
         }
     }
 
@@ -338,6 +468,53 @@ mod tests {
         assert!(changes.has_changed().unwrap());
         m.observe(record(2)).await;
         assert_eq!(m.get(2).await.unwrap().health, NodeHealth::Ready);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_process_with_the_same_node_id_is_refused_and_reported() {
+        let m = Membership::new(1, HealthTiming::default());
+        let mut owner = record(2);
+        owner.peer_id = "peer-a".into();
+        owner.addr = "10.0.0.2:7420".into();
+        m.observe(owner.clone()).await;
+        let admit = |peer: &'static str, addr: &'static str| m.admit(2, peer, addr);
+        assert_eq!(admit("peer-a", "10.0.0.2:7420").await, Admission::Accept);
+        // A copy (same peer id from the copied key, another address) and
+        // a node with a new key: refused while the owner speaks.
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert_eq!(admit("peer-a", "10.0.0.9:7420").await, Admission::Refuse);
+        assert_eq!(admit("peer-b", "10.0.0.9:7420").await, Admission::Refuse);
+        // The owner speaks again: both run, reported once.
+        m.observe(owner.clone()).await;
+        let dup = admit("peer-a", "10.0.0.2:7420").await;
+        assert_eq!(
+            dup,
+            Admission::Duplicate {
+                peer_id: "peer-b".into(),
+                addr: "10.0.0.9:7420".into()
+            }
+        );
+        assert_eq!(admit("peer-a", "10.0.0.2:7420").await, Admission::Accept);
+        assert_eq!(m.get(2).await.unwrap().addr, "10.0.0.2:7420");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_on_a_new_address_takes_over_once_the_old_process_is_silent() {
+        let m = Membership::new(1, HealthTiming::default());
+        let mut owner = record(2);
+        owner.peer_id = "peer-a".into();
+        owner.addr = "127.0.0.1:4000".into();
+        m.observe(owner).await;
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert_eq!(
+            m.admit(2, "peer-a", "127.0.0.1:5000").await,
+            Admission::Refuse
+        );
+        tokio::time::advance(Duration::from_millis(1300)).await;
+        assert_eq!(
+            m.admit(2, "peer-a", "127.0.0.1:5000").await,
+            Admission::Accept
+        );
     }
 
     #[tokio::test]

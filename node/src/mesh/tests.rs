@@ -215,6 +215,7 @@ fn status_of(node: &Node, seq: u64) -> NodeStatus {
         raft: RaftRole::default(),
         version: "test".into(),
         seq,
+        storage: Default::default(),
     }
 }
 

@@ -270,4 +270,7 @@ pub struct NodeStatus {
     pub version: String,
     /// Increases with every message, so gossip never sees two equal ones.
     pub seq: u64,
+    /// Health of its Raft storage (degraded: it takes no writes). Boxed:
+    /// it keeps [`crate::mesh::MeshEvent`]'s variants of similar size.
+    pub storage: Box<skein_protocol::api::StorageView>,
 }

@@ -5,8 +5,10 @@
 //! (`<data_dir>/raft.redb`). Every write openraft relies on being durable
 //! commits with [`Durability::Immediate`] before it is acknowledged, and
 //! every redb transaction runs on the blocking pool because redb is
-//! synchronous. Stored values go through [`skein_protocol::codec`]; bytes
-//! that do not decode are reported as storage errors, never panics.
+//! synchronous, through [`Storage::run`], which rides out I/O failures (a
+//! full disk) instead of handing them to openraft. Stored values go
+//! through [`skein_protocol::codec`]; bytes that do not decode are reported
+//! as storage errors, never panics.
 
 use std::fmt::Debug;
 use std::io;
@@ -27,6 +29,7 @@ use serde::de::DeserializeOwned;
 use skein_protocol::codec::{self, CodecError};
 
 use super::state_machine::STATE_MACHINE;
+use super::storage::Storage;
 use super::TypeConfig;
 use crate::state::NodeId;
 
@@ -55,6 +58,26 @@ pub(crate) enum DbError {
     /// Values decode but contradict each other.
     #[error("corrupt raft storage: {0}")]
     Corrupt(String),
+    /// The node is shutting down: storage operations stop.
+    #[error("raft storage closed")]
+    Closed,
+}
+
+impl DbError {
+    /// Whether retrying (after reopening the database) may succeed: I/O
+    /// errors (a full disk), redb's latch after one, and the moments a
+    /// reopen waits for the failed instance to be released.
+    pub(crate) fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            DbError::Redb(
+                redb::Error::Io(_)
+                    | redb::Error::PreviousIo
+                    | redb::Error::DatabaseClosed
+                    | redb::Error::DatabaseAlreadyOpen
+            )
+        )
+    }
 }
 
 macro_rules! redb_error_into_db_error {
@@ -79,9 +102,9 @@ redb_error_into_db_error!(
 /// Opens (creating if needed) the redb database holding the raft log, vote
 /// and state machine, and makes sure all their tables exist.
 ///
-/// Blocking: call it at startup, before handing the database to
+/// Blocking: call it at startup, before handing the storage to
 /// [`LogStore::new`] and [`super::state_machine::StateMachineStore::new`].
-pub fn open_db(path: &Path) -> anyhow::Result<Arc<Database>> {
+pub fn open_db(path: &Path) -> anyhow::Result<Arc<Storage>> {
     let open = || -> Result<Database, DbError> {
         // Verify page checksums on every open: a file damaged outside redb
         // then fails to open instead of panicking later.
@@ -97,19 +120,20 @@ pub fn open_db(path: &Path) -> anyhow::Result<Arc<Database>> {
         Ok(db)
     };
     let db = open().with_context(|| format!("opening raft database {}", path.display()))?;
-    Ok(Arc::new(db))
+    Ok(Storage::new(path, db))
 }
 
-/// Runs `f` against `db` on the blocking pool, mapping any failure with
-/// `on_err` so the error names what was being read or written.
-pub(crate) async fn blocking<T, F, E>(db: &Arc<Database>, on_err: E, f: F) -> StoreResult<T>
+/// Runs `f` against the database on the blocking pool (again after I/O
+/// failures, see [`Storage::run`]), mapping a failure that retrying cannot
+/// fix with `on_err` so the error names what was being read or written.
+pub(crate) async fn blocking<T, F, E>(db: &Arc<Storage>, on_err: E, f: F) -> StoreResult<T>
 where
     T: Send + 'static,
-    F: FnOnce(&Database) -> Result<T, DbError> + Send + 'static,
+    F: Fn(&Database) -> Result<T, DbError> + Send + 'static,
     E: FnOnce(AnyError) -> StorageIOError<NodeId>,
 {
     let db = Arc::clone(db);
-    match tokio::task::spawn_blocking(move || f(&db)).await {
+    match tokio::task::spawn_blocking(move || db.run(f)).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(on_err(AnyError::new(&e)).into()),
         Err(e) => Err(on_err(AnyError::new(&e)).into()),
@@ -130,13 +154,14 @@ pub(crate) fn write_durably<T>(
     Ok(value)
 }
 
-/// Decodes the value under `key`, if any.
+/// Decodes the value under `key`, if any (bounded by the stored-value
+/// limit, well above anything the write side lets in).
 pub(crate) fn read_value<T: DeserializeOwned>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
 ) -> Result<Option<T>, DbError> {
     match table.get(key)? {
-        Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
+        Some(bytes) => Ok(Some(codec::decode_stored(bytes.value())?)),
         None => Ok(None),
     }
 }
@@ -155,7 +180,7 @@ pub(crate) fn write_value<T: serde::Serialize>(
 
 /// Decodes the log entry stored at `index`, checking that it belongs there.
 fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry<TypeConfig>, DbError> {
-    let entry: Entry<TypeConfig> = codec::decode(bytes)?;
+    let entry: Entry<TypeConfig> = codec::decode_stored(bytes)?;
     if entry.log_id.index != index {
         return Err(DbError::Corrupt(format!(
             "raft_log key {index} holds entry {}",
@@ -188,20 +213,21 @@ fn index_span(range: &impl RangeBounds<u64>) -> Option<RangeInclusive<u64>> {
 /// the method returns, which keeps openraft's write order.
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    db: Arc<Storage>,
 }
 
 impl LogStore {
     /// A log store on `db`, which must come from [`open_db`] (checked, so a
     /// wrong database fails here rather than on the first Raft write).
-    pub fn new(db: Arc<Database>) -> anyhow::Result<Self> {
-        let check = || -> Result<(), DbError> {
+    pub fn new(db: Arc<Storage>) -> anyhow::Result<Self> {
+        let check = |db: &Database| -> Result<(), DbError> {
             let txn = db.begin_read()?;
             txn.open_table(RAFT_LOG)?;
             txn.open_table(RAFT_META)?;
             Ok(())
         };
-        check().context("raft database lacks the log tables")?;
+        db.run(check)
+            .context("raft database lacks the log tables")?;
         Ok(Self { db })
     }
 
@@ -262,7 +288,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let txn = db.begin_read()?;
             let table = txn.open_table(RAFT_LOG)?;
             let mut entries = Vec::new();
-            for row in table.range(span)? {
+            for row in table.range(span.clone())? {
                 let (index, bytes) = row?;
                 entries.push(decode_entry(index.value(), bytes.value())?);
             }

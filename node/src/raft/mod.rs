@@ -8,6 +8,7 @@
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+pub mod storage;
 #[cfg(test)]
 mod store_tests;
 

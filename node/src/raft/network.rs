@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -61,6 +63,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
+/// Largest append-entries request sent in one message: the mesh's limit,
+/// less room for the envelope.
+const MAX_APPEND_BYTES: usize = skein_protocol::codec::MAX_MESSAGE_BYTES - 64 * 1024;
+
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, RaftPeer, RaftError<NodeId, E>>;
 
 impl PeerClient {
@@ -109,6 +115,19 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        // Entries are bounded by the state limit (a few MiB each), but a
+        // batch of several large ones would exceed what the mesh carries:
+        // ask openraft to send fewer at a time instead of failing forever.
+        let n = rpc.entries.len();
+        if n > 1 {
+            let len = skein_protocol::codec::encoded_len(&rpc).unwrap_or(usize::MAX);
+            if len > MAX_APPEND_BYTES {
+                let hint = u64::try_from((n / 2).max(1)).unwrap_or(1);
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(hint),
+                ));
+            }
+        }
         match self
             .call(RaftRequest::Append(rpc), option.hard_ttl())
             .await?

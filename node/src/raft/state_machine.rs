@@ -17,12 +17,13 @@ use openraft::{
     AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
     StorageIOError, StoredMembership,
 };
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use skein_protocol::codec;
 use tokio::sync::Mutex;
 
 use super::log_store::{blocking, read_value, write_durably, write_value, DbError, StoreResult};
+use super::storage::Storage;
 use super::{RaftPeer, StateHandle, TypeConfig};
 use crate::state::{ClusterState, CommandResult, NodeId};
 
@@ -63,7 +64,7 @@ struct Progress {
 /// snapshot always pairs a `ClusterState` with its own `last_applied`.
 #[derive(Clone)]
 pub struct StateMachineStore {
-    db: Arc<Database>,
+    db: Arc<Storage>,
     handle: Arc<StateHandle>,
     progress: Arc<Mutex<Progress>>,
 }
@@ -72,7 +73,7 @@ impl StateMachineStore {
     /// Restores the last applied state from `db` into `handle` (so the node
     /// serves its state immediately on restart); an empty database resets
     /// `handle` to the empty state, which is what openraft replays onto.
-    pub async fn new(db: Arc<Database>, handle: Arc<StateHandle>) -> anyhow::Result<Self> {
+    pub async fn new(db: Arc<Storage>, handle: Arc<StateHandle>) -> anyhow::Result<Self> {
         let (applied, snapshot_seq) = blocking(&db, StorageIOError::read_state_machine, |db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(STATE_MACHINE)?;
@@ -128,17 +129,19 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         };
         let stored_meta = (seq, meta.clone());
         let on_err = |e| StorageIOError::write_snapshot(Some(meta.signature()), e);
-        let data = blocking(&self.db, on_err, move |db| {
-            let data = codec::encode(&applied)?;
+        let data = codec::encode(&applied).map_err(|e| on_err(AnyError::new(&e)))?;
+        let written = Arc::new(data);
+        let to_write = written.clone();
+        blocking(&self.db, on_err, move |db| {
             write_durably(db, |txn| {
                 write_value(txn, STATE_MACHINE, SNAPSHOT_META, &stored_meta)?;
                 txn.open_table(STATE_MACHINE)?
-                    .insert(SNAPSHOT_DATA, data.as_slice())?;
+                    .insert(SNAPSHOT_DATA, to_write.as_slice())?;
                 Ok(())
-            })?;
-            Ok(data)
+            })
         })
         .await?;
+        let data = Arc::try_unwrap(written).unwrap_or_else(|shared| (*shared).clone());
         progress.snapshot_seq = seq;
         tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "built raft snapshot");
         Ok(Snapshot {
@@ -211,7 +214,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> StoreResult<()> {
         let signature = meta.signature();
         let data = snapshot.into_inner();
-        let applied: AppliedState = codec::decode(&data).map_err(|e| {
+        let applied: AppliedState = codec::decode_stored(&data).map_err(|e| {
             StorageIOError::read_snapshot(Some(signature.clone()), AnyError::new(&e))
         })?;
         if applied.last_applied != meta.last_log_id || applied.membership != meta.last_membership {

@@ -200,7 +200,9 @@ fn poke<K: redb::Key + 'static>(
     key: K::SelfType<'_>,
     bytes: &[u8],
 ) {
-    let db = open_db(path).unwrap();
+    // Creates the tables, then lets go of the file before writing raw.
+    drop(open_db(path).unwrap());
+    let db = redb::Database::create(path).unwrap();
     let txn = db.begin_write().unwrap();
     txn.open_table(table).unwrap().insert(key, bytes).unwrap();
     txn.commit().unwrap();

@@ -16,12 +16,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use skein_protocol::api::{PortMapping, RolloutState, TokenRole};
+use skein_protocol::api::{PortMapping, RolloutState, TokenRole, STATE_QUOTA_BYTES};
 use skein_protocol::spec::{JobSpec, ResourceVec};
 
 /// Earlier versions a job keeps for `rollout history` and `undo`; versions
 /// that allocations still run (or a rollout may return to) are kept beyond it.
 pub const HISTORY_LIMIT: usize = 10;
+
+/// Largest state, encoded, a command may grow the state to: the user
+/// quota ([`STATE_QUOTA_BYTES`], checked by the leader before it proposes)
+/// plus room for the leader's own steps (healing, rollout bookkeeping) at
+/// the quota's edge. Part of the replicated logic: every replica refuses
+/// the same commands, so a write that bypassed the leader's check still
+/// cannot make the state too large to load.
+pub const STATE_LIMIT_BYTES: usize = STATE_QUOTA_BYTES + STATE_QUOTA_BYTES / 8;
 
 /// Raft and cluster identity of a node. `Copy + Default` as openraft needs;
 /// the human name and addresses live in [`crate::raft::RaftPeer`].
@@ -203,6 +211,30 @@ pub enum Command {
         /// Token name.
         name: String,
     },
+    /// Remove a job with its kept versions and every allocation of it
+    /// (`skein job delete`). Last variant: earlier ones keep their encoding.
+    DeleteJob {
+        /// Job name.
+        job: String,
+    },
+}
+
+impl Command {
+    /// Whether applying it can make the state larger by more than a few
+    /// bytes, so that the size limit must be checked.
+    fn may_grow(&self) -> bool {
+        match self {
+            Command::Plan(p) => {
+                !p.put_jobs.is_empty() || !p.add_allocs.is_empty() || !p.put_secrets.is_empty()
+            }
+            Command::RegistryLogin(_) | Command::TokenCreate(_) => true,
+            Command::Restart { .. }
+            | Command::Drain { .. }
+            | Command::RegistryLogout { .. }
+            | Command::TokenRevoke { .. }
+            | Command::DeleteJob { .. } => false,
+        }
+    }
 }
 
 /// SHA-256 of an API token: all the cluster keeps of it.
@@ -344,8 +376,42 @@ pub struct ClusterState {
 
 impl ClusterState {
     /// Applies one command. Deterministic: every replica reaches the same
-    /// state from the same log, and a rejected command changes nothing.
+    /// state from the same log, and a rejected command changes nothing. A
+    /// command that would grow the state beyond [`STATE_LIMIT_BYTES`] is
+    /// rejected (one that shrinks an oversized state is not).
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
+        if !cmd.may_grow() {
+            return self.apply_unchecked(cmd);
+        }
+        let mut next = self.clone();
+        let result = next.apply_unchecked(cmd);
+        if matches!(result, CommandResult::Applied { .. }) {
+            let after = next.encoded_len();
+            if after > STATE_LIMIT_BYTES {
+                let before = self.encoded_len();
+                if after > before {
+                    return reject(
+                        format!(
+                            "the cluster state would grow to {after} bytes encoded, over its \
+                             limit of {STATE_LIMIT_BYTES} bytes (now {before} bytes); delete \
+                             jobs (`skein job delete`) to make room"
+                        ),
+                        false,
+                    );
+                }
+            }
+        }
+        *self = next;
+        result
+    }
+
+    /// Size of the state encoded, as Raft stores it. A state that cannot
+    /// be encoded counts as infinitely large.
+    pub fn encoded_len(&self) -> usize {
+        skein_protocol::codec::encoded_len(self).unwrap_or(usize::MAX)
+    }
+
+    fn apply_unchecked(&mut self, cmd: &Command) -> CommandResult {
         match cmd {
             Command::Plan(plan) => self.apply_plan(plan),
             Command::Restart { allocs } => {
@@ -392,6 +458,16 @@ impl ClusterState {
             }
             Command::TokenCreate(token) => self.create_token(token),
             Command::TokenRevoke { name } => self.revoke_token(name),
+            Command::DeleteJob { job } => {
+                if self.jobs.remove(job).is_none() {
+                    return reject(format!("job {job} not found"), false);
+                }
+                self.allocs.retain(|_, a| a.job != *job);
+                self.version += 1;
+                CommandResult::Applied {
+                    version: self.version,
+                }
+            }
         }
     }
 
@@ -738,6 +814,75 @@ mod tests {
         s.apply(&revoke("ci"));
         assert_eq!(s.revoked_tokens.len(), 1);
         assert_eq!(s.tokens.keys().collect::<Vec<_>>(), ["ops"]);
+    }
+
+    #[test]
+    fn delete_removes_the_job_its_history_and_allocations() {
+        let mut s = ClusterState::default();
+        let mut web = job("web");
+        web.history.push(Revision {
+            version: 0,
+            spec: spec("web"),
+            created_ms: 0,
+            rolled_back: false,
+        });
+        s.apply(&Command::Plan(Plan {
+            base_version: 0,
+            put_jobs: vec![web, job("db")],
+            add_allocs: vec![alloc("w1", "web"), alloc("d1", "db")],
+            ..Plan::default()
+        }));
+        let del = Command::DeleteJob { job: "web".into() };
+        assert_eq!(s.apply(&del), CommandResult::Applied { version: 2 });
+        assert!(!s.jobs.contains_key("web"));
+        assert_eq!(s.allocs.keys().collect::<Vec<_>>(), ["d1"]);
+        let again = s.apply(&del);
+        assert!(matches!(
+            again,
+            CommandResult::Rejected { stale: false, .. }
+        ));
+        assert_eq!(s.version, 2);
+    }
+
+    /// A job whose args make it `bytes` large.
+    fn big_job(name: &str, bytes: usize) -> Job {
+        let mut spec = spec(name);
+        spec.args = vec!["x".repeat(bytes)];
+        Job::new(spec, 1, 0)
+    }
+
+    #[test]
+    fn commands_that_would_outgrow_the_limit_are_rejected_deterministically() {
+        let mut s = ClusterState::default();
+        let chunk = STATE_LIMIT_BYTES / 4;
+        for i in 0..3 {
+            let r = s.apply(&Command::Plan(Plan {
+                base_version: s.version,
+                put_jobs: vec![big_job(&format!("j{i}"), chunk)],
+                ..Plan::default()
+            }));
+            assert!(matches!(r, CommandResult::Applied { .. }), "{r:?}");
+        }
+        let before = s.clone();
+        let over = Command::Plan(Plan {
+            base_version: s.version,
+            put_jobs: vec![big_job("j3", chunk)],
+            ..Plan::default()
+        });
+        let r = s.apply(&over);
+        let CommandResult::Rejected { reason, stale } = r else {
+            panic!("accepted a state over the limit: {r:?}");
+        };
+        assert!(!stale);
+        assert!(reason.contains(&STATE_LIMIT_BYTES.to_string()), "{reason}");
+        assert_eq!(s, before, "a rejected command changes nothing");
+        // Every replica decides the same way.
+        let mut replica = before.clone();
+        assert_eq!(replica.apply(&over), s.clone().apply(&over));
+        // Shrinking is always possible.
+        let r = s.apply(&Command::DeleteJob { job: "j0".into() });
+        assert!(matches!(r, CommandResult::Applied { .. }));
+        assert!(s.encoded_len() < before.encoded_len());
     }
 
     #[test]

@@ -1,0 +1,335 @@
+//! Watchdogs that keep a node from running half-alive: a node whose data
+//! dir vanished, whose Raft stopped, or that is a second process with
+//! another's node id stops with a non-zero exit (its service manager
+//! restarts it); a node whose storage fails steps back until it works
+//! again; and peers claiming a node id that another identity holds are
+//! refused at the door, before gossip or Raft see them.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use skein_protocol::api::EventKind;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::context::NodeCtx;
+use crate::events::NewEvent;
+use crate::membership::Admission;
+use crate::mesh::wire::{NodeStatus, RaftRequest, RaftResponse, WireRequest, WireResponse};
+use crate::mesh::MeshEvent;
+use crate::state::node_id_str;
+
+/// How often the data dir is checked.
+pub const DATA_DIR_CHECK: Duration = Duration::from_secs(2);
+
+/// Why the node must stop; the first reason raised wins.
+#[derive(Debug, Clone)]
+pub struct Fatal {
+    tx: watch::Sender<Option<String>>,
+}
+
+impl Fatal {
+    /// A fresh signal, not raised.
+    pub fn new() -> Self {
+        Self {
+            tx: watch::channel(None).0,
+        }
+    }
+
+    /// Asks the node to stop with `reason` (logged; the agent exits non-zero).
+    pub fn raise(&self, reason: String) {
+        self.tx.send_if_modified(|r| {
+            if r.is_some() {
+                return false;
+            }
+            error!(reason = %reason, "stopping the node");
+            *r = Some(reason);
+            true
+        });
+    }
+
+    /// The reason, once raised.
+    pub fn reason(&self) -> Option<String> {
+        self.tx.borrow().clone()
+    }
+
+    /// Resolves once raised.
+    pub async fn raised(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(Option::is_some).await;
+    }
+}
+
+impl Default for Fatal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The identity of the node-id file at start: the same path must keep
+/// naming the same file (device and inode), or the data dir was deleted
+/// or replaced under the running node.
+#[derive(Debug, Clone)]
+pub struct DataDirMark {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl DataDirMark {
+    /// Marks the file `path` (the node-id file) as it is now.
+    pub fn new(path: &Path) -> std::io::Result<Self> {
+        let m = std::fs::metadata(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// `Err` with what happened when the file is gone or another one.
+    pub fn check(&self) -> Result<(), String> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => Ok(()),
+            Ok(_) => Err(format!(
+                "{} was replaced while the node runs (the data dir was deleted or restored underneath it); \
+                 its raft storage may be gone: restart the node",
+                self.path.display()
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+                "{} vanished while the node runs (the data dir was deleted); this node can no longer keep \
+                 what it acknowledges: stopping instead of writing to a deleted file",
+                self.path.display()
+            )),
+            // Another error (EIO, EACCES) is not proof the dir is gone.
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Raises `fatal` once the data dir stops being the one the node started on.
+pub async fn watch_data_dir(mark: DataDirMark, fatal: Fatal) {
+    let mut tick = tokio::time::interval(DATA_DIR_CHECK);
+    loop {
+        tick.tick().await;
+        let m = mark.clone();
+        let checked = tokio::task::spawn_blocking(move || m.check()).await;
+        if let Ok(Err(reason)) = checked {
+            fatal.raise(reason);
+            return;
+        }
+    }
+}
+
+/// Raises `fatal` if openraft stops on an error (it does not restart by
+/// itself; a node whose Raft is gone must not keep serving as if it led).
+pub async fn watch_raft(ctx: Arc<NodeCtx>, fatal: Fatal) {
+    let mut metrics = ctx.raft.metrics();
+    loop {
+        let stopped = match &metrics.borrow_and_update().running_state {
+            Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = stopped {
+            fatal.raise(format!("raft stopped on an error: {e}"));
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reacts to storage health changes: reports them (event, log), and while
+/// degraded keeps this node from leading (no heartbeats: followers elect
+/// another leader; no elections of its own), restoring both on recovery.
+pub async fn watch_storage(ctx: Arc<NodeCtx>) {
+    let mut rx = ctx.storage.subscribe();
+    let mut degraded = false;
+    loop {
+        let health = rx.borrow_and_update().clone();
+        if health.degraded != degraded {
+            degraded = health.degraded;
+            let runtime = ctx.raft.runtime_config();
+            runtime.heartbeat(!degraded);
+            runtime.elect(!degraded);
+            let name = ctx.local.name.clone();
+            if degraded {
+                let why = health.error.unwrap_or_default();
+                warn!(error = %why, leader = ctx.is_leader(), "storage degraded: refusing writes and handing leadership over");
+                ctx.events.emit(
+                    NewEvent::new(
+                        EventKind::StorageDegraded,
+                        format!("raft storage failing: {why}"),
+                    )
+                    .node(name),
+                );
+            } else {
+                info!("storage recovered: taking writes again");
+                ctx.events.emit(
+                    NewEvent::new(EventKind::StorageRecovered, "raft storage works again")
+                        .node(name),
+                );
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Passes mesh events on to `inbound`, except claims on a node id that
+/// another identity holds: such statuses are dropped (and the duplicate
+/// reported), Raft RPCs sent under another peer's node id are refused,
+/// and a status showing that an older process runs with this node's own
+/// id stops this node.
+pub fn guard_inbound(
+    ctx: Arc<NodeCtx>,
+    mut events: mpsc::Receiver<MeshEvent>,
+    fatal: Fatal,
+) -> mpsc::Receiver<MeshEvent> {
+    let (tx, out) = mpsc::channel(1024);
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            let pass = match &ev {
+                MeshEvent::Status { status, .. } => admit_status(&ctx, status, &fatal).await,
+                MeshEvent::Request { from, request, .. } => match request.as_ref() {
+                    WireRequest::Raft { from: sender, .. } => {
+                        match raft_impostor(&ctx, *from, *sender).await {
+                            None => true,
+                            Some(why) => {
+                                if let MeshEvent::Request { request, reply, .. } = ev {
+                                    if let WireRequest::Raft { rpc, .. } = *request {
+                                        let _ = reply.send(WireResponse::Raft(refusal(rpc, why)));
+                                    }
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    _ => true,
+                },
+                _ => true,
+            };
+            if pass && tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    });
+    out
+}
+
+/// Whether a status may reach gossip.
+async fn admit_status(ctx: &NodeCtx, status: &NodeStatus, fatal: &Fatal) -> bool {
+    if status.node_id == ctx.id() {
+        if status.peer_id != ctx.local.peer_id || status.api_addr != ctx.local.addr {
+            let older = status.seq > ctx.membership.local_seq();
+            let msg = format!(
+                "another process gossips this node's id {} (peer {}, api {}): a copied or restored data dir",
+                node_id_str(ctx.id()),
+                status.peer_id,
+                status.api_addr
+            );
+            if older {
+                fatal.raise(format!(
+                    "{msg}; it has been running longer, so this one stops: give the copy a fresh data dir"
+                ));
+            } else if ctx.membership.note_self_duplicate() {
+                warn!("{msg}; it is the newcomer and is refused");
+                ctx.events.emit(
+                    NewEvent::new(EventKind::DuplicateNode, msg).node(ctx.local.name.clone()),
+                );
+            }
+        }
+        // Gossip drops statuses claiming our own id anyway.
+        return true;
+    }
+    match ctx
+        .membership
+        .admit(status.node_id, &status.peer_id, &status.api_addr)
+        .await
+    {
+        Admission::Accept => true,
+        Admission::Refuse => false,
+        Admission::Duplicate { peer_id, addr } => {
+            let msg = format!(
+                "node id {} is claimed by two processes at once: {} (peer {}) keeps it, the newcomer at {addr} (peer {peer_id}) is refused",
+                node_id_str(status.node_id),
+                status.api_addr,
+                status.peer_id
+            );
+            warn!("{msg}");
+            ctx.events
+                .emit(NewEvent::new(EventKind::DuplicateNode, msg).node(status.name.clone()));
+            true
+        }
+    }
+}
+
+/// Why a Raft RPC from `peer` claiming node `sender` is refused: the Raft
+/// membership (or, for others, the node table) binds `sender` to another
+/// peer id.
+async fn raft_impostor(ctx: &NodeCtx, peer: PeerId, sender: u64) -> Option<String> {
+    let bound = {
+        let m = ctx.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&sender).map(|n| n.peer_id.clone())
+    };
+    let bound = match bound.filter(|p| !p.is_empty()) {
+        Some(p) => p,
+        None => ctx.membership.get(sender).await?.peer_id,
+    };
+    let peer = peer.to_base58();
+    if bound.is_empty() || bound == peer {
+        return None;
+    }
+    warn!(sender = %node_id_str(sender), %peer, owner = %bound, "refusing a raft rpc sent under another peer's node id");
+    Some(format!(
+        "node id {} belongs to peer {bound}, not {peer}",
+        node_id_str(sender)
+    ))
+}
+
+fn refusal(rpc: RaftRequest, why: String) -> RaftResponse {
+    match rpc {
+        RaftRequest::Append(_) => RaftResponse::Append(Err(why)),
+        RaftRequest::Vote(_) => RaftResponse::Vote(Err(why)),
+        RaftRequest::Snapshot(_) => RaftResponse::Snapshot(Err(why)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vanished_or_replaced_node_id_file_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node-id");
+        std::fs::write(&path, "00000000000000aa").unwrap();
+        let mark = DataDirMark::new(&path).unwrap();
+        assert!(mark.check().is_ok());
+        // Moved away (the original keeps its inode, so the copy below
+        // cannot reuse it).
+        let moved = dir.path().join("moved");
+        std::fs::rename(&path, &moved).unwrap();
+        assert!(mark.check().unwrap_err().contains("vanished"));
+        // Same contents, another file: a restored copy.
+        let copy = dir.path().join("copy");
+        std::fs::write(&copy, "00000000000000aa").unwrap();
+        std::fs::rename(&copy, &path).unwrap();
+        assert!(mark.check().unwrap_err().contains("replaced"));
+    }
+
+    #[tokio::test]
+    async fn fatal_keeps_the_first_reason() {
+        let f = Fatal::new();
+        assert!(f.reason().is_none());
+        f.raise("first".into());
+        f.raise("second".into());
+        f.raised().await;
+        assert_eq!(f.reason().as_deref(), Some("first"));
+    }
+}
