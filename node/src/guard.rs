@@ -247,6 +247,22 @@ async fn admit_status(ctx: &NodeCtx, status: &NodeStatus, fatal: &Fatal) -> bool
         // Gossip drops statuses claiming our own id anyway.
         return true;
     }
+    if let Some(other) = ctx
+        .membership
+        .name_clash(status.node_id, &status.name)
+        .await
+    {
+        let msg = format!(
+            "two nodes are named {}: {} and {}; give each a unique --name (commands that take a \
+             node name refuse it while it is ambiguous: use the id)",
+            status.name,
+            node_id_str(other),
+            node_id_str(status.node_id)
+        );
+        warn!("{msg}");
+        ctx.events
+            .emit(NewEvent::new(EventKind::DuplicateNode, msg).node(status.name.clone()));
+    }
     match ctx
         .membership
         .admit(status.node_id, &status.peer_id, &status.api_addr)

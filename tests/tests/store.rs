@@ -389,3 +389,53 @@ fn a_copied_data_dir_run_beside_its_original_is_refused() {
     assert!(a.wait_for_leader(WAIT)["leader_id"].is_string());
     let _ = std::fs::remove_dir_all(&copy_dir);
 }
+
+#[test]
+fn two_nodes_with_one_name_are_reported_and_the_name_is_refused_as_ambiguous() {
+    let _permit = acquire_cluster_permit();
+    let mesh = reserve_port_range();
+    let seed = format!("127.0.0.1:{}", mesh.first);
+    let a = Agent::start(
+        AgentOpts::named("twin")
+            .arg("--container-dns")
+            .arg("none")
+            .arg("--mesh")
+            .arg(&seed),
+    );
+    a.wait_for_leader(WAIT);
+    let key = a.data_dir().join("cluster.key");
+    let b = Agent::start(
+        AgentOpts::named("twin")
+            .arg("--container-dns")
+            .arg("none")
+            .arg("--join")
+            .arg(&seed)
+            .arg("--cluster-key")
+            .arg(key.to_str().unwrap()),
+    );
+    let seen = poll_until("a duplicate_node event about the name", WAIT, || {
+        let events = a.cli_json(&["events", "--kind", "duplicate_node"]);
+        events
+            .as_array()?
+            .iter()
+            .find(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("two nodes are named twin"))
+            })
+            .cloned()
+    });
+    assert!(
+        seen["message"].as_str().unwrap().contains(b.node_id()),
+        "{seen}"
+    );
+    let out = a.cli(&["node", "drain", "twin"]);
+    out.assert_failure();
+    assert!(
+        out.stderr.contains("2 nodes are named \"twin\""),
+        "{}",
+        out.stderr
+    );
+    // By id it works.
+    a.cli(&["node", "drain", b.node_id()]).assert_success();
+}

@@ -325,7 +325,11 @@ pub async fn check(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
         req.extensions_mut().insert(Caller(credential));
         return next.run(req).await;
     };
-    let known = auth.wait_known().await;
+    // A node that holds no cluster data yet (it never reached a leader)
+    // has nothing a read could reveal: its own view is served without
+    // waiting for the token set; anything else waits for it.
+    let empty = auth.view().await.version == 0;
+    let known = (empty && need == TokenRole::Read) || auth.wait_known().await;
     let view = auth.view().await;
     let path = req.uri().path();
     match judge(

@@ -25,7 +25,7 @@ use skein_protocol::spec::{is_dns_subdomain, SpecError};
 use super::{json_body, ApiErr};
 use crate::context::NodeCtx;
 use crate::mesh::wire::{WireRequest, WireResponse};
-use crate::state::{node_id_str, SecretCredentials, StoredCredential};
+use crate::state::{SecretCredentials, StoredCredential};
 
 type Ctx = State<Arc<NodeCtx>>;
 
@@ -263,11 +263,8 @@ pub async fn push(
         );
     } else {
         for want in &req.to {
-            let n = nodes
-                .iter()
-                .find(|n| &n.name == want || node_id_str(n.id) == *want)
-                .ok_or_else(|| ApiErr::not_found(format!("no node named {want}")))?;
-            if n.id != ctx.id() {
+            let (id, _) = super::rollout::resolve(&ctx, want).await?;
+            if let Some(n) = nodes.iter().find(|n| n.id == id && n.id != ctx.id()) {
                 targets.push(n);
             }
         }

@@ -68,8 +68,9 @@ async fn set_drained(ctx: &NodeCtx, node: &str, drained: bool) -> Result<DrainRe
     })
 }
 
-/// A node by id (16 hex digits) or name, among the nodes this one knows.
-async fn resolve(ctx: &NodeCtx, node: &str) -> Result<(NodeId, String), ApiErr> {
+/// A node by id (16 hex digits) or name, among the nodes this one knows;
+/// a name two nodes share is refused (use the id).
+pub async fn resolve(ctx: &NodeCtx, node: &str) -> Result<(NodeId, String), ApiErr> {
     let all = ctx.membership.all().await;
     if let Some(n) = all.iter().find(|n| node_id_str(n.id) == node) {
         return Ok((n.id, n.name.clone()));

@@ -132,6 +132,8 @@ pub struct Membership {
     /// Other identities claiming a known node id, by node id. A std lock:
     /// nothing awaits under it.
     contenders: std::sync::Mutex<BTreeMap<NodeId, Contender>>,
+    /// Name clashes already reported, by the pair of ids, with when.
+    name_clashes: std::sync::Mutex<BTreeMap<(NodeId, NodeId), Instant>>,
     /// Sequence number of this node's last published status: of two
     /// processes with one id, the one that published more started first.
     local_seq: std::sync::atomic::AtomicU64,
@@ -177,6 +179,7 @@ impl Membership {
             nodes: RwLock::new(BTreeMap::new()),
             changes: watch::channel(0).0,
             contenders: std::sync::Mutex::new(BTreeMap::new()),
+            name_clashes: std::sync::Mutex::new(BTreeMap::new()),
             local_seq: std::sync::atomic::AtomicU64::new(0),
             self_duplicate: std::sync::Mutex::new(None),
         }
@@ -260,6 +263,31 @@ impl Membership {
             }
         }
         Admission::Refuse
+    }
+
+    /// Another live node than `id` that is also named `name`, when the
+    /// clash is worth reporting (once per pair of nodes every 30 s while it
+    /// lasts): commands that take a node name refuse an ambiguous one, and
+    /// the operator should hear why.
+    pub async fn name_clash(&self, id: NodeId, name: &str) -> Option<NodeId> {
+        let other = self
+            .nodes
+            .read()
+            .await
+            .values()
+            .find(|n| n.id != id && n.name == name && n.health != NodeHealth::Dead)
+            .map(|n| n.id)?;
+        let pair = (id.min(other), id.max(other));
+        let now = Instant::now();
+        let mut reported = self.name_clashes.lock().unwrap_or_else(|p| p.into_inner());
+        if reported
+            .get(&pair)
+            .is_some_and(|t| now.duration_since(*t) < DUPLICATE_REPORT_EVERY)
+        {
+            return None;
+        }
+        reported.insert(pair, now);
+        Some(other)
     }
 
     /// This node's id.
@@ -515,6 +543,23 @@ mod tests {
             m.admit(2, "peer-a", "127.0.0.1:5000").await,
             Admission::Accept
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_name_is_reported_once_per_pair_while_it_lasts() {
+        let m = Membership::new(1, HealthTiming::default());
+        let mut a = record(2);
+        a.name = "edge".into();
+        let mut b = record(3);
+        b.name = "edge".into();
+        m.observe(a).await;
+        assert_eq!(m.name_clash(2, "edge").await, None, "alone with its name");
+        m.observe(b).await;
+        assert_eq!(m.name_clash(3, "edge").await, Some(2));
+        assert_eq!(m.name_clash(3, "edge").await, None, "reported already");
+        assert_eq!(m.name_clash(2, "edge").await, None, "same pair");
+        tokio::time::advance(DUPLICATE_REPORT_EVERY).await;
+        assert_eq!(m.name_clash(2, "edge").await, Some(3), "still there: again");
     }
 
     #[tokio::test]
