@@ -1506,6 +1506,72 @@ fn record_node_id(id: &str) {
     }
 }
 
+/// Two agents on loopback as one cluster: `a` bootstraps on a reserved
+/// mesh port, `b` joins it with `a`'s cluster key. Holds a cluster permit
+/// (see [`acquire_cluster_permit`]): several agents are as heavy as a
+/// [`Cluster`]. The agents are dropped first, while what they use lives.
+pub struct LoopbackPair {
+    /// The bootstrapping node.
+    pub a: Agent,
+    /// The node that joined `a`.
+    pub b: Agent,
+    seed: String,
+    _mesh: PortRange,
+    _permit: File,
+}
+
+impl LoopbackPair {
+    /// `a`'s mesh address, which other agents `--join`.
+    pub fn seed(&self) -> &str {
+        &self.seed
+    }
+
+    /// The cluster key file other agents need (`--cluster-key`).
+    pub fn cluster_key(&self) -> PathBuf {
+        self.a.data_dir().join("cluster.key")
+    }
+
+    /// Starts `a` with `--mesh 127.0.0.1:PORT` and waits until it leads,
+    /// then `b` with `--join` and `--cluster-key`; `b` may not have joined
+    /// yet when this returns ([`LoopbackPair::wait_joined`]).
+    #[track_caller]
+    pub fn start(a: AgentOpts, b: AgentOpts) -> LoopbackPair {
+        let permit = acquire_cluster_permit();
+        let mesh = reserve_port_range();
+        let seed = format!("127.0.0.1:{}", mesh.first);
+        let a = Agent::start(a.arg("--mesh").arg(&seed));
+        a.wait_for_leader(Duration::from_secs(60));
+        let key = a.data_dir().join("cluster.key");
+        let b = Agent::start(
+            b.arg("--join")
+                .arg(&seed)
+                .arg("--cluster-key")
+                .arg(&key.display().to_string()),
+        );
+        LoopbackPair {
+            a,
+            b,
+            seed,
+            _mesh: mesh,
+            _permit: permit,
+        }
+    }
+
+    /// Waits until `a` lists both nodes as ready.
+    #[track_caller]
+    pub fn wait_joined(&self, timeout: Duration) {
+        poll_until("both nodes ready on a", timeout, || {
+            let nodes = self.a.cli_json(&["node", "ls"]);
+            let ready = nodes
+                .as_array()?
+                .iter()
+                .filter(|n| n["health"] == "ready")
+                .count();
+            (ready == 2).then_some(())
+        });
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();

@@ -43,39 +43,17 @@ fn error_of(body: &Value) -> &str {
 }
 
 /// Two agents on loopback: `a` creates the cluster, `b` joins it.
-struct Pair {
-    a: Agent,
-    b: Agent,
-    _mesh: PortRange,
-    _permit: std::fs::File,
-}
-
-fn pair(a_args: &[&str], b_args: &[&str]) -> Pair {
-    let permit = acquire_cluster_permit();
-    let mesh = reserve_port_range();
-    let seed = format!("127.0.0.1:{}", mesh.first);
-    let mut a_opts = AgentOpts::named("a").arg("--mesh").arg(&seed);
-    for arg in a_args {
-        a_opts = a_opts.arg(arg);
-    }
-    let a = Agent::start(a_opts);
-    a.wait_for_leader(WAIT);
-    let key = a.data_dir().join("cluster.key");
-    let mut b_opts = AgentOpts::named("b")
-        .arg("--join")
-        .arg(&seed)
-        .arg("--cluster-key")
-        .arg(key.to_str().unwrap());
-    for arg in b_args {
-        b_opts = b_opts.arg(arg);
-    }
-    let b = Agent::start(b_opts);
-    Pair {
-        a,
-        b,
-        _mesh: mesh,
-        _permit: permit,
-    }
+fn pair(a_args: &[&str], b_args: &[&str]) -> LoopbackPair {
+    let with = |mut o: AgentOpts, args: &[&str]| {
+        for arg in args {
+            o = o.arg(arg);
+        }
+        o
+    };
+    LoopbackPair::start(
+        with(AgentOpts::named("a"), a_args),
+        with(AgentOpts::named("b"), b_args),
+    )
 }
 
 /// Waits until `agent` answers `GET path` with `token` by `code`.

@@ -18,20 +18,8 @@ use skein_e2e::*;
 const WAIT: Duration = Duration::from_secs(120);
 
 /// Node `a` (host engine, bootstraps) and node `b` (`engine`, joins `a`).
-struct Pair {
-    // Dropped first: agents remove their containers while the engine runs.
-    a: Agent,
-    b: Agent,
-    _mesh: PortRange,
-    // Several agents and a second engine are as heavy as a cluster.
-    _permit: std::fs::File,
-}
-
-fn pair(engine: &Engine, a_env: &[(&str, &str)]) -> Pair {
+fn pair(engine: &Engine, a_env: &[(&str, &str)]) -> LoopbackPair {
     require_demo_image();
-    let permit = acquire_cluster_permit();
-    let mesh = reserve_port_range();
-    let seed = format!("127.0.0.1:{}", mesh.first);
     let common = |o: AgentOpts| {
         o.arg("--container-dns")
             .arg("none")
@@ -40,38 +28,14 @@ fn pair(engine: &Engine, a_env: &[(&str, &str)]) -> Pair {
             .arg("--dead-after")
             .arg("20s")
     };
-    let mut a_opts = common(AgentOpts::named("a").label("node", "a"))
-        .arg("--mesh")
-        .arg(&seed);
+    let mut a = common(AgentOpts::named("a").label("node", "a"));
     for (k, v) in a_env {
-        a_opts = a_opts.env(k, v);
+        a = a.env(k, v);
     }
-    let a = Agent::start(a_opts);
-    a.wait_for_leader(WAIT);
-    let key = a.data_dir().join("cluster.key");
-    let b = Agent::start(
-        common(AgentOpts::named("b").label("node", "b"))
-            .docker_host(&engine.host())
-            .arg("--join")
-            .arg(&seed)
-            .arg("--cluster-key")
-            .arg(key.to_str().unwrap()),
-    );
-    poll_until("both nodes ready on a", WAIT, || {
-        let nodes = a.cli_json(&["node", "ls"]);
-        let ready = nodes
-            .as_array()?
-            .iter()
-            .filter(|n| n["health"] == "ready")
-            .count();
-        (ready == 2).then_some(())
-    });
-    Pair {
-        a,
-        b,
-        _mesh: mesh,
-        _permit: permit,
-    }
+    let b = common(AgentOpts::named("b").label("node", "b")).docker_host(&engine.host());
+    let p = LoopbackPair::start(a, b);
+    p.wait_joined(WAIT);
+    p
 }
 
 /// Allocations of `job` as node `agent` serves them.

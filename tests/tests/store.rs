@@ -292,36 +292,13 @@ fn copy_data_dir(from: &std::path::Path, to: &std::path::Path, skip: &[&str]) {
 /// differs) and the newcomer, seeing an older process with its id, exits.
 #[test]
 fn a_copied_data_dir_run_beside_its_original_is_refused() {
-    let _permit = acquire_cluster_permit();
-    let mesh = reserve_port_range();
-    let seed = format!("127.0.0.1:{}", mesh.first);
-    let a = Agent::start(
-        AgentOpts::named("orig-a")
-            .arg("--container-dns")
-            .arg("none")
-            .arg("--mesh")
-            .arg(&seed),
+    let dns_off = |o: AgentOpts| o.arg("--container-dns").arg("none");
+    let p = LoopbackPair::start(
+        dns_off(AgentOpts::named("orig-a")),
+        dns_off(AgentOpts::named("orig-b")),
     );
-    a.wait_for_leader(WAIT);
-    let key = a.data_dir().join("cluster.key");
-    let b = Agent::start(
-        AgentOpts::named("orig-b")
-            .arg("--container-dns")
-            .arg("none")
-            .arg("--join")
-            .arg(&seed)
-            .arg("--cluster-key")
-            .arg(key.to_str().unwrap()),
-    );
-    poll_until("both nodes ready on a", WAIT, || {
-        let nodes = a.cli_json(&["node", "ls"]);
-        let ready = nodes
-            .as_array()?
-            .iter()
-            .filter(|n| n["health"] == "ready")
-            .count();
-        (ready == 2).then_some(())
-    });
+    p.wait_joined(WAIT);
+    let (a, b) = (&p.a, &p.b);
 
     // Writes through a non-leader are forwarded, and bounded the same way.
     let (code, body) = b.http_post("/v1/jobs", &job_body("huge", 1_100_000));
@@ -342,9 +319,16 @@ fn a_copied_data_dir_run_beside_its_original_is_refused() {
         .arg(&copy_dir)
         .args(["--api", "127.0.0.1:0", "--mesh", "127.0.0.1:0"])
         .args(["--port-range", &reserve_port_range().arg()])
-        .args(["--name", "copy", "--container-dns", "none", "--join", &seed])
+        .args([
+            "--name",
+            "copy",
+            "--container-dns",
+            "none",
+            "--join",
+            p.seed(),
+        ])
         .arg("--cluster-key")
-        .arg(&key)
+        .arg(p.cluster_key())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     // SAFETY: prctl is async-signal-safe. The copy dies with this thread
@@ -392,27 +376,9 @@ fn a_copied_data_dir_run_beside_its_original_is_refused() {
 
 #[test]
 fn two_nodes_with_one_name_are_reported_and_the_name_is_refused_as_ambiguous() {
-    let _permit = acquire_cluster_permit();
-    let mesh = reserve_port_range();
-    let seed = format!("127.0.0.1:{}", mesh.first);
-    let a = Agent::start(
-        AgentOpts::named("twin")
-            .arg("--container-dns")
-            .arg("none")
-            .arg("--mesh")
-            .arg(&seed),
-    );
-    a.wait_for_leader(WAIT);
-    let key = a.data_dir().join("cluster.key");
-    let b = Agent::start(
-        AgentOpts::named("twin")
-            .arg("--container-dns")
-            .arg("none")
-            .arg("--join")
-            .arg(&seed)
-            .arg("--cluster-key")
-            .arg(key.to_str().unwrap()),
-    );
+    let twin = || AgentOpts::named("twin").arg("--container-dns").arg("none");
+    let p = LoopbackPair::start(twin(), twin());
+    let (a, b) = (&p.a, &p.b);
     let seen = poll_until("a duplicate_node event about the name", WAIT, || {
         let events = a.cli_json(&["events", "--kind", "duplicate_node"]);
         events
