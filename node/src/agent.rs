@@ -147,6 +147,7 @@ pub async fn run(
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let id = load_or_create_node_id(&cfg.data_dir)?;
+    refuse_if_running_elsewhere(&cfg.data_dir, id).await?;
     let data_dir_mark = DataDirMark::new(&cfg.data_dir.join(NODE_ID_FILE))
         .with_context(|| format!("cannot stat {}", cfg.data_dir.join(NODE_ID_FILE).display()))?;
     let fatal = Fatal::new();
@@ -694,6 +695,51 @@ async fn heal_loop(ctx: Arc<NodeCtx>, control: Arc<Control>, id: NodeId) {
             warn!(error = %e, "healing pass failed");
         }
     }
+}
+
+/// Refuses to start when the node that last ran this data dir still
+/// answers at the API address it recorded there with this node id: the
+/// dir is a copy of a live node's (or the same dir, run twice), and two
+/// processes with one identity disrupt Raft. A stale file (nobody there,
+/// or another node) is no reason to stop.
+async fn refuse_if_running_elsewhere(dir: &Path, id: NodeId) -> Result<()> {
+    let Ok(addr) = std::fs::read_to_string(dir.join(API_ADDR_FILE)) else {
+        return Ok(());
+    };
+    let addr = addr.trim();
+    let Some(status) = probe_status(addr).await else {
+        return Ok(());
+    };
+    if status.node_id == node_id_str(id) {
+        bail!(
+            "another process runs this node's data dir: node {} answers at {addr} \
+             (recorded in {}). A copy of a live node's data dir must not run beside it: \
+             give this one a fresh --data-dir (it joins as a new node), or stop the other",
+            status.node_id,
+            dir.join(API_ADDR_FILE).display()
+        );
+    }
+    Ok(())
+}
+
+/// `GET /v1/status` of the node API at `addr`, within a second; `None`
+/// when nothing (or no Skein node) answers.
+async fn probe_status(addr: &str) -> Option<skein_protocol::api::StatusView> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET /v1/status HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.take(64 * 1024).read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        let (_, body) = text.split_once("\r\n\r\n")?;
+        serde_json::from_str(body).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(1), exchange)
+        .await
+        .ok()
+        .flatten()
 }
 
 fn load_or_create_node_id(dir: &Path) -> Result<NodeId> {

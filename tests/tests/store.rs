@@ -290,6 +290,44 @@ fn copy_data_dir(from: &std::path::Path, to: &std::path::Path, skip: &[&str]) {
 /// leadership and nothing noticed. Now peers keep the original's record,
 /// report the duplicate, refuse the newcomer's Raft RPCs (its peer id
 /// differs) and the newcomer, seeing an older process with its id, exits.
+/// Runs an agent on the copied data dir `dir`, joining `p`, until it exits
+/// (bounded); whether it succeeded, and what it printed.
+fn run_copy(p: &LoopbackPair, dir: &std::path::Path) -> (bool, String) {
+    let mut copy = std::process::Command::new(skein_bin());
+    copy.arg("agent")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--api", "127.0.0.1:0", "--mesh", "127.0.0.1:0"])
+        .args(["--port-range", &reserve_port_range().arg()])
+        .args([
+            "--name",
+            "copy",
+            "--container-dns",
+            "none",
+            "--join",
+            p.seed(),
+        ])
+        .arg("--cluster-key")
+        .arg(p.cluster_key())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    die_with_parent(&mut copy);
+    let child = copy.spawn().unwrap();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let waiter = {
+        let out = out.clone();
+        std::thread::spawn(move || {
+            *out.lock().unwrap() = Some(child.wait_with_output());
+        })
+    };
+    let output = poll_until("the copy to exit", WAIT, || out.lock().unwrap().take());
+    waiter.join().unwrap();
+    let output = output.unwrap();
+    let log = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), log)
+}
+
 #[test]
 fn a_copied_data_dir_run_beside_its_original_is_refused() {
     let dns_off = |o: AgentOpts| o.arg("--container-dns").arg("none");
@@ -313,50 +351,20 @@ fn a_copied_data_dir_run_beside_its_original_is_refused() {
     let scratch = tempfile::tempdir().unwrap();
     let copy_dir = scratch.path().join("data");
     copy_data_dir(b.data_dir(), &copy_dir, &["node.key", "api.addr"]);
-    let mut copy = std::process::Command::new(skein_bin());
-    copy.arg("agent")
-        .arg("--data-dir")
-        .arg(&copy_dir)
-        .args(["--api", "127.0.0.1:0", "--mesh", "127.0.0.1:0"])
-        .args(["--port-range", &reserve_port_range().arg()])
-        .args([
-            "--name",
-            "copy",
-            "--container-dns",
-            "none",
-            "--join",
-            p.seed(),
-        ])
-        .arg("--cluster-key")
-        .arg(p.cluster_key())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    // SAFETY: prctl is async-signal-safe. The copy dies with this thread
-    // if the test fails before it exits.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut copy, || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = copy.spawn().unwrap();
-    let out = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let waiter = {
-        let out = out.clone();
-        std::thread::spawn(move || {
-            *out.lock().unwrap() = Some(child.wait_with_output());
-        })
-    };
-    let output = poll_until("the copy to exit", WAIT, || out.lock().unwrap().take());
-    waiter.join().unwrap();
-    let output = output.unwrap();
-    let log = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "the copy exited 0:\n{log}");
+    let (ok, log) = run_copy(&p, &copy_dir);
+    assert!(!ok, "the copy exited 0:\n{log}");
     assert!(
         log.contains("another process gossips this node's id"),
+        "{log}"
+    );
+    // A whole copy (mesh key and the API address it last had included) is
+    // refused before it even joins: the original answers at that address.
+    let whole = scratch.path().join("whole");
+    copy_data_dir(b.data_dir(), &whole, &[]);
+    let (ok, log) = run_copy(&p, &whole);
+    assert!(!ok, "the whole copy exited 0:\n{log}");
+    assert!(
+        log.contains("another process runs this node's data dir"),
         "{log}"
     );
 
