@@ -413,3 +413,68 @@ fn two_nodes_with_one_name_are_reported_and_the_name_is_refused_as_ambiguous() {
     // By id it works.
     a.cli(&["node", "drain", b.node_id()]).assert_success();
 }
+
+/// A leader whose disk fills up hands leadership over: the other voters
+/// elect one of themselves and take writes, and the degraded node comes
+/// back when space returns.
+#[test]
+fn a_leader_with_a_full_disk_steps_down_and_the_cluster_keeps_writing() {
+    let dns_off = |o: AgentOpts| o.arg("--container-dns").arg("none");
+    let p = LoopbackPair::start(
+        dns_off(AgentOpts::named("full-a")).data_tmpfs(4 * 1024 * 1024),
+        dns_off(AgentOpts::named("full-b")),
+    );
+    let c = Agent::start(
+        dns_off(AgentOpts::named("full-c"))
+            .arg("--join")
+            .arg(p.seed())
+            .arg("--cluster-key")
+            .arg(p.cluster_key().to_str().unwrap()),
+    );
+    let (a, b) = (&p.a, &p.b);
+    poll_until("three voters", WAIT, || {
+        let nodes = a.cli_json(&["node", "ls"]);
+        let voters = nodes
+            .as_array()?
+            .iter()
+            .filter(|n| n["role"] == "leader" || n["role"] == "voter")
+            .count();
+        (voters == 3).then_some(())
+    });
+    assert_eq!(a.status()["leader_id"], a.node_id(), "a leads");
+
+    let filler = a.data_dir().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let written = write_until_refused(a, "fill");
+    assert!(storage_degraded(a), "{written:?}");
+
+    // Another voter leads, and writes through b go on.
+    let t0 = std::time::Instant::now();
+    let leader = poll_until("a new leader among b and c", WAIT, || {
+        let l = b.status()["leader_id"].as_str()?.to_string();
+        (l == b.node_id() || l == c.node_id()).then_some(l)
+    });
+    eprintln!("degraded leader replaced after {:?}", t0.elapsed());
+    let (code, body) = b.http_post("/v1/jobs", &job_body("after-handover", 1024));
+    assert_eq!(code, 200, "{body}");
+    assert!(job_names(b).iter().any(|n| n == "after-handover"));
+    assert_ne!(leader, a.node_id());
+
+    // Space returns: a recovers and catches up.
+    std::fs::remove_file(&filler).unwrap();
+    poll_until("a healthy again", WAIT, || {
+        (!storage_degraded(a)).then_some(())
+    });
+    poll_until("a has the write made while it was degraded", WAIT, || {
+        job_names(a)
+            .iter()
+            .any(|n| n == "after-handover")
+            .then_some(())
+    });
+}
