@@ -222,6 +222,7 @@ pub async fn run(
         publish_range: cfg.publish_range.clone(),
         listeners: listeners(&cfg, api_addr, &mesh),
         capacity_override: cfg.capacity,
+        host_access: cfg.executor.host_access.clone(),
     };
     let membership = Arc::new(Membership::new(id, cfg.health));
     let saved = assignments::load(&cfg.data_dir);

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::image::PullPolicy;
 pub use container::{
-    is_capability, Capabilities, ContainerSpec, DnsOption, DnsPolicy, DnsSpec, Hook, HostAlias,
-    Lifecycle, SecuritySpec, CAPABILITIES, DEFAULT_PIDS_LIMIT, MAX_GRACE_PERIOD_SECS, MAX_ID,
+    is_capability, mount_path_problem, Capabilities, ContainerSpec, DnsOption, DnsPolicy, DnsSpec,
+    Hook, HostAccess, HostAlias, HostPathMount, Lifecycle, SecuritySpec, CAPABILITIES,
+    DEFAULT_PIDS_LIMIT, DOCKER_SOCKETS, MAX_GRACE_PERIOD_SECS, MAX_HOST_PATHS, MAX_ID,
     MAX_NAMESERVERS, MAX_PIDS_LIMIT, MAX_SEARCHES,
 };
 

@@ -11,9 +11,9 @@ use skein_protocol::manifest::{
 };
 use skein_protocol::spec::{
     Balance, Capabilities, CheckKind, CheckSpec, ContainerSpec, DnsOption, DnsPolicy, DnsSpec,
-    Hook, HostAlias, JobSpec, Lifecycle, PlacementStrategy, PortProtocol, PortSpec, Probe,
-    PullPolicy, ResourceVec, Resources, RestartPolicy, SecuritySpec, ServiceSpec, UpdateStrategy,
-    DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES, DEFAULT_PIDS_LIMIT,
+    Hook, HostAlias, HostPathMount, JobSpec, Lifecycle, PlacementStrategy, PortProtocol, PortSpec,
+    Probe, PullPolicy, ResourceVec, Resources, RestartPolicy, SecuritySpec, ServiceSpec,
+    UpdateStrategy, DEFAULT_CPU_MILLIS, DEFAULT_MEMORY_BYTES, DEFAULT_PIDS_LIMIT,
 };
 
 /// The Deployment from the article (section 4.2), byte for byte.
@@ -1581,6 +1581,7 @@ fn hardened_container() -> ContainerSpec {
         },
         grace_period_secs: Some(20),
         pids_limit: DEFAULT_PIDS_LIMIT,
+        ..ContainerSpec::default()
     }
 }
 
@@ -1668,19 +1669,6 @@ pids_limit: 4096
 #[test]
 fn refused_pod_fields_name_the_field_and_the_reason() {
     for (line, key, why) in [
-        ("hostNetwork: true", "hostNetwork", "own network namespace"),
-        ("hostPID: true", "hostPID", "every process on the node"),
-        ("hostIPC: true", "hostIPC", "shared memory"),
-        (
-            "volumes: [{name: sock, hostPath: {path: /var/run/docker.sock}}]",
-            "volumes",
-            "volumes are not supported yet",
-        ),
-        (
-            "volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]",
-            "volumes",
-            "volumes are not supported yet",
-        ),
         (
             "tolerations: [{key: gpu, operator: Exists}]",
             "tolerations",
@@ -1731,18 +1719,6 @@ fn refused_pod_fields_name_the_field_and_the_reason() {
 #[test]
 fn refused_container_fields_name_the_field_and_the_reason() {
     for (line, path, column, why) in [
-        (
-            "        securityContext: {privileged: true}",
-            "securityContext.privileged",
-            27,
-            "full access to the node",
-        ),
-        (
-            "        volumeMounts: [{name: sock, mountPath: /var/run/docker.sock}]",
-            "volumeMounts",
-            9,
-            "volumes are not supported yet",
-        ),
         (
             "        startupProbe: {exec: {command: [true]}}",
             "startupProbe",
@@ -2136,4 +2112,190 @@ fn shipped_examples_parse() {
         let specs = parse_manifests(name, &text).unwrap_or_else(|e| panic!("{e}"));
         assert!(!specs.is_empty(), "{name}");
     }
+}
+
+/// A Deployment asking for everything a node must allow.
+const HOST_ACCESS: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels:
+      app: agent
+  template:
+    metadata:
+      labels:
+        app: agent
+    spec:
+      hostNetwork: true
+      hostPID: true
+      hostIPC: true
+      volumes:
+      - name: data
+        hostPath:
+          path: /srv/data
+          type: DirectoryOrCreate
+      - name: logs
+        hostPath: {path: /var/log}
+      containers:
+      - name: agent
+        image: agent:1
+        securityContext: {privileged: true}
+        volumeMounts:
+        - {name: data, mountPath: /data}
+        - name: logs
+          mountPath: /host/logs
+          readOnly: true
+";
+
+#[test]
+fn privileges_host_namespaces_and_host_paths_convert() {
+    let spec = &parse_manifests("d.yaml", HOST_ACCESS).unwrap()[0];
+    let c = &spec.container;
+    assert!(c.privileged && c.host_network && c.host_pid && c.host_ipc);
+    assert_eq!(
+        c.host_paths,
+        [
+            HostPathMount {
+                host: "/srv/data".into(),
+                container: "/data".into(),
+                read_only: false,
+            },
+            HostPathMount {
+                host: "/var/log".into(),
+                container: "/host/logs".into(),
+                read_only: true,
+            },
+        ]
+    );
+    assert!(c.needs_host_access());
+    // Kubernetes' defaults of the refused fields are accepted.
+    let defaults = HOST_ACCESS
+        .replace("type: DirectoryOrCreate", "type: \"\"")
+        .replace(
+            "readOnly: true",
+            "readOnly: true\n          mountPropagation: None\n          recursiveReadOnly: Disabled",
+        );
+    let again = &parse_manifests("d.yaml", &defaults).unwrap()[0];
+    assert_eq!(again.container, spec.container);
+    // A volume nobody mounts mounts nothing.
+    let unmounted = HOST_ACCESS.replace(
+        "        - name: logs\n          mountPath: /host/logs\n          readOnly: true\n",
+        "",
+    );
+    let spec = &parse_manifests("d.yaml", &unmounted).unwrap()[0];
+    assert_eq!(spec.container.host_paths.len(), 1);
+}
+
+#[test]
+fn refused_volume_forms_are_located() {
+    let vol0 = format!("{POD}.volumes[0]");
+    let vol1 = format!("{POD}.volumes[1]");
+    let mount0 = format!("{CONTAINER0}.volumeMounts[0]");
+    let mount1 = format!("{CONTAINER0}.volumeMounts[1]");
+    for (from, to, line, column, path, why) in [
+        (
+            "readOnly: true",
+            "readOnly: true\n          subPath: x",
+            33,
+            11,
+            format!("{mount1}.subPath"),
+            "subPath is not supported",
+        ),
+        (
+            "mountPath: /host/logs",
+            "mountPath: /host/logs\n          mountPropagation: Bidirectional",
+            32,
+            11,
+            format!("{mount1}.mountPropagation"),
+            "mountPropagation is not supported",
+        ),
+        (
+            "hostPath: {path: /var/log}",
+            "secret: {secretName: s}",
+            23,
+            9,
+            format!("{vol1}.secret"),
+            "only hostPath volumes are supported",
+        ),
+        (
+            "type: DirectoryOrCreate",
+            "type: Socket",
+            21,
+            11,
+            format!("{vol0}.hostPath.type"),
+            "hostPath type is not supported",
+        ),
+        (
+            "path: /srv/data",
+            "path: srv/data",
+            20,
+            17,
+            format!("{vol0}.hostPath.path"),
+            "is not an absolute path",
+        ),
+        (
+            "{name: data, mountPath: /data}",
+            "{name: dat, mountPath: /data}",
+            29,
+            18,
+            format!("{mount0}.name"),
+            "no volume named \"dat\"",
+        ),
+        (
+            "mountPath: /host/logs",
+            "mountPath: /host/../logs",
+            31,
+            22,
+            format!("{mount1}.mountPath"),
+            "contains '..'",
+        ),
+        (
+            "- name: logs\n        hostPath",
+            "- name: data\n        hostPath",
+            22,
+            15,
+            format!("{vol1}.name"),
+            "volume name \"data\" is used twice",
+        ),
+        (
+            "mountPath: /host/logs",
+            "mountPath: /data",
+            31,
+            22,
+            format!("{mount1}.mountPath"),
+            "\"/data\" is mounted twice",
+        ),
+    ] {
+        assert!(HOST_ACCESS.contains(from), "{from}");
+        let text = HOST_ACCESS.replacen(from, to, 1);
+        let msg = located(&text, line, column, Some(&path));
+        assert!(msg.contains(why), "{to}: {msg}");
+    }
+}
+
+#[test]
+fn native_jobs_ask_for_host_access_in_snake_case() {
+    let text = "name: web\nimage: x\nprivileged: true\nhost_network: true\nhost_pid: true\n\
+                host_ipc: true\nhost_paths: [{host: /srv, container: /srv, read_only: true}]\n";
+    let spec = &parse_manifests("job.yaml", text).unwrap()[0];
+    let c = &spec.container;
+    assert!(c.privileged && c.host_network && c.host_pid && c.host_ipc);
+    assert_eq!(
+        c.host_paths,
+        [HostPathMount {
+            host: "/srv".into(),
+            container: "/srv".into(),
+            read_only: true,
+        }]
+    );
+    let msg = located(
+        "name: web\nimage: x\nhost_paths: [{host: srv, container: /srv}]\n",
+        3,
+        21,
+        Some("host_paths[0].host"),
+    );
+    assert!(msg.contains("is not an absolute path"), "{msg}");
 }

@@ -1,6 +1,7 @@
 //! One node, real Docker: a Deployment's securityContext and runtime
-//! options reach the container, and `runAsNonRoot` keeps a root image from
-//! starting (issue #13).
+//! options reach the container, `runAsNonRoot` keeps a root image from
+//! starting (issue #13), and a hostPath volume runs only on a node that
+//! allows it (`--allow-host-path`).
 
 use std::time::Duration;
 
@@ -166,4 +167,89 @@ fn failing_post_start_hook_kills_the_container_and_says_why() {
         (a["status"]["state"] == "failed" && message.contains("postStart hook failed"))
             .then_some(())
     });
+}
+
+/// A scratch directory under /tmp, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn host_path_volume_runs_only_on_a_node_that_allows_it() {
+    require_demo_image();
+    let dir = TempDir(std::path::PathBuf::from(format!(
+        "/tmp/{}",
+        unique_name("skein-hostpath")
+    )));
+    let data = dir.0.join("data");
+    std::fs::create_dir_all(&data).expect("create the host directory");
+    let secret = unique_name("written-on-the-host");
+    std::fs::write(data.join("hello.txt"), &secret).expect("write the host file");
+    let name = unique_name("hostpath");
+    let yaml = format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      volumes:
+      - name: data
+        hostPath: {{path: {host}}}
+      containers:
+      - name: web
+        image: skein-demo/web:latest
+        volumeMounts:
+        - {{name: data, mountPath: /data, readOnly: true}}
+",
+        host = data.display()
+    );
+
+    // Without the flag: refused by the scheduler, saying what is needed.
+    let strict = Agent::start(AgentOpts::default());
+    let file = strict.write_manifest("hostpath.yaml", &yaml);
+    let out = strict.cli(&["apply", "-f", file.to_str().unwrap()]);
+    out.assert_failure();
+    let needed = format!("needs hostPath {}", data.display());
+    assert!(out.stderr.contains(&needed), "{}", out.stderr);
+    assert!(out.stderr.contains("--allow-host-path"), "{}", out.stderr);
+    assert!(strict.job_containers(&name).is_empty());
+    drop(strict);
+
+    // Allowed (a parent directory): it runs and sees the host's file.
+    let allow = dir.0.display().to_string();
+    let open = Agent::start(AgentOpts::default().arg("--allow-host-path").arg(&allow));
+    let file = open.write_manifest("hostpath.yaml", &yaml);
+    let out = open.cli(&["apply", "-f", file.to_str().unwrap()]);
+    out.assert_success();
+    let id = poll_until("the container runs", WAIT, || {
+        open.job_containers(&name).into_iter().next()
+    });
+    let seen = poll_until("the container reads the host's file", WAIT, || {
+        try_docker(&["exec", &id, "cat", "/data/hello.txt"]).ok()
+    });
+    assert_eq!(seen.trim(), secret);
+    let i = container_inspect(&id);
+    let mount = i["Mounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["Destination"] == "/data"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        mount["Source"],
+        data.display().to_string(),
+        "{}",
+        i["Mounts"]
+    );
+    assert_eq!(mount["RW"], false, "{mount}");
 }

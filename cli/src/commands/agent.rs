@@ -11,7 +11,7 @@ use skein_node::agent::{self, AgentConfig, ContainerDns};
 use skein_node::executor::ExecutorConfig;
 use skein_node::membership::HealthTiming;
 use skein_protocol::quantity::{parse_cpu_millis, parse_memory_bytes};
-use skein_protocol::spec::ResourceVec;
+use skein_protocol::spec::{mount_path_problem, HostAccess, ResourceVec, MAX_HOST_PATHS};
 use tracing_subscriber::EnvFilter;
 
 /// Flags of `skein agent`.
@@ -163,6 +163,27 @@ pub struct AgentArgs {
     /// Longest a registry pull may take before it is given up (retried).
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pull_timeout: Duration,
+
+    /// Let jobs on this node run privileged containers (securityContext
+    /// privileged) and use the host's network, PID and IPC namespaces
+    /// (hostNetwork, hostPID, hostIPC). RISK: such a container is root on
+    /// the host: it sees every device, process and connection of the node
+    /// and can take it over. Anyone who can apply jobs to the cluster gets
+    /// that power on this node; allow it only on dedicated nodes. Jobs that
+    /// need it are placed only on nodes started with this flag.
+    #[arg(long)]
+    allow_privileged: bool,
+
+    /// Let jobs on this node mount the host directory DIR, or anything
+    /// below it, as hostPath volumes (repeatable). RISK: a container can
+    /// read (and, unless the mount is read-only, change) every file there
+    /// with its own user id, often root; allowing / or /etc hands out the
+    /// node. The Docker socket (/var/run/docker.sock), which controls the
+    /// node, is never covered by a directory above it: it must be given
+    /// exactly. Jobs that mount host paths are placed only on nodes that
+    /// allow each of them.
+    #[arg(long = "allow-host-path", value_name = "DIR")]
+    allow_host_paths: Vec<String>,
 }
 
 /// Runs the agent.
@@ -225,6 +246,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             "--suspect-after is under two gossip periods ({period:?}): healthy nodes will flap"
         );
     }
+    let host_access = host_access(args.allow_privileged, &args.allow_host_paths)?;
     let cfg = AgentConfig {
         data_dir,
         api: args.api,
@@ -272,10 +294,36 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         capacity,
         executor: ExecutorConfig {
             backoff_max: std::time::Duration::from_secs(args.max_restart_backoff.max(1)),
+            host_access,
             ..ExecutorConfig::default()
         },
     };
     agent::run(cfg, shutdown_signal()).await
+}
+
+/// What `--allow-privileged` and `--allow-host-path` let containers use.
+fn host_access(privileged: bool, dirs: &[String]) -> Result<HostAccess> {
+    if dirs.len() > MAX_HOST_PATHS {
+        bail!(
+            "--allow-host-path is given {} times; at most {MAX_HOST_PATHS}",
+            dirs.len()
+        );
+    }
+    for d in dirs {
+        if let Some(why) = mount_path_problem(d) {
+            bail!("--allow-host-path {d:?}: {why}");
+        }
+    }
+    if privileged {
+        tracing::warn!("--allow-privileged: containers of any job may take this node over");
+    }
+    for d in dirs {
+        tracing::warn!(dir = %d, "--allow-host-path: containers may mount this host directory");
+    }
+    Ok(HostAccess {
+        privileged,
+        host_paths: dirs.to_vec(),
+    })
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {

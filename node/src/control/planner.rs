@@ -178,6 +178,7 @@ impl<'a> Draft<'a> {
             ports: &spec.ports,
             constraints: &spec.constraints,
             strategy: spec.placement,
+            container: &spec.container,
         };
         let count = u32::try_from(indexes.len()).unwrap_or(u32::MAX);
         let seed = self.rng.random();
@@ -771,6 +772,7 @@ mod tests {
             port_range: 20000..=20100,
             images: None,
             job_replicas: Default::default(),
+            host_access: Default::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding};
 
 use crate::state::{node_id_str, Allocation, NodeId};
-use skein_protocol::spec::{DnsPolicy, Hook, JobSpec};
+use skein_protocol::spec::{DnsPolicy, Hook, HostAccess, JobSpec};
 
 /// Label holding the job name.
 pub const LABEL_JOB: &str = "skein.job";
@@ -111,6 +111,23 @@ pub fn non_root_violation(spec: &JobSpec, image_user: &str) -> Option<String> {
     }
 }
 
+/// Why `spec` must not run on a node that allows only `allowed` (a stale
+/// placement, or a node restarted without its `--allow-*` flags); `None`
+/// when it may.
+pub fn host_access_refusal(spec: &JobSpec, allowed: &HostAccess) -> Option<String> {
+    let missing = allowed.missing(&spec.container);
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "allocation failed: job {} needs {}, which this node does not allow (it allows {}); \
+         start its agent with --allow-privileged or --allow-host-path DIR to allow it",
+        spec.name,
+        missing.join(", "),
+        allowed.describe()
+    ))
+}
+
 /// Docker name of an allocation's container. Docker enforces unique
 /// names, which is a second guard against duplicates after a crash.
 pub fn container_name(alloc_id: &str) -> String {
@@ -155,7 +172,9 @@ pub fn create_body(
 
     let mut exposed = Vec::new();
     let mut bindings = HashMap::new();
-    for p in &alloc.ports {
+    // In the host's network namespace the container's ports are the host's:
+    // nothing to publish (Docker would discard it).
+    for p in alloc.ports.iter().filter(|_| !c.host_network) {
         let key = format!("{}/{}", p.container_port, p.protocol);
         exposed.push(key.clone());
         bindings.insert(
@@ -187,6 +206,16 @@ pub fn create_body(
         None => u.to_string(),
     });
 
+    let binds: Vec<String> = c
+        .host_paths
+        .iter()
+        .map(|m| {
+            let ro = if m.read_only { ":ro" } else { "" };
+            format!("{}:{}{ro}", m.host, m.container)
+        })
+        .collect();
+    let host_ns = |on: bool| on.then(|| "host".to_string());
+
     let res = &spec.resources;
     let host_config = HostConfig {
         // Relative weight from the request, so busy nodes share CPU in
@@ -217,6 +246,11 @@ pub fn create_body(
         dns: non_empty(nameservers),
         dns_search: non_empty(c.dns.searches.clone()),
         dns_options: non_empty(c.dns.options.iter().map(|o| o.to_resolv()).collect()),
+        privileged: c.privileged.then_some(true),
+        network_mode: host_ns(c.host_network),
+        pid_mode: host_ns(c.host_pid),
+        ipc_mode: host_ns(c.host_ipc),
+        binds: non_empty(binds),
         // tini as PID 1: forwards SIGTERM (so stops are quick even for
         // programs that ignore it as PID 1) and reaps zombies.
         init: Some(true),
@@ -231,7 +265,8 @@ pub fn create_body(
         ..Default::default()
     };
 
-    let hostname = (alloc.id.len() <= 63).then(|| alloc.id.clone());
+    // With the host's network the host name is the host's too.
+    let hostname = (alloc.id.len() <= 63 && !c.host_network).then(|| alloc.id.clone());
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         hostname,
@@ -253,8 +288,8 @@ mod tests {
     use super::*;
     use skein_protocol::api::PortMapping;
     use skein_protocol::spec::{
-        Capabilities, DnsOption, DnsSpec, HostAlias, Lifecycle, PortProtocol, ResourceVec,
-        Resources, SecuritySpec,
+        Capabilities, DnsOption, DnsSpec, HostAlias, HostPathMount, Lifecycle, PortProtocol,
+        ResourceVec, Resources, SecuritySpec,
     };
 
     fn spec() -> JobSpec {
@@ -476,5 +511,96 @@ mod tests {
         assert_eq!(non_root_violation(&s, ""), None);
         s.container.security.run_as_user = Some(0);
         assert!(non_root_violation(&s, "1000").is_some());
+    }
+
+    #[test]
+    fn plain_containers_get_no_host_access() {
+        let b = create_body(0xab, &alloc(), &spec(), None);
+        let hc = b.host_config.unwrap();
+        assert_eq!(
+            (
+                hc.privileged,
+                hc.network_mode,
+                hc.pid_mode,
+                hc.ipc_mode,
+                hc.binds
+            ),
+            (None, None, None, None, None)
+        );
+        assert_eq!(b.hostname.as_deref(), Some("web-0-abc123"));
+    }
+
+    #[test]
+    fn maps_privileges_host_namespaces_and_host_paths() {
+        let mut s = spec();
+        s.container.privileged = true;
+        s.container.host_network = true;
+        s.container.host_pid = true;
+        s.container.host_ipc = true;
+        s.container.host_paths = vec![
+            HostPathMount {
+                host: "/srv/data".into(),
+                container: "/data".into(),
+                read_only: true,
+            },
+            HostPathMount {
+                host: "/tmp/x".into(),
+                container: "/x".into(),
+                read_only: false,
+            },
+        ];
+        let b = create_body(0xab, &alloc(), &s, None);
+        let hc = b.host_config.as_ref().unwrap();
+        assert_eq!(hc.privileged, Some(true));
+        let host = Some("host".to_string());
+        assert_eq!(
+            (&hc.network_mode, &hc.pid_mode, &hc.ipc_mode),
+            (&host, &host, &host)
+        );
+        assert_eq!(
+            hc.binds,
+            Some(vec![
+                "/srv/data:/data:ro".to_string(),
+                "/tmp/x:/x".to_string()
+            ])
+        );
+        // The host's network: its ports and host name, nothing to publish.
+        assert_eq!(hc.port_bindings, Some(HashMap::new()));
+        assert_eq!(b.exposed_ports, Some(vec![]));
+        assert_eq!(b.hostname, None);
+    }
+
+    #[test]
+    fn the_node_refuses_what_it_does_not_allow() {
+        let mut s = spec();
+        s.container.host_pid = true;
+        s.container.host_paths = vec![HostPathMount {
+            host: "/srv/data".into(),
+            container: "/data".into(),
+            read_only: true,
+        }];
+        let why = host_access_refusal(&s, &HostAccess::default()).unwrap();
+        assert_eq!(
+            why,
+            "allocation failed: job web needs hostPID, hostPath /srv/data, which this node does \
+             not allow (it allows nothing); start its agent with --allow-privileged or \
+             --allow-host-path DIR to allow it"
+        );
+        let some = HostAccess {
+            privileged: true,
+            host_paths: vec!["/srv/other".into()],
+        };
+        let why = host_access_refusal(&s, &some).unwrap();
+        assert!(why.contains("needs hostPath /srv/data"), "{why}");
+        assert!(
+            why.contains("allows privileged, hostPath /srv/other"),
+            "{why}"
+        );
+        let all = HostAccess {
+            privileged: true,
+            host_paths: vec!["/srv".into()],
+        };
+        assert_eq!(host_access_refusal(&s, &all), None);
+        assert_eq!(host_access_refusal(&spec(), &HostAccess::default()), None);
     }
 }

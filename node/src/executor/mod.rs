@@ -34,7 +34,8 @@ use crate::images::{Availability, Images};
 use crate::raft::StateHandle;
 use crate::state::{node_id_str, Allocation, NodeId, StoredCredential};
 use container::{
-    container_name, create_body, is_current, non_root_violation, StopPlan, LABEL_ALLOC, LABEL_NODE,
+    container_name, create_body, host_access_refusal, is_current, non_root_violation, StopPlan,
+    LABEL_ALLOC, LABEL_NODE,
 };
 pub use status::StatusBoard;
 
@@ -65,6 +66,9 @@ pub struct ExecutorConfig {
     pub container_dns: Option<std::net::IpAddr>,
     /// Address health probes reach published ports at (default 127.0.0.1).
     pub probe_ip: Option<std::net::IpAddr>,
+    /// Privileges and host paths this node lets containers use
+    /// (`--allow-privileged`, `--allow-host-path`); others are refused.
+    pub host_access: skein_protocol::spec::HostAccess,
 }
 
 impl Default for ExecutorConfig {
@@ -77,6 +81,7 @@ impl Default for ExecutorConfig {
             tick: Duration::from_secs(1),
             container_dns: None,
             probe_ip: None,
+            host_access: Default::default(),
         }
     }
 }
@@ -463,6 +468,18 @@ impl Executor {
             if track.retry_at.is_some_and(|t| now < t) {
                 status.state = AllocState::Failed;
                 status.message = track.message.clone();
+                return status;
+            }
+            // Defence in depth: the scheduler places such jobs only on
+            // nodes that allow them, but a placement may be stale.
+            if let Some(msg) = host_access_refusal(spec, &cfg.host_access) {
+                if track.message.as_deref() != Some(&msg) {
+                    warn!(alloc = %alloc.id, error = %msg, "container refused");
+                    report(NewEvent::new(EventKind::StartFailed, msg.clone()));
+                }
+                track.message = Some(msg.clone());
+                status.state = AllocState::Failed;
+                status.message = Some(msg);
                 return status;
             }
             match self

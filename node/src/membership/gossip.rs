@@ -70,6 +70,7 @@ pub fn status_of(
         version: record.version.clone(),
         seq,
         storage: Box::new(record.storage.clone()),
+        host_access: record.host_access.clone(),
     }
 }
 
@@ -92,6 +93,7 @@ pub fn record_from(status: NodeStatus, local: NodeId) -> Option<NodeRecord> {
         || status.endpoints.len() > MAX_ALLOCS
         || status.usage.len() > MAX_ALLOCS
         || status.events.len() > MAX_EVENTS
+        || status.host_access.host_paths.len() > skein_protocol::spec::MAX_HOST_PATHS
     {
         Some("too many entries")
     } else {
@@ -124,6 +126,7 @@ pub fn record_from(status: NodeStatus, local: NodeId) -> Option<NodeRecord> {
         dead_since: None,
         version: status.version,
         storage: *status.storage,
+        host_access: status.host_access,
     })
 }
 
@@ -285,6 +288,7 @@ mod tests {
             version: "test".into(),
             seq: 1,
             storage: Default::default(),
+            host_access: Default::default(),
         }
     }
 

@@ -35,6 +35,8 @@ pub struct LocalNode {
     pub listeners: Vec<(u16, String)>,
     /// Overrides Docker's CPU/memory figures (tests, reserved capacity).
     pub capacity_override: Option<ResourceVec>,
+    /// Privileges and host paths the operator lets containers use.
+    pub host_access: skein_protocol::spec::HostAccess,
 }
 
 impl LocalNode {
@@ -92,6 +94,7 @@ impl LocalNode {
             dead_since: None,
             version: env!("CARGO_PKG_VERSION").to_string(),
             storage: Default::default(),
+            host_access: self.host_access.clone(),
         })
     }
 }

@@ -79,6 +79,8 @@ pub struct NodeRecord {
     pub version: String,
     /// Health of its Raft storage, as it reports it.
     pub storage: StorageView,
+    /// Privileges and host paths it lets containers use.
+    pub host_access: skein_protocol::spec::HostAccess,
 }
 
 impl NodeRecord {
@@ -437,6 +439,7 @@ fn candidate(n: &NodeRecord, state: &ClusterState) -> NodeCandidate {
         port_range: n.port_range.clone(),
         images: Some(n.image_tags()),
         job_replicas,
+        host_access: n.host_access.clone(),
     }
 }
 
@@ -468,6 +471,7 @@ mod tests {
             dead_since: None,
             version: String::new(),
             storage: StorageView::default(),
+            host_access: Default::default(),
         }
     }
 

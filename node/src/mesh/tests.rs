@@ -216,6 +216,7 @@ fn status_of(node: &Node, seq: u64) -> NodeStatus {
         version: "test".into(),
         seq,
         storage: Default::default(),
+        host_access: Default::default(),
     }
 }
 

@@ -273,4 +273,8 @@ pub struct NodeStatus {
     /// Health of its Raft storage (degraded: it takes no writes). Boxed:
     /// it keeps [`crate::mesh::MeshEvent`]'s variants of similar size.
     pub storage: Box<skein_protocol::api::StorageView>,
+    /// What the node lets containers reach of itself (`--allow-privileged`,
+    /// `--allow-host-path`): the scheduler places such jobs only there.
+    #[serde(default)]
+    pub host_access: skein_protocol::spec::HostAccess,
 }

@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 
 use skein_protocol::api::PortMapping;
-use skein_protocol::spec::{PlacementStrategy, PortProtocol, PortSpec, ResourceVec};
+use skein_protocol::spec::{
+    ContainerSpec, HostAccess, PlacementStrategy, PortProtocol, PortSpec, ResourceVec,
+};
 
 use crate::state::NodeId;
 
@@ -39,6 +41,8 @@ pub struct NodeCandidate {
     pub images: Option<BTreeSet<String>>,
     /// Replicas per job already placed here (for spreading).
     pub job_replicas: BTreeMap<String, u32>,
+    /// Privileges and host paths the node lets containers use.
+    pub host_access: HostAccess,
 }
 
 impl NodeCandidate {
@@ -71,6 +75,9 @@ pub struct PlacementRequest<'a> {
     pub constraints: &'a BTreeMap<String, String>,
     /// Spread or bin-pack.
     pub strategy: PlacementStrategy,
+    /// How the container runs: one needing privileges or host paths goes
+    /// only to nodes that allow them.
+    pub container: &'a ContainerSpec,
 }
 
 /// Where one replica goes.

@@ -1,6 +1,6 @@
 //! The placement algorithm behind [`place`]: filter nodes (constraints,
-//! image when the pull policy is `Never`, resources, fixed ports, dynamic
-//! ports), score the survivors by strategy (a node that already holds the
+//! host access for privileged or host-path containers, image when the pull
+//! policy is `Never`, resources, fixed ports, dynamic ports), score the survivors by strategy (a node that already holds the
 //! image wins ties of spread and bin-pack: no fetch needed), reserve host
 //! ports, and — when nothing fits — explain to the user which filter
 //! stopped the replica, with figures.
@@ -47,6 +47,8 @@ pub fn place(
         .map(|n| {
             if !matches_constraints(n, req.constraints) {
                 Static::Constraints
+            } else if !n.host_access.missing(req.container).is_empty() {
+                Static::Access
             } else if !has_image(n, &image) {
                 Static::Image
             } else {
@@ -88,6 +90,8 @@ pub fn place(
 enum Static {
     Ok,
     Constraints,
+    /// The node does not allow the container's privileges or host paths.
+    Access,
     Image,
 }
 
@@ -109,10 +113,14 @@ fn choose(
     if matching.is_empty() {
         return Err(constraints_message(nodes, req.constraints));
     }
+    let allowed = stage(&matching, &|i| eligible.get(i) != Some(&Static::Access));
+    if allowed.is_empty() {
+        return Err(access_message(nodes, &matching, req));
+    }
     let with_image = if req.image_required {
-        stage(&matching, &|i| eligible.get(i) == Some(&Static::Ok))
+        stage(&allowed, &|i| eligible.get(i) == Some(&Static::Ok))
     } else {
-        matching
+        allowed
     };
     if with_image.is_empty() {
         return Err(format!(
@@ -324,6 +332,35 @@ fn constraints_message(nodes: &[NodeCandidate], constraints: &BTreeMap<String, S
     format!("no node matches constraints {wanted} (node labels seen: {seen})")
 }
 
+fn access_message(
+    nodes: &[NodeCandidate],
+    candidates: &[usize],
+    req: &PlacementRequest<'_>,
+) -> String {
+    let c = req.container;
+    let mut needs: Vec<String> = c.privileges().into_iter().map(String::from).collect();
+    needs.extend(c.host_paths.iter().map(|m| format!("hostPath {}", m.host)));
+    let mut flags = Vec::new();
+    if !c.privileges().is_empty() {
+        flags.push("--allow-privileged");
+    }
+    if !c.host_paths.is_empty() {
+        flags.push("--allow-host-path DIR");
+    }
+    let seen = list(
+        candidates
+            .iter()
+            .filter_map(|&i| nodes.get(i))
+            .map(|n| format!("{} ({})", n.name, n.host_access.describe())),
+    );
+    format!(
+        "needs {}, which no eligible node allows (nodes allow: {seen}); start an agent with {} \
+         to allow it there",
+        needs.join(", "),
+        flags.join(" and ")
+    )
+}
+
 fn resources_message(nodes: &[NodeCandidate], candidates: &[usize], need: ResourceVec) -> String {
     let mut msg = format!("needs {}", fmt_resources(need));
     let best = candidates
@@ -452,6 +489,10 @@ mod tests {
     use proptest::prelude::*;
     use skein_protocol::spec::{PlacementStrategy, PortProtocol, PortSpec, ResourceVec};
 
+    use std::sync::LazyLock;
+
+    use skein_protocol::spec::{ContainerSpec, HostAccess, HostPathMount};
+
     use super::{fmt_memory, place};
     use crate::scheduler::{NodeCandidate, PlacementRequest};
 
@@ -469,8 +510,12 @@ mod tests {
             port_range: 20000..=20010,
             images: None,
             job_replicas: BTreeMap::new(),
+            host_access: HostAccess::default(),
         }
     }
+
+    /// A container that asks for nothing from its node.
+    static PLAIN: LazyLock<ContainerSpec> = LazyLock::new(ContainerSpec::default);
 
     fn with_label(mut n: NodeCandidate, k: &str, v: &str) -> NodeCandidate {
         n.labels.insert(k.into(), v.into());
@@ -500,6 +545,7 @@ mod tests {
             ports,
             constraints,
             strategy: PlacementStrategy::Spread,
+            container: &PLAIN,
         }
     }
 
@@ -809,5 +855,114 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn allowing(mut n: NodeCandidate, privileged: bool, dirs: &[&str]) -> NodeCandidate {
+        n.host_access = HostAccess {
+            privileged,
+            host_paths: dirs.iter().map(|d| d.to_string()).collect(),
+        };
+        n
+    }
+
+    fn host_path(host: &str) -> HostPathMount {
+        HostPathMount {
+            host: host.into(),
+            container: "/data".into(),
+            read_only: true,
+        }
+    }
+
+    #[test]
+    fn privileged_and_host_path_replicas_go_only_to_nodes_that_allow_them() {
+        let none = BTreeMap::new();
+        let fresh = || {
+            vec![
+                node(1, 4000, 4 * GI),
+                allowing(node(2, 4000, 4 * GI), true, &[]),
+                allowing(node(3, 4000, 4 * GI), false, &["/srv"]),
+            ]
+        };
+        // A plain job spreads over all three.
+        let mut nodes = fresh();
+        place(&mut nodes, &req(100, 64 * MI, &[], &none), 3, 1).unwrap();
+        assert_eq!(counts(&nodes), [1, 1, 1]);
+
+        let privileged = ContainerSpec {
+            host_network: true,
+            ..ContainerSpec::default()
+        };
+        let mut nodes = fresh();
+        let r = PlacementRequest {
+            container: &privileged,
+            ..req(100, 64 * MI, &[], &none)
+        };
+        place(&mut nodes, &r, 2, 1).unwrap();
+        assert_eq!(counts(&nodes), [0, 2, 0]);
+
+        let mounts = ContainerSpec {
+            host_paths: vec![host_path("/srv/data")],
+            ..ContainerSpec::default()
+        };
+        let mut nodes = fresh();
+        let r = PlacementRequest {
+            container: &mounts,
+            ..req(100, 64 * MI, &[], &none)
+        };
+        place(&mut nodes, &r, 2, 1).unwrap();
+        assert_eq!(counts(&nodes), [0, 0, 2]);
+    }
+
+    #[test]
+    fn unallowed_needs_are_refused_naming_them_and_what_nodes_allow() {
+        let none = BTreeMap::new();
+        let mut nodes = vec![
+            node(1, 4000, 4 * GI),
+            allowing(node(2, 4000, 4 * GI), false, &["/srv"]),
+        ];
+        let both = ContainerSpec {
+            privileged: true,
+            host_paths: vec![host_path("/tmp/x")],
+            ..ContainerSpec::default()
+        };
+        let r = PlacementRequest {
+            container: &both,
+            ..req(100, 64 * MI, &[], &none)
+        };
+        assert_eq!(
+            err(&mut nodes, &r, 1),
+            "cannot place replica 1 of 1 of job web: needs privileged, hostPath /tmp/x, which no \
+             eligible node allows (nodes allow: node-b (nothing), node-c (hostPath /srv)); start \
+             an agent with --allow-privileged and --allow-host-path DIR to allow it there"
+        );
+        assert_eq!(nodes[1].allocated, ResourceVec::default(), "untouched");
+
+        // The Docker socket is never covered by a directory above it.
+        let sock = ContainerSpec {
+            host_paths: vec![host_path("/var/run/docker.sock")],
+            ..ContainerSpec::default()
+        };
+        let mut nodes = vec![allowing(node(1, 4000, 4 * GI), true, &["/"])];
+        let r = PlacementRequest {
+            container: &sock,
+            ..req(100, 64 * MI, &[], &none)
+        };
+        let msg = err(&mut nodes, &r, 1);
+        assert!(msg.contains("needs hostPath /var/run/docker.sock"), "{msg}");
+        let mut nodes = vec![allowing(
+            node(1, 4000, 4 * GI),
+            false,
+            &["/var/run/docker.sock"],
+        )];
+        assert!(place(&mut nodes, &r, 1, 1).is_ok());
+
+        // Constraints are judged first: their message wins.
+        let zone = BTreeMap::from([("zone".to_string(), "b".to_string())]);
+        let r = PlacementRequest {
+            container: &both,
+            ..req(100, 64 * MI, &[], &zone)
+        };
+        let msg = err(&mut nodes, &r, 1);
+        assert!(msg.contains("no node matches constraints zone=b"), "{msg}");
     }
 }

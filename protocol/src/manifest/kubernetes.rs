@@ -7,7 +7,10 @@
 //! selector and required node affinity (one term of `In` expressions with
 //! one value each, as constraints), security contexts (the container's over
 //! the pod's), lifecycle hooks (`exec`, `sleep`), working directory, host
-//! aliases, DNS policy and config, and grace period (see `kubernetes/pod.rs`).
+//! aliases, DNS policy and config, grace period, and what needs a node's
+//! permission (`securityContext.privileged`, `hostNetwork`, `hostPID`,
+//! `hostIPC`, `hostPath` volumes with the container's `volumeMounts`; see
+//! `kubernetes/pod.rs`).
 //! A `Service` in the same file becomes the `service` of the
 //! Deployment it selects (name, its one TCP port's target, `nodePort` as the
 //! routing-mesh port). The Deployment's `strategy` drives rolling updates:
@@ -24,7 +27,7 @@
 //!
 //! No field is silently ignored: every value passes through its type's
 //! table in `kubernetes/fields.rs` before it is read, and a field Skein
-//! does not implement (`privileged`, `hostNetwork`, volumes, tolerations,
+//! does not implement (volumes other than `hostPath`, `subPath`, tolerations,
 //! `nodeName`, `paused`, a second Service port, `externalIPs`, …) is an
 //! error at its key saying why, unless it holds its unset value or
 //! Kubernetes' default. Object metadata (namespace, labels, annotations)
@@ -777,7 +780,25 @@ fn container_source_paths(rest: &str) -> Vec<(bool, String)> {
             (true, "dnsPolicy".into()),
         ];
     }
+    if let Some((i, key)) = rest
+        .strip_prefix("host_paths[")
+        .and_then(|r| r.split_once(']'))
+        .and_then(|(i, key)| Some((i.parse::<usize>().ok()?, key)))
+    {
+        let mount = index_path("volumeMounts", i);
+        return match key {
+            ".container" => vec![(false, format!("{mount}.mountPath")), (false, mount)],
+            _ => vec![(false, mount), (false, "volumeMounts".into())],
+        };
+    }
     match rest {
+        "privileged" => vec![
+            (false, "securityContext.privileged".into()),
+            (false, "securityContext".into()),
+        ],
+        "host_pid" => vec![(true, "hostPID".into())],
+        "host_ipc" => vec![(true, "hostIPC".into())],
+        "host_paths" => vec![(false, "volumeMounts".into())],
         "working_dir" => vec![(false, "workingDir".into())],
         "grace_period_secs" => vec![(true, "terminationGracePeriodSeconds".into())],
         other => vec![(true, camel_case(other))],

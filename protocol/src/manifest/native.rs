@@ -51,6 +51,13 @@
 //!   searches: [corp.example]
 //!   options: [{ name: ndots, value: "2" }]
 //! pids_limit: 4096       # most processes in the container (default 4096)
+//! # Only on nodes that allow them (skein agent --allow-privileged,
+//! # --allow-host-path DIR); the scheduler places the job only there:
+//! privileged: false      # full access to the node's devices and kernel
+//! host_network: false    # the node's network, PID and IPC namespaces
+//! host_pid: false
+//! host_ipc: false
+//! host_paths: [{ host: /srv/data, container: /data, read_only: true }]
 //! ```
 //!
 //! Unknown keys are errors (`deny_unknown_fields`): a typo must not silently
@@ -66,9 +73,9 @@ use serde::Deserialize;
 
 use super::{check_field, Amount, Amounts, Ctx, ManifestError};
 use crate::spec::{
-    Balance, CheckKind, CheckSpec, ContainerSpec, DnsSpec, Hook, HostAlias, JobSpec, Lifecycle,
-    PlacementStrategy, PortSpec, Probe, PullPolicy, RestartPolicy, SecuritySpec, ServiceSpec,
-    UpdateStrategy, DEFAULT_PIDS_LIMIT,
+    Balance, CheckKind, CheckSpec, ContainerSpec, DnsSpec, Hook, HostAlias, HostPathMount, JobSpec,
+    Lifecycle, PlacementStrategy, PortSpec, Probe, PullPolicy, RestartPolicy, SecuritySpec,
+    ServiceSpec, UpdateStrategy, DEFAULT_PIDS_LIMIT,
 };
 
 #[derive(Deserialize)]
@@ -118,6 +125,16 @@ struct Job {
     #[serde(default)]
     dns: DnsSpec,
     pids_limit: Option<u32>,
+    #[serde(default)]
+    privileged: bool,
+    #[serde(default)]
+    host_network: bool,
+    #[serde(default)]
+    host_pid: bool,
+    #[serde(default)]
+    host_ipc: bool,
+    #[serde(default)]
+    host_paths: Vec<HostPathMount>,
 }
 
 #[derive(Deserialize, Default)]
@@ -442,6 +459,11 @@ pub(super) fn convert(ctx: &Ctx<'_>) -> Result<JobSpec, ManifestError> {
         dns: job.dns,
         grace_period_secs: job.grace_period,
         pids_limit: job.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT),
+        privileged: job.privileged,
+        host_network: job.host_network,
+        host_pid: job.host_pid,
+        host_ipc: job.host_ipc,
+        host_paths: job.host_paths,
     };
     let update = match &job.update {
         None => UpdateStrategy::default(),

@@ -5,6 +5,8 @@
 //! Skein is stricter than Docker's defaults: a container may not gain
 //! privileges (`no-new-privileges`) unless the spec allows it, and runs at
 //! most [`DEFAULT_PIDS_LIMIT`] processes unless the spec says otherwise.
+//! Privileged mode, host namespaces and host paths run only on nodes whose
+//! operator allows them ([`HostAccess`]).
 //!
 //! [`JobSpec`]: super::JobSpec
 
@@ -103,6 +105,116 @@ pub struct ContainerSpec {
     /// Most processes (threads included) the container may run.
     #[serde(default = "default_pids_limit")]
     pub pids_limit: u32,
+    /// Full access to the node's devices and kernel (`privileged`); only on
+    /// nodes started with `--allow-privileged`.
+    #[serde(default)]
+    pub privileged: bool,
+    /// The node's network namespace (`hostNetwork`); `--allow-privileged`.
+    #[serde(default)]
+    pub host_network: bool,
+    /// The node's process namespace (`hostPID`); `--allow-privileged`.
+    #[serde(default)]
+    pub host_pid: bool,
+    /// The node's IPC namespace (`hostIPC`); `--allow-privileged`.
+    #[serde(default)]
+    pub host_ipc: bool,
+    /// Node directories mounted into the container (`hostPath` volumes);
+    /// only on nodes whose `--allow-host-path` covers each of them.
+    #[serde(default)]
+    pub host_paths: Vec<HostPathMount>,
+}
+
+/// A node directory or file mounted into the container (a bind mount).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostPathMount {
+    /// Absolute path on the node.
+    pub host: String,
+    /// Absolute path inside the container.
+    pub container: String,
+    /// Mounted read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Most host paths one container may mount (and one node may allow).
+pub const MAX_HOST_PATHS: usize = 64;
+
+/// The Docker socket: whoever reaches it controls the node, so an allowed
+/// directory above it never covers it; only an exact `--allow-host-path`.
+pub const DOCKER_SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock"];
+
+/// What a node lets containers reach of itself (`skein agent
+/// --allow-privileged`, `--allow-host-path DIR`); by default nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostAccess {
+    /// Privileged containers and host network, PID and IPC namespaces.
+    #[serde(default)]
+    pub privileged: bool,
+    /// Directories (absolute) whose subtrees `hostPath` mounts may use.
+    #[serde(default)]
+    pub host_paths: Vec<String>,
+}
+
+/// The components of an absolute path, without empty and `.` ones.
+fn components(path: &str) -> Vec<&str> {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect()
+}
+
+impl HostAccess {
+    /// Whether a mount of node path `path` is allowed: it is one of the
+    /// allowed directories or below one; a Docker socket only when allowed
+    /// exactly.
+    pub fn allows_path(&self, path: &str) -> bool {
+        let want = components(path);
+        if want.contains(&"..") {
+            return false;
+        }
+        let socket = DOCKER_SOCKETS.iter().any(|s| components(s) == want);
+        self.host_paths.iter().any(|dir| {
+            let dir = components(dir);
+            !dir.contains(&"..")
+                && if socket {
+                    dir == want
+                } else {
+                    want.starts_with(&dir)
+                }
+        })
+    }
+
+    /// What `c` needs that this node does not allow, for messages
+    /// (`privileged`, `hostPath /srv/data`); empty when it may run here.
+    pub fn missing(&self, c: &ContainerSpec) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.privileged {
+            out.extend(c.privileges().into_iter().map(String::from));
+        }
+        for m in &c.host_paths {
+            if !self.allows_path(&m.host) {
+                out.push(format!("hostPath {}", m.host));
+            }
+        }
+        out
+    }
+
+    /// This node's allowances in words, for messages.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.privileged {
+            parts.push("privileged".to_string());
+        }
+        for d in &self.host_paths {
+            parts.push(format!("hostPath {d}"));
+        }
+        if parts.is_empty() {
+            "nothing".into()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 fn default_pids_limit() -> u32 {
@@ -119,6 +231,11 @@ impl Default for ContainerSpec {
             dns: DnsSpec::default(),
             grace_period_secs: None,
             pids_limit: DEFAULT_PIDS_LIMIT,
+            privileged: false,
+            host_network: false,
+            host_pid: false,
+            host_ipc: false,
+            host_paths: Vec::new(),
         }
     }
 }
@@ -263,7 +380,44 @@ pub fn is_capability(name: &str) -> bool {
     CAPABILITIES.contains(&name.strip_prefix("CAP_").unwrap_or(name))
 }
 
+/// Why `path` is no usable absolute mount path (on the node or in the
+/// container); `None` when it is.
+pub fn mount_path_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        Some(format!(
+            "{path:?} is not an absolute path: it must start with '/'"
+        ))
+    } else if path.split('/').any(|c| c == "..") {
+        Some(format!("{path:?} contains '..': give the path without it"))
+    } else if path.contains(['\0', ':', ',']) {
+        Some(format!(
+            "{path:?} contains ':', ',' or a NUL byte, which Docker's mount syntax cannot carry"
+        ))
+    } else {
+        None
+    }
+}
+
 impl ContainerSpec {
+    /// The host namespaces and privileges the container asks for, which
+    /// need `--allow-privileged` on its node.
+    pub fn privileges(&self) -> Vec<&'static str> {
+        [
+            (self.privileged, "privileged"),
+            (self.host_network, "hostNetwork"),
+            (self.host_pid, "hostPID"),
+            (self.host_ipc, "hostIPC"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+
+    /// Whether the container needs anything a node must allow.
+    pub fn needs_host_access(&self) -> bool {
+        !self.privileges().is_empty() || !self.host_paths.is_empty()
+    }
+
     /// The rules of [`ContainerSpec`]; fields are named under `container.`.
     pub(super) fn validate(&self, err: &mut dyn FnMut(&str, String)) {
         let s = &self.security;
@@ -458,6 +612,35 @@ impl ContainerSpec {
                 );
             }
         }
+        if self.host_paths.len() > MAX_HOST_PATHS {
+            err(
+                "container.host_paths",
+                format!(
+                    "{} host paths is more than the allowed maximum of {MAX_HOST_PATHS}",
+                    self.host_paths.len()
+                ),
+            );
+        }
+        let mut targets = std::collections::BTreeSet::new();
+        for (i, m) in self.host_paths.iter().enumerate() {
+            let base = format!("container.host_paths[{i}]");
+            if let Some(why) = mount_path_problem(&m.host) {
+                err(&format!("{base}.host"), why);
+            }
+            if let Some(why) = mount_path_problem(&m.container) {
+                err(&format!("{base}.container"), why);
+            } else if components(&m.container).is_empty() {
+                err(
+                    &format!("{base}.container"),
+                    "cannot mount over the container's root '/'".into(),
+                );
+            } else if !targets.insert(components(&m.container).join("/")) {
+                err(
+                    &format!("{base}.container"),
+                    format!("{:?} is mounted twice", m.container),
+                );
+            }
+        }
         if self.pids_limit == 0 || self.pids_limit > MAX_PIDS_LIMIT {
             err(
                 "container.pids_limit",
@@ -527,6 +710,17 @@ mod tests {
             },
             grace_period_secs: Some(MAX_GRACE_PERIOD_SECS + 1),
             pids_limit: 0,
+            privileged: true,
+            host_network: true,
+            host_pid: false,
+            host_ipc: false,
+            host_paths: vec![
+                mount("/srv/data", "/data"),
+                mount("srv", "/data/../x"),
+                mount("/a/../etc", "/"),
+                mount("/srv/b", "/data/"),
+                mount("/srv/c:rw", "/c"),
+            ],
         };
         assert_eq!(
             problems(&c),
@@ -545,8 +739,81 @@ mod tests {
                 "container.dns.nameservers",
                 "container.dns.searches[1]",
                 "container.dns.options[0].value",
+                "container.host_paths[1].host",
+                "container.host_paths[1].container",
+                "container.host_paths[2].host",
+                "container.host_paths[2].container",
+                "container.host_paths[3].container",
+                "container.host_paths[4].host",
                 "container.pids_limit",
             ]
         );
+    }
+
+    fn mount(host: &str, container: &str) -> HostPathMount {
+        HostPathMount {
+            host: host.into(),
+            container: container.into(),
+            read_only: false,
+        }
+    }
+
+    #[test]
+    fn host_access_covers_subtrees_and_the_docker_socket_only_exactly() {
+        let none = HostAccess::default();
+        assert!(!none.allows_path("/tmp"));
+        let tmp = HostAccess {
+            privileged: false,
+            host_paths: vec!["/tmp/skein/".into(), "/".into()],
+        };
+        for ok in ["/tmp/skein", "/tmp/skein/a/b", "/etc", "/var/run/x"] {
+            assert!(tmp.allows_path(ok), "{ok}");
+        }
+        // "/" covers everything but the Docker socket.
+        for bad in [
+            "/var/run/docker.sock",
+            "/run/docker.sock",
+            "/tmp/skein/../../etc",
+        ] {
+            assert!(!tmp.allows_path(bad), "{bad}");
+        }
+        let narrow = HostAccess {
+            privileged: false,
+            host_paths: vec!["/tmp/skein".into(), "/var/run/docker.sock".into()],
+        };
+        assert!(
+            !narrow.allows_path("/tmp/skein-other"),
+            "a prefix is not a parent"
+        );
+        assert!(!narrow.allows_path("/tmp"));
+        assert!(narrow.allows_path("/var/run/docker.sock"));
+        assert!(!narrow.allows_path("/run/docker.sock"));
+    }
+
+    #[test]
+    fn missing_names_what_the_node_does_not_allow() {
+        let c = ContainerSpec {
+            privileged: true,
+            host_pid: true,
+            host_paths: vec![mount("/srv/data", "/data"), mount("/tmp/x", "/x")],
+            ..ContainerSpec::default()
+        };
+        assert!(c.needs_host_access());
+        assert!(!ContainerSpec::default().needs_host_access());
+        let node = HostAccess {
+            privileged: false,
+            host_paths: vec!["/tmp".into()],
+        };
+        assert_eq!(
+            node.missing(&c),
+            ["privileged", "hostPID", "hostPath /srv/data"]
+        );
+        assert_eq!(node.describe(), "hostPath /tmp");
+        let all = HostAccess {
+            privileged: true,
+            host_paths: vec!["/srv".into(), "/tmp".into()],
+        };
+        assert!(all.missing(&c).is_empty());
+        assert_eq!(HostAccess::default().describe(), "nothing");
     }
 }

@@ -89,8 +89,9 @@ fn is_unset(v: &Value) -> bool {
     }
 }
 
-const VOLUMES: &str = "volumes are not supported yet (nor Secrets and ConfigMaps mounted as \
-                       files); bake the files into the image or pass settings with env";
+const VOLUMES: &str = "only hostPath volumes are supported (on nodes started with skein agent \
+                       --allow-host-path DIR); Secrets, ConfigMaps and other volumes are not: \
+                       bake the files into the image or pass settings with env";
 const NO_TAINTS: &str = "tolerations are not supported: Skein nodes have no taints, so a \
                          toleration would change nothing; remove them (use nodeSelector to pick \
                          nodes)";
@@ -180,11 +181,15 @@ pub(crate) const POD_SPEC: Fields = Fields {
         "dnsConfig",
         "dnsPolicy",
         "hostAliases",
+        "hostIPC",
+        "hostNetwork",
+        "hostPID",
         "imagePullSecrets",
         "nodeSelector",
         "restartPolicy",
         "securityContext",
         "terminationGracePeriodSeconds",
+        "volumes",
     ],
     refused: &[
         (
@@ -209,21 +214,6 @@ pub(crate) const POD_SPEC: Fields = Fields {
         (
             "evictionResponders",
             "evictionResponders are not supported: Skein does not evict replicas",
-        ),
-        (
-            "hostIPC",
-            "hostIPC is not supported: sharing the host's IPC namespace would let the container \
-             reach every process's shared memory on the node",
-        ),
-        (
-            "hostNetwork",
-            "hostNetwork is not supported: containers get their own network namespace; publish \
-             ports with ports[].hostPort or a Service instead",
-        ),
-        (
-            "hostPID",
-            "hostPID is not supported: sharing the host's process namespace would let the \
-             container see and signal every process on the node",
         ),
         (
             "hostUsers",
@@ -323,7 +313,6 @@ pub(crate) const POD_SPEC: Fields = Fields {
             "topologySpreadConstraints are not supported: Skein spreads replicas over nodes by \
              default (annotation skein.io/placement: spread or binpack)",
         ),
-        ("volumes", VOLUMES),
     ],
     defaults: &[
         ("hostUsers", "true"),
@@ -352,11 +341,12 @@ pub(crate) const POD_SECURITY: Fields = Fields {
         ),
         (
             "fsGroupChangePolicy",
-            "fsGroupChangePolicy applies to volumes, which are not supported yet",
+            "fsGroupChangePolicy is not supported: Skein changes no volume ownership (hostPath \
+             directories keep theirs, as in Kubernetes)",
         ),
         (
             "seLinuxChangePolicy",
-            "seLinuxChangePolicy applies to volumes, which are not supported yet",
+            "seLinuxChangePolicy is not supported: Skein relabels no volumes",
         ),
         (
             "seLinuxOptions",
@@ -404,6 +394,7 @@ pub(crate) const CONTAINER: Fields = Fields {
         "readinessProbe",
         "resources",
         "securityContext",
+        "volumeMounts",
         "workingDir",
     ],
     refused: &[
@@ -447,13 +438,96 @@ pub(crate) const CONTAINER: Fields = Fields {
         ("tty", "tty is not supported: containers run detached"),
         (
             "volumeDevices",
-            "volumeDevices are not supported yet: volumes are not supported yet",
+            "volumeDevices (raw block devices) are not supported; mount a hostPath directory \
+             with volumeMounts instead",
         ),
-        ("volumeMounts", VOLUMES),
     ],
     defaults: &[
         ("terminationMessagePath", r#""/dev/termination-log""#),
         ("terminationMessagePolicy", r#""File""#),
+    ],
+};
+
+/// `v1 Volume`: only `hostPath` volumes.
+pub(crate) const VOLUME: Fields = Fields {
+    kind: "Volume",
+    honoured: &["hostPath", "name"],
+    refused: &[
+        ("awsElasticBlockStore", VOLUMES),
+        ("azureDisk", VOLUMES),
+        ("azureFile", VOLUMES),
+        ("cephfs", VOLUMES),
+        ("cinder", VOLUMES),
+        ("configMap", VOLUMES),
+        ("csi", VOLUMES),
+        ("downwardAPI", VOLUMES),
+        ("emptyDir", VOLUMES),
+        ("ephemeral", VOLUMES),
+        ("fc", VOLUMES),
+        ("flexVolume", VOLUMES),
+        ("flocker", VOLUMES),
+        ("gcePersistentDisk", VOLUMES),
+        ("gitRepo", VOLUMES),
+        ("glusterfs", VOLUMES),
+        ("image", VOLUMES),
+        ("iscsi", VOLUMES),
+        ("nfs", VOLUMES),
+        ("persistentVolumeClaim", VOLUMES),
+        ("photonPersistentDisk", VOLUMES),
+        ("portworxVolume", VOLUMES),
+        ("projected", VOLUMES),
+        ("quobyte", VOLUMES),
+        ("rbd", VOLUMES),
+        ("scaleIO", VOLUMES),
+        ("secret", VOLUMES),
+        ("storageos", VOLUMES),
+        ("vsphereVolume", VOLUMES),
+    ],
+    defaults: &[],
+};
+
+/// `v1 HostPathVolumeSource`.
+pub(crate) const HOST_PATH: Fields = Fields {
+    kind: "HostPathVolumeSource",
+    honoured: &["path"],
+    refused: &[(
+        "type",
+        "hostPath type is not supported: Docker creates a missing directory \
+         (DirectoryOrCreate, and \"\" are accepted); other types are not checked",
+    )],
+    defaults: &[("type", r#""""#), ("type", r#""DirectoryOrCreate""#)],
+};
+
+/// `v1 VolumeMount`: a `hostPath` volume mounted into the container.
+pub(crate) const VOLUME_MOUNT: Fields = Fields {
+    kind: "VolumeMount",
+    honoured: &["mountPath", "name", "readOnly"],
+    refused: &[
+        (
+            "bindMountOptions",
+            "bindMountOptions are not supported: the directory is bind-mounted as Docker does",
+        ),
+        (
+            "mountPropagation",
+            "mountPropagation is not supported: mounts are private (None is accepted)",
+        ),
+        (
+            "recursiveReadOnly",
+            "recursiveReadOnly is not supported: readOnly applies to the mount itself \
+             (Disabled is accepted)",
+        ),
+        (
+            "subPath",
+            "subPath is not supported; point the hostPath volume at the subdirectory itself",
+        ),
+        (
+            "subPathExpr",
+            "subPathExpr is not supported; point the hostPath volume at the subdirectory itself",
+        ),
+    ],
+    defaults: &[
+        ("mountPropagation", r#""None""#),
+        ("recursiveReadOnly", r#""Disabled""#),
     ],
 };
 
@@ -463,6 +537,7 @@ pub(crate) const SECURITY: Fields = Fields {
     honoured: &[
         "allowPrivilegeEscalation",
         "capabilities",
+        "privileged",
         "readOnlyRootFilesystem",
         "runAsGroup",
         "runAsNonRoot",
@@ -473,11 +548,6 @@ pub(crate) const SECURITY: Fields = Fields {
             "appArmorProfile",
             "appArmorProfile is not supported: containers get Docker's default profile \
              ({type: RuntimeDefault} is accepted)",
-        ),
-        (
-            "privileged",
-            "privileged: true is not supported: a privileged container has full access to the \
-             node; add the capabilities it needs (capabilities.add) instead",
         ),
         (
             "procMount",
@@ -921,6 +991,9 @@ mod tests {
             (&POD_SPEC, fields_of::<core::PodSpec>()),
             (&POD_SECURITY, fields_of::<core::PodSecurityContext>()),
             (&CONTAINER, fields_of::<core::Container>()),
+            (&VOLUME, fields_of::<core::Volume>()),
+            (&HOST_PATH, fields_of::<core::HostPathVolumeSource>()),
+            (&VOLUME_MOUNT, fields_of::<core::VolumeMount>()),
             (&SECURITY, fields_of::<core::SecurityContext>()),
             (&CAPABILITIES, fields_of::<core::Capabilities>()),
             (&LIFECYCLE, fields_of::<core::Lifecycle>()),
@@ -991,19 +1064,19 @@ mod tests {
     #[test]
     fn the_named_security_fields_are_refused() {
         let refused = |t: &Fields, f: &str| t.refused.iter().any(|(k, _)| *k == f);
-        for f in [
-            "hostNetwork",
-            "hostPID",
-            "hostIPC",
-            "volumes",
-            "tolerations",
-            "nodeName",
-        ] {
+        for f in ["tolerations", "nodeName", "shareProcessNamespace"] {
             assert!(refused(&POD_SPEC, f), "{f}");
         }
+        // Honoured, but only on nodes that allow them (scheduler, executor).
+        for f in ["hostNetwork", "hostPID", "hostIPC", "volumes"] {
+            assert!(POD_SPEC.honoured.contains(&f), "{f}");
+        }
+        assert!(SECURITY.honoured.contains(&"privileged"));
+        for f in ["secret", "configMap", "emptyDir", "persistentVolumeClaim"] {
+            assert!(refused(&VOLUME, f), "{f}");
+        }
+        assert!(refused(&VOLUME_MOUNT, "subPath"));
         assert!(refused(&POD_SECURITY, "sysctls"));
-        assert!(refused(&SECURITY, "privileged"));
-        assert!(refused(&CONTAINER, "volumeMounts"));
         assert!(refused(&DEPLOYMENT_SPEC, "paused"));
         assert!(refused(&SERVICE_SPEC, "externalIPs"));
     }

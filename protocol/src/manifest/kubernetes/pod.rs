@@ -1,7 +1,7 @@
 //! The parts of a pod template that shape how its container runs (security
-//! contexts, lifecycle hooks, resolver, `/etc/hosts`, grace period) and
-//! where it runs (required node affinity), as a [`ContainerSpec`] and
-//! constraints.
+//! contexts, lifecycle hooks, resolver, `/etc/hosts`, grace period,
+//! privileged mode, host namespaces, `hostPath` volumes) and where it runs
+//! (required node affinity), as a [`ContainerSpec`] and constraints.
 //!
 //! A container's `securityContext` overrides the pod's for the fields both
 //! have (`runAsUser`, `runAsGroup`, `runAsNonRoot`), as in Kubernetes.
@@ -13,8 +13,8 @@ use k8s_openapi::api::core::v1 as core;
 use super::fields;
 use super::{index_path, Ctx, ManifestError, CONTAINER, POD};
 use crate::spec::{
-    Capabilities, ContainerSpec, DnsOption, DnsPolicy, DnsSpec, Hook, HostAlias, Lifecycle,
-    SecuritySpec, MAX_GRACE_PERIOD_SECS, MAX_ID,
+    mount_path_problem, Capabilities, ContainerSpec, DnsOption, DnsPolicy, DnsSpec, Hook,
+    HostAlias, HostPathMount, Lifecycle, SecuritySpec, MAX_GRACE_PERIOD_SECS, MAX_ID,
 };
 
 /// YAML path of the required node affinity.
@@ -49,8 +49,73 @@ pub(super) fn container_spec(
                     })
             })
             .transpose()?,
+        privileged: c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.privileged)
+            .unwrap_or(false),
+        host_network: pod.host_network.unwrap_or(false),
+        host_pid: pod.host_pid.unwrap_or(false),
+        host_ipc: pod.host_ipc.unwrap_or(false),
+        host_paths: host_paths(ctx, pod, c)?,
         ..ContainerSpec::default()
     })
+}
+
+/// The container's `volumeMounts` of the pod's `hostPath` volumes, in
+/// mount order; other volume types are refused at their key.
+fn host_paths(
+    ctx: &Ctx<'_>,
+    pod: &core::PodSpec,
+    c: &core::Container,
+) -> Result<Vec<HostPathMount>, ManifestError> {
+    let mut volumes: BTreeMap<&str, &str> = BTreeMap::new();
+    for (i, v) in pod.volumes.iter().flatten().enumerate() {
+        let at = index_path(&format!("{POD}.volumes"), i);
+        fields::VOLUME.check(ctx, &at, v)?;
+        let Some(h) = &v.host_path else {
+            return Err(ctx.at_value(
+                &at,
+                "a hostPath is required: it is the only volume type Skein supports",
+            ));
+        };
+        fields::HOST_PATH.check(ctx, &format!("{at}.hostPath"), h)?;
+        if let Some(why) = mount_path_problem(&h.path) {
+            return Err(ctx.at_value(&format!("{at}.hostPath.path"), why));
+        }
+        if v.name.is_empty() {
+            return Err(ctx.at_value(&at, "a name is required (volumeMounts refer to it)"));
+        }
+        if volumes.insert(&v.name, &h.path).is_some() {
+            return Err(ctx.at_value(
+                &format!("{at}.name"),
+                format!("volume name {:?} is used twice", v.name),
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
+        let at = index_path(&format!("{CONTAINER}.volumeMounts"), i);
+        fields::VOLUME_MOUNT.check(ctx, &at, m)?;
+        let Some(host) = volumes.get(m.name.as_str()) else {
+            return Err(ctx.at_value(
+                &format!("{at}.name"),
+                format!(
+                    "no volume named {:?} in {POD}.volumes (declare it with a hostPath)",
+                    m.name
+                ),
+            ));
+        };
+        if let Some(why) = mount_path_problem(&m.mount_path) {
+            return Err(ctx.at_value(&format!("{at}.mountPath"), why));
+        }
+        out.push(HostPathMount {
+            host: (*host).to_string(),
+            container: m.mount_path.clone(),
+            read_only: m.read_only.unwrap_or(false),
+        });
+    }
+    Ok(out)
 }
 
 /// A user or group id at `path`.
@@ -90,7 +155,8 @@ fn security(
         let path = index_path(&format!("{pod_base}.supplementalGroups"), i);
         groups.extend(id(ctx, &path, Some(*g))?);
     }
-    // Without volumes, fsGroup's one effect is a supplementary group.
+    // Skein changes no volume ownership (nor does Kubernetes for hostPath):
+    // fsGroup's one effect is a supplementary group.
     if let Some(g) = id(ctx, &format!("{pod_base}.fsGroup"), p.fs_group)? {
         if !groups.contains(&g) {
             groups.push(g);
