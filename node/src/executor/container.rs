@@ -115,7 +115,10 @@ pub fn non_root_violation(spec: &JobSpec, image_user: &str) -> Option<String> {
 /// placement, or a node restarted without its `--allow-*` flags); `None`
 /// when it may.
 pub fn host_access_refusal(spec: &JobSpec, allowed: &HostAccess) -> Option<String> {
-    let missing = allowed.missing(&spec.container);
+    let mut missing = allowed.missing(&spec.container);
+    if missing.is_empty() {
+        missing = symlink_escapes(spec, allowed);
+    }
     if missing.is_empty() {
         return None;
     }
@@ -126,6 +129,59 @@ pub fn host_access_refusal(spec: &JobSpec, allowed: &HostAccess) -> Option<Strin
         missing.join(", "),
         allowed.describe()
     ))
+}
+
+/// The host-path mounts of `spec` that leave every allowed directory once
+/// symlinks are resolved on this host: Docker follows links, so a link
+/// inside an allowed directory must not open the rest of the host. (The
+/// agent runs beside its Docker Engine; a remote engine's disk is not
+/// seen here.)
+pub fn symlink_escapes(spec: &JobSpec, allowed: &HostAccess) -> Vec<String> {
+    if spec.container.host_paths.is_empty() {
+        return Vec::new();
+    }
+    let resolved = HostAccess {
+        host_paths: allowed
+            .host_paths
+            .iter()
+            .map(|d| resolve(d).display().to_string())
+            .collect(),
+        ..allowed.clone()
+    };
+    spec.container
+        .host_paths
+        .iter()
+        .filter_map(|m| {
+            let real = resolve(&m.host);
+            (!resolved.allows_path(&real.display().to_string())).then(|| {
+                format!(
+                    "hostPath {} (a symlink to {}, outside what is allowed)",
+                    m.host,
+                    real.display()
+                )
+            })
+        })
+        .collect()
+}
+
+/// `path` with symlinks resolved: its deepest existing ancestor
+/// canonicalised, the missing rest (Docker creates it) appended.
+fn resolve(path: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(path);
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 /// Docker name of an allocation's container. Docker enforces unique
@@ -280,6 +336,43 @@ pub fn create_body(
         exposed_ports: Some(exposed),
         host_config: Some(host_config),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod symlink_tests {
+    use super::*;
+    use skein_protocol::spec::HostPathMount;
+
+    #[test]
+    fn a_symlink_out_of_an_allowed_directory_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let ok = root.path().join("ok");
+        let secret = root.path().join("secret");
+        std::fs::create_dir_all(&ok).unwrap();
+        std::fs::create_dir_all(&secret).unwrap();
+        std::os::unix::fs::symlink(&secret, ok.join("link")).unwrap();
+        let allowed = HostAccess {
+            privileged: false,
+            host_paths: vec![ok.display().to_string()],
+        };
+        let mut spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "name": "web", "replicas": 1, "image": "img"
+        }))
+        .unwrap();
+        let mount = |host: std::path::PathBuf| HostPathMount {
+            host: host.display().to_string(),
+            container: "/data".into(),
+            read_only: false,
+        };
+        spec.container.host_paths = vec![mount(ok.join("plain"))];
+        assert_eq!(host_access_refusal(&spec, &allowed), None);
+        spec.container.host_paths = vec![mount(ok.join("link").join("below"))];
+        let msg = host_access_refusal(&spec, &allowed).unwrap();
+        assert!(
+            msg.contains("a symlink to") && msg.contains("secret"),
+            "{msg}"
+        );
     }
 }
 
