@@ -113,6 +113,16 @@ fn sigterm_to_the_leader_lets_the_others_elect_one_and_take_writes() {
         (voters == 3 && nodes.iter().all(|n| n["health"] == "ready")).then_some(())
     });
     let leader = poll_until("a leader", WAIT, || leader_of(&agents, 0));
+    // `node ls` counts the voters of a joint configuration too: stopping the
+    // only old voter then would leave the others unable to elect. The
+    // leader says when the change committed in full.
+    poll_until("the voter change committed", WAIT, || {
+        agents[leader]
+            .log_tail(400)
+            .lines()
+            .any(|l| l.contains("raft voters changed") && l.matches(',').count() >= 2)
+            .then_some(())
+    });
     let old_leader = agents[leader].node_id().to_string();
 
     let t0 = Instant::now();
