@@ -187,7 +187,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let out = rt.block_on(run(cli));
+    // A blocking task stuck on Docker or the disk must not hold the exit up
+    // (the agent bounds its shutdown; dropping the runtime would wait).
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    match out {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

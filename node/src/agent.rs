@@ -2,11 +2,17 @@
 //! Docker, and runs the gossip, executor, healing and voter loops and the
 //! API until shutdown. The only module that knows how the others are wired.
 //!
-//! It also stops the node, with an error (non-zero exit), when a watchdog
-//! ([`crate::guard`]) finds it can no longer work safely: its data dir
-//! vanished, its Raft stopped, or an older process runs with its node id.
+//! Every loop runs under a [`Supervisor`]: restarted with backoff when it
+//! fails, or stopping the node when it cannot be restarted. The node also
+//! stops, with an error (non-zero exit), when a watchdog ([`crate::guard`])
+//! finds it can no longer work safely: its data dir vanished, its Raft
+//! stopped, or an older process runs with its node id.
+//!
+//! Shutdown (asked, or on a fatal error) is ordered and bounded by
+//! [`SHUTDOWN_BOUND`]: see [`Stopping::run`].
 
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -36,6 +42,7 @@ use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
 use crate::secrets::SecretBox;
 use crate::state::{node_id_str, ClusterState, NodeId};
+use crate::supervise::Supervisor;
 use crate::{api, assignments, inbound};
 
 /// Everything `skein agent` can be told.
@@ -346,8 +353,9 @@ pub async fn run(
         known,
     ));
     drop(token);
-    let router = api::router(ctx.clone(), auth.clone());
-    let mut tasks = tokio::task::JoinSet::new();
+    let drain = api::drain::Drain::new();
+    let router = api::router(ctx.clone(), auth.clone(), drain.clone());
+    let mut loops = Supervisor::new(fatal.clone());
 
     // Services: DNS and routing mesh answer from tables built from gossip.
     let mut dns_listen = cfg.dns.clone();
@@ -378,9 +386,21 @@ pub async fn run(
             Ok(server) => {
                 info!(%addr, "dns listening");
                 dns_bound.push(addr);
-                tasks.spawn(async move {
-                    if let Err(e) = server.run().await {
-                        warn!(%addr, error = %e, "dns server stopped");
+                // The first run uses the socket bound above (so that a taken
+                // address is known now); a restart binds afresh.
+                let mut bound = Some(server);
+                let (rx, up, relay) = (dns_rx.clone(), upstream.clone(), relay.clone());
+                loops.restart(format!("dns {addr}"), move || {
+                    let first = bound.take();
+                    let (rx, up, relay) = (rx.clone(), up.clone(), relay.clone());
+                    async move {
+                        let server = match first {
+                            Some(s) => Ok(s),
+                            None => crate::dns::bind_with(vec![addr], rx, up, relay).await,
+                        };
+                        if let Err(e) = async { server?.run().await }.await {
+                            warn!(%addr, error = %e, "dns server stopped");
+                        }
                     }
                 });
             }
@@ -389,35 +409,66 @@ pub async fn run(
     }
     // Containers only get a resolver that answers.
     let container_dns = container_dns.filter(|ip| dns_bound.contains(&SocketAddr::new(*ip, 53)));
-    tasks.spawn(crate::routing::run(cfg.routing_ip, routing_rx));
-    tasks.spawn(crate::services::run(
-        ctx.membership.clone(),
-        dns_tx,
-        routing_tx,
-    ));
-    let mesh_events = guard::guard_inbound(ctx.clone(), mesh_events, fatal.clone());
-    tasks.spawn(inbound::run(ctx.clone(), router.clone(), mesh_events));
-    tasks.spawn(api::auth::run(auth, ctx.clone()));
-    tasks.spawn(guard::watch_data_dir(data_dir_mark, fatal.clone()));
-    tasks.spawn(guard::watch_raft(ctx.clone(), fatal.clone()));
-    tasks.spawn(guard::watch_storage(ctx.clone()));
+    let routing_ip = cfg.routing_ip;
+    loops.restart("routing", move || {
+        crate::routing::run(routing_ip, routing_rx.clone())
+    });
+    let services = (ctx.membership.clone(), dns_tx, routing_tx);
+    loops.restart("services", move || {
+        crate::services::run(services.0.clone(), services.1.clone(), services.2.clone())
+    });
+    // The mesh hands its event receiver out once: neither the guard in
+    // front of `inbound` nor `inbound` itself can be started again.
+    let (admit, mesh_events) = guard::guard_inbound(ctx.clone(), mesh_events, fatal.clone());
+    loops.essential("mesh guard", admit);
+    loops.essential(
+        "inbound",
+        inbound::run(ctx.clone(), router.clone(), mesh_events),
+    );
+    {
+        let ctx = ctx.clone();
+        loops.restart("auth", move || api::auth::run(auth.clone(), ctx.clone()));
+    }
+    {
+        let fatal = fatal.clone();
+        loops.restart("data dir watch", move || {
+            guard::watch_data_dir(data_dir_mark.clone(), fatal.clone())
+        });
+    }
+    {
+        let (ctx, fatal) = (ctx.clone(), fatal.clone());
+        loops.restart("raft watch", move || {
+            guard::watch_raft(ctx.clone(), fatal.clone())
+        });
+    }
+    restart_with_ctx(&mut loops, &ctx, "storage watch", guard::watch_storage);
+    // The mesh accepts the image protocol once per node life.
     let images = ctx.images.clone();
-    tasks.spawn(async move { images.serve().await });
-    tasks.spawn(publish_loop(ctx.clone(), endpoint_ip));
-    tasks.spawn(crate::events::watch_cluster(ctx.clone()));
-    tasks.spawn(crate::events::backfill(ctx.clone()));
-    tasks.spawn(crate::executor::stats::run(
-        ctx.docker.clone(),
-        id,
-        ctx.usage.clone(),
-        cfg.stats_interval,
-    ));
-    tasks.spawn(health_loop(ctx.clone()));
-    tasks.spawn(assignments::run(
-        ctx.clone(),
-        cfg.data_dir.clone(),
-        synced_tx,
-    ));
+    loops.essential("image copies", async move { images.serve().await });
+    {
+        let ctx = ctx.clone();
+        loops.restart("publish", move || publish_loop(ctx.clone(), endpoint_ip));
+    }
+    restart_with_ctx(
+        &mut loops,
+        &ctx,
+        "cluster events",
+        crate::events::watch_cluster,
+    );
+    loops.once("event backfill", crate::events::backfill(ctx.clone()));
+    {
+        let (docker, usage, interval) = (ctx.docker.clone(), ctx.usage.clone(), cfg.stats_interval);
+        loops.restart("stats", move || {
+            crate::executor::stats::run(docker.clone(), id, usage.clone(), interval)
+        });
+    }
+    restart_with_ctx(&mut loops, &ctx, "health", health_loop);
+    {
+        let (ctx, dir) = (ctx.clone(), cfg.data_dir.clone());
+        loops.restart("assignments", move || {
+            assignments::run(ctx.clone(), dir.clone(), synced_tx.clone())
+        });
+    }
     let executor_cfg = ExecutorConfig {
         container_dns,
         // Explicit endpoint address: Docker publishes there (it may live in
@@ -425,36 +476,152 @@ pub async fn run(
         probe_ip: cfg.endpoint_ip,
         ..cfg.executor.clone()
     };
-    tasks.spawn(executor_when_synced(ctx.clone(), synced_rx, executor_cfg));
-    tasks.spawn(heal_loop(ctx.clone(), control, id));
-    tasks.spawn(voters::run(ctx.clone(), cfg.voter_grace));
+    {
+        let ctx = ctx.clone();
+        loops.restart("executor", move || {
+            executor_when_synced(ctx.clone(), synced_rx.clone(), executor_cfg.clone())
+        });
+    }
+    {
+        let ctx = ctx.clone();
+        loops.restart("healing", move || {
+            heal_loop(ctx.clone(), control.clone(), id)
+        });
+    }
+    {
+        let (ctx, grace) = (ctx.clone(), cfg.voter_grace);
+        loops.restart("voters", move || voters::run(ctx.clone(), grace));
+    }
 
     write_atomically(&cfg.data_dir.join(API_ADDR_FILE), &api_addr.to_string())?;
     info!(addr = %api_addr, data_dir = %cfg.data_dir.display(), "api listening");
-    let stop = {
-        let fatal = fatal.clone();
-        async move {
-            tokio::select! {
-                () = shutdown => {},
-                () = fatal.raised() => {},
-            }
-        }
+    let (close_api, api_closed) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = api_closed.await;
+            })
+            .into_future(),
+    );
+    let ended = tokio::select! {
+        () = shutdown => None,
+        () = fatal.raised() => None,
+        r = &mut server => Some(r),
     };
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await;
-    info!("shutting down");
-    tasks.abort_all();
+    let why = match (&ended, fatal.reason()) {
+        (_, Some(reason)) => reason,
+        (Some(_), None) => "the API server stopped".to_string(),
+        (None, None) => "asked to stop".to_string(),
+    };
+    info!(why = %why, bound = ?SHUTDOWN_BOUND, "shutting down: refusing writes, containers keep running");
+    let parts = Stopping {
+        ctx: ctx.clone(),
+        drain,
+        loops,
+        close_api,
+        server: ended.is_none().then_some(server),
+        graceful: fatal.reason().is_none(),
+    };
+    let in_time = tokio::time::timeout(SHUTDOWN_BOUND, parts.run())
+        .await
+        .is_ok();
     // Storage retries end here, so that no blocking thread outlives the node.
     ctx.storage.close();
-    if let Err(e) = raft.shutdown().await {
-        warn!(error = %e, "raft shutdown");
-    }
-    served?;
     if let Some(reason) = fatal.reason() {
         bail!("{reason}");
     }
+    match ended {
+        Some(Ok(Err(e))) => return Err(e).context("the API server failed"),
+        Some(Err(e)) => bail!("the API server panicked: {e}"),
+        Some(Ok(Ok(()))) => bail!("the API server stopped by itself"),
+        None => {}
+    }
+    if !in_time {
+        bail!(
+            "shutdown did not finish within {SHUTDOWN_BOUND:?}: stopped anyway (containers keep running)"
+        );
+    }
+    info!("stopped");
     Ok(())
+}
+
+/// How long the ordered shutdown may take before the node exits anyway:
+/// with the CLI's last half second for blocking tasks, the process is gone
+/// within 5 s of the signal (well under the systemd unit's `TimeoutStopSec`).
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(4);
+/// Of which: the longest wait for writes already admitted to commit.
+const LAST_WRITES: Duration = Duration::from_secs(2);
+
+/// What a stopping node still has to close, in order.
+struct Stopping {
+    ctx: Arc<NodeCtx>,
+    drain: api::drain::Drain,
+    loops: Supervisor,
+    close_api: tokio::sync::oneshot::Sender<()>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Asked to stop (rather than stopping on a fatal error): let admitted
+    /// writes finish first.
+    graceful: bool,
+}
+
+impl Stopping {
+    /// Refuses new writes, lets the admitted ones commit, steps down from
+    /// Raft (a leader stops its heartbeats, so the others elect one within
+    /// an election timeout; openraft 0.9 has no leadership transfer), stops
+    /// the loops, leaves the mesh and closes the API. Containers are left
+    /// alone: the executor only removes what its assignments no longer
+    /// hold, and it is stopped, not told that nothing is assigned.
+    async fn run(self) {
+        let Stopping {
+            ctx,
+            drain,
+            loops,
+            close_api,
+            server,
+            graceful,
+        } = self;
+        drain.begin();
+        if graceful
+            && tokio::time::timeout(LAST_WRITES, drain.writes_done())
+                .await
+                .is_err()
+        {
+            warn!(waited = ?LAST_WRITES, "writes still running: stepping down without them");
+        }
+        if ctx.is_leader() {
+            info!("this node leads: stepping down so that the others elect a new leader");
+        }
+        let runtime = ctx.raft.runtime_config();
+        runtime.heartbeat(false);
+        runtime.elect(false);
+        if let Err(e) = ctx.raft.shutdown().await {
+            warn!(error = %e, "raft shutdown");
+        }
+        loops.shutdown(Duration::from_secs(1)).await;
+        ctx.mesh.shutdown().await;
+        // Reads still in flight (or long polls) get what is left of the bound.
+        let _ = close_api.send(());
+        if let Some(server) = server {
+            match server.await {
+                Ok(Err(e)) => warn!(error = %e, "api server"),
+                Err(e) => warn!(error = %e, "api server task"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+}
+
+/// Supervises `f(ctx)` as a restartable loop.
+fn restart_with_ctx<Fut>(
+    loops: &mut Supervisor,
+    ctx: &Arc<NodeCtx>,
+    name: &str,
+    f: fn(Arc<NodeCtx>) -> Fut,
+) where
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let ctx = ctx.clone();
+    loops.restart(name, move || f(ctx.clone()));
 }
 
 fn load_cluster_key(cfg: &AgentConfig) -> Result<libp2p::pnet::PreSharedKey> {
@@ -570,7 +737,9 @@ fn first_routable_ip(addrs: &[libp2p::Multiaddr]) -> Option<IpAddr> {
 /// Publishes this node's status twice a second (and re-reads Docker
 /// inventory every few seconds).
 async fn publish_loop(ctx: Arc<NodeCtx>, endpoint_ip: IpAddr) {
-    let mut seq: u64 = 0;
+    // Peers drop statuses older than the last they saw: a restarted loop
+    // goes on from where the last one stopped.
+    let mut seq: u64 = ctx.membership.local_seq();
     let mut last_cut = None;
     let mut last_inventory = tokio::time::Instant::now();
     let mut board_changes = ctx.board.subscribe();
@@ -774,4 +943,18 @@ fn load_or_create_node_id(dir: &Path) -> Result<NodeId> {
 fn write_atomically(path: &Path, contents: &str) -> Result<()> {
     crate::files::write_durably(path, contents.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Loops belong to the supervisor: the only task `agent.rs` spawns by
+    /// itself is the API server, whose end `run` awaits.
+    #[test]
+    fn agent_spawns_no_unsupervised_loop() {
+        let src = include_str!("agent.rs");
+        let bare = ["tokio", "::spawn("].concat();
+        let sets = ["JoinSet", "::new("].concat();
+        assert_eq!(src.matches(&bare).count(), 1, "a bare spawn in agent.rs");
+        assert_eq!(src.matches(&sets).count(), 0, "an unsupervised JoinSet");
+    }
 }

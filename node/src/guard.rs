@@ -185,14 +185,18 @@ pub async fn watch_storage(ctx: Arc<NodeCtx>) {
 /// another identity holds: such statuses are dropped (and the duplicate
 /// reported), Raft RPCs sent under another peer's node id are refused,
 /// and a status showing that an older process runs with this node's own
-/// id stops this node.
+/// id stops this node. Returns the filtering loop (for the caller to
+/// supervise) and the receiver of what passes.
 pub fn guard_inbound(
     ctx: Arc<NodeCtx>,
     mut events: mpsc::Receiver<MeshEvent>,
     fatal: Fatal,
-) -> mpsc::Receiver<MeshEvent> {
+) -> (
+    impl std::future::Future<Output = ()> + Send + 'static,
+    mpsc::Receiver<MeshEvent>,
+) {
     let (tx, out) = mpsc::channel(1024);
-    tokio::spawn(async move {
+    let filter = async move {
         while let Some(ev) = events.recv().await {
             let pass = match &ev {
                 MeshEvent::Status { status, .. } => admit_status(&ctx, status, &fatal).await,
@@ -218,8 +222,8 @@ pub fn guard_inbound(
                 return;
             }
         }
-    });
-    out
+    };
+    (filter, out)
 }
 
 /// Whether a status may reach gossip.

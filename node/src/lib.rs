@@ -28,3 +28,4 @@ pub mod scheduler;
 pub mod secrets;
 pub mod services;
 pub mod state;
+pub mod supervise;

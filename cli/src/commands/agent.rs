@@ -368,23 +368,55 @@ fn hostname() -> String {
         .unwrap_or_else(|| "skein-node".to_string())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+/// Resolves on the first SIGTERM or Ctrl-C; a second one exits the process
+/// at once (non-zero), without waiting for the graceful shutdown.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    let (first, stop) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut first = Some(first);
+        #[cfg(unix)]
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+                None
+            }
+        };
+        loop {
+            #[cfg(unix)]
+            let sigterm = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
             };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+            #[cfg(not(unix))]
+            let sigterm = std::future::pending::<()>();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                () = sigterm => {},
+            }
+            match first.take() {
+                Some(tx) => {
+                    tracing::info!("stop signal received (send another to exit at once)");
+                    let _ = tx.send(());
+                }
+                None => {
+                    tracing::error!(
+                        "second stop signal: exiting at once, without finishing the shutdown"
+                    );
+                    std::process::exit(1);
+                }
+            }
         }
+    });
+    async move {
+        // The sender lives as long as the listening task: an error here
+        // would mean that task died, so stop rather than run unstoppable.
+        let _ = stop.await;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

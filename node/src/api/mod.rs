@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod dashboard;
+pub mod drain;
 pub mod error;
 pub mod forward;
 pub mod guard;
@@ -39,10 +40,11 @@ pub use error::ApiErr;
 
 type Ctx = State<Arc<NodeCtx>>;
 
-/// The API router. Layers, outermost first: JSON error bodies, the body
-/// limit, the cross-site guard (`Origin`, JSON content type), the token
-/// check, forwarding to the leader.
-pub fn router(ctx: Arc<NodeCtx>, auth: Arc<auth::Auth>) -> Router {
+/// The API router. Layers, outermost first: JSON error bodies, refusing
+/// writes while the node shuts down, the body limit, the cross-site guard
+/// (`Origin`, JSON content type), the token check, forwarding to the
+/// leader.
+pub fn router(ctx: Arc<NodeCtx>, auth: Arc<auth::Auth>, drain: drain::Drain) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/nodes", get(nodes))
@@ -82,6 +84,7 @@ pub fn router(ctx: Arc<NodeCtx>, auth: Arc<auth::Auth>) -> Router {
         .layer(axum::middleware::from_fn_with_state(auth, auth::check))
         .layer(axum::middleware::from_fn(guard::check))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(drain, drain::check))
         .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(ctx)
 }

@@ -158,7 +158,8 @@ async fn step(ctx: &NodeCtx, grace: Duration) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(",")
     };
-    info!(from = %show(&current), to = %show(&next), "changing raft voters");
+    let to = show(&next);
+    info!(from = %show(&current), to = %to, "changing raft voters");
     tokio::time::timeout(
         Duration::from_secs(15),
         ctx.raft.change_membership(next, false),
@@ -166,6 +167,8 @@ async fn step(ctx: &NodeCtx, grace: Duration) -> Result<(), String> {
     .await
     .map_err(|_| "membership change did not commit in 15s".to_string())?
     .map_err(|e| e.to_string())?;
+    // Both phases (joint, then the new set alone) are committed now.
+    info!(voters = %to, "raft voters changed");
     Ok(())
 }
 
