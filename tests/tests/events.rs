@@ -62,7 +62,10 @@ fn events_top_and_usage_metrics_across_nodes() {
     let node1_id = c.node(1).node_id().to_string();
     let stream = c
         .node(observer)
-        .cli_stream(&["-o", "json", "events", "-f", "--tail", "0"]);
+        // Recent history too: the stream may start after the placements
+        // on a loaded machine; the checks below pick this test's events
+        // (unique job names, or those after a mark).
+        .cli_stream(&["-o", "json", "events", "-f", "--tail", "500"]);
 
     let crash = unique_name("crash");
     let busy = unique_name("busy");
@@ -168,10 +171,12 @@ fn events_top_and_usage_metrics_across_nodes() {
 
     // The leader dies: a new leader reports its election and the death.
     let old = format!("node{leader}");
+    let mark = seen.len();
     c.kill(leader);
     collect_until(&stream, &mut seen, "leader_elected and node_down", |s| {
-        has(s, "leader_elected", |e| e["node"] != old.as_str())
-            && has(s, "node_down", |e| e["node"] == old.as_str())
+        let after = &s[mark.min(s.len())..];
+        has(after, "leader_elected", |e| e["node"] != old.as_str())
+            && has(after, "node_down", |e| e["node"] == old.as_str())
     });
 
     // It comes back with an empty journal and copies a peer's history:
@@ -188,8 +193,11 @@ fn events_top_and_usage_metrics_across_nodes() {
             (l.as_array()?.len() == 1).then_some(())
         },
     );
+    let mark = seen.len();
     collect_until(&stream, &mut seen, "node_up of the restarted node", |s| {
-        has(s, "node_up", |e| e["node"] == old.as_str())
+        has(&s[mark.min(s.len())..], "node_up", |e| {
+            e["node"] == old.as_str()
+        })
     });
 }
 
