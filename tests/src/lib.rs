@@ -1557,6 +1557,18 @@ impl LoopbackPair {
         }
     }
 
+    /// Starts one more agent that joins the pair's cluster (a third node,
+    /// say); the caller keeps it, and drops it before the pair.
+    #[track_caller]
+    pub fn join(&self, opts: AgentOpts) -> Agent {
+        Agent::start(
+            opts.arg("--join")
+                .arg(&self.seed)
+                .arg("--cluster-key")
+                .arg(&self.cluster_key().display().to_string()),
+        )
+    }
+
     /// Waits until `a` lists both nodes as ready.
     #[track_caller]
     pub fn wait_joined(&self, timeout: Duration) {

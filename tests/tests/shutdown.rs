@@ -65,7 +65,7 @@ fn sigterm_exits_zero_in_time_leaves_containers_and_a_restart_adopts_them() {
 }
 
 /// Index of the agent that `agents[on]` says leads.
-fn leader_of(agents: &[Agent], on: usize) -> Option<usize> {
+fn leader_of(agents: &[&mut Agent], on: usize) -> Option<usize> {
     let (code, body) = agents[on].http_get("/v1/status");
     if code != 200 {
         return None;
@@ -78,9 +78,6 @@ fn leader_of(agents: &[Agent], on: usize) -> Option<usize> {
 #[test]
 fn sigterm_to_the_leader_lets_the_others_elect_one_and_take_writes() {
     require_demo_image();
-    let _permit = acquire_cluster_permit();
-    let mesh = reserve_port_range();
-    let seed = format!("127.0.0.1:{}", mesh.first);
     let common = |o: AgentOpts| {
         o.arg("--container-dns")
             .arg("none")
@@ -89,20 +86,10 @@ fn sigterm_to_the_leader_lets_the_others_elect_one_and_take_writes() {
             .arg("--dead-after")
             .arg("20s")
     };
-    let first = Agent::start(common(AgentOpts::named("a")).arg("--mesh").arg(&seed));
-    first.wait_for_leader(WAIT);
-    let key = first.data_dir().join("cluster.key");
-    let key = key.to_str().expect("utf-8 path").to_string();
-    let mut agents = vec![first];
-    for name in ["b", "c"] {
-        agents.push(Agent::start(
-            common(AgentOpts::named(name))
-                .arg("--join")
-                .arg(&seed)
-                .arg("--cluster-key")
-                .arg(&key),
-        ));
-    }
+    let mut pair =
+        LoopbackPair::start(common(AgentOpts::named("a")), common(AgentOpts::named("b")));
+    let mut third = pair.join(common(AgentOpts::named("c")));
+    let mut agents: Vec<&mut Agent> = vec![&mut pair.a, &mut pair.b, &mut third];
     poll_until("three voters, one leader", WAIT, || {
         let nodes = agents[0].cli_json(&["node", "ls"]);
         let nodes = nodes.as_array()?;

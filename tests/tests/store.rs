@@ -424,13 +424,7 @@ fn a_leader_with_a_full_disk_steps_down_and_the_cluster_keeps_writing() {
         dns_off(AgentOpts::named("full-a")).data_tmpfs(4 * 1024 * 1024),
         dns_off(AgentOpts::named("full-b")),
     );
-    let c = Agent::start(
-        dns_off(AgentOpts::named("full-c"))
-            .arg("--join")
-            .arg(p.seed())
-            .arg("--cluster-key")
-            .arg(p.cluster_key().to_str().unwrap()),
-    );
+    let c = p.join(dns_off(AgentOpts::named("full-c")));
     let (a, b) = (&p.a, &p.b);
     poll_until("three voters", WAIT, || {
         let nodes = a.cli_json(&["node", "ls"]);
