@@ -53,7 +53,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::{
@@ -715,43 +714,13 @@ fn docker_cmd(host: &str, args: &[&str]) -> Command {
 /// out (then it is SIGKILLed). For clean-up code that runs during unwinding,
 /// where a second panic would abort the test process.
 pub(crate) fn run_quietly(cmd: &mut Command, timeout: Duration) -> Result<CliOutput, String> {
-    let command = describe(cmd);
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run `{command}`: {e}"))?;
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(out)) => {
-            let o = CliOutput {
-                command,
-                status: out.status,
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            };
-            if o.success() {
-                Ok(o)
-            } else {
-                Err(o.to_string())
-            }
-        }
-        Ok(Err(e)) => Err(format!("waiting for `{command}`: {e}")),
-        Err(_) => {
-            // Not reaped yet, so the pid is still the child's.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-            let _ = rx.recv();
-            Err(format!(
-                "`{command}` timed out after {timeout:?} and was killed"
-            ))
-        }
+    match crate::run_captured(cmd, None, timeout)? {
+        (o, false) if o.success() => Ok(o),
+        (o, false) => Err(o.to_string()),
+        (o, true) => Err(format!(
+            "`{}` timed out after {timeout:?} and was killed",
+            o.command
+        )),
     }
 }
 

@@ -426,13 +426,40 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> CliOutput {
 /// panicking: for calls that may legitimately hang for a while, e.g. a write
 /// during a leader election.
 pub fn try_run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<CliOutput, CliOutput> {
+    match run_captured(cmd, None, timeout) {
+        Ok((o, false)) => Ok(o),
+        Ok((o, true)) => Err(o),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Runs `cmd` with `input` on its stdin (or stdin closed), output captured,
+/// for at most `timeout`, then SIGKILLs it: what it printed and whether it
+/// timed out, or why it could not run. Never panics, so clean-up code
+/// during unwinding can use it too; `input` is written from its own
+/// thread, so a child that does not read cannot block the caller.
+pub(crate) fn run_captured(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<(CliOutput, bool), String> {
     let command = describe(cmd);
-    let child = cmd
-        .stdin(Stdio::null())
+    let mut child = cmd
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run `{command}`: {e}"));
+        .map_err(|e| format!("cannot run `{command}`: {e}"))?;
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -446,21 +473,20 @@ pub fn try_run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<CliO
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGKILL);
             }
-            (rx.recv().expect("waiter thread vanished"), true)
+            match rx.recv() {
+                Ok(r) => (r, true),
+                Err(_) => return Err(format!("waiting for `{command}`: the waiter vanished")),
+            }
         }
     };
-    let out = out.unwrap_or_else(|e| panic!("waiting for `{command}`: {e}"));
+    let out = out.map_err(|e| format!("waiting for `{command}`: {e}"))?;
     let o = CliOutput {
         command,
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
-    if timed_out {
-        Err(o)
-    } else {
-        Ok(o)
-    }
+    Ok((o, timed_out))
 }
 
 // ---------------------------------------------------------------------------

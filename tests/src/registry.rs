@@ -26,7 +26,6 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::{run_with_timeout, try_poll_until, CliOutput, COMMAND_TIMEOUT, HTTP_TIMEOUT};
@@ -386,41 +385,10 @@ fn free_port() -> u16 {
 /// captured; SIGKILLed after `timeout` (then this panics). The command line is
 /// reported, `input` never is.
 pub fn run_with_stdin(mut cmd: Command, input: &[u8], timeout: Duration) -> CliOutput {
-    let command = crate::describe(&cmd);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run `{command}`: {e}"));
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let input = input.to_vec();
-    // A separate thread, so a child that does not read cannot block us.
-    std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(timeout) {
-        Ok(r) => r,
-        Err(_) => {
-            // Not reaped yet, so the pid is still the child's.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-            let _ = rx.recv();
-            panic!("`{command}` timed out after {timeout:?} and was killed");
-        }
-    };
-    let out = out.unwrap_or_else(|e| panic!("waiting for `{command}`: {e}"));
-    CliOutput {
-        command,
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    match crate::run_captured(&mut cmd, Some(input), timeout) {
+        Ok((o, false)) => o,
+        Ok((o, true)) => panic!("`{}` timed out after {timeout:?} and was killed", o.command),
+        Err(e) => panic!("{e}"),
     }
 }
 
