@@ -112,16 +112,6 @@ pub struct ImagesTuning {
     pub pull_timeout: Duration,
 }
 
-impl Default for ImagesTuning {
-    fn default() -> Self {
-        Self {
-            max_fetches: 3,
-            max_uploads: 2,
-            pull_timeout: Duration::from_secs(30 * 60),
-        }
-    }
-}
-
 /// Which resolver containers get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContainerDns {
@@ -300,10 +290,11 @@ pub async fn run(
         "node starting"
     );
 
+    let bridge = docker_bridge(&ctx.docker).await;
     let container_dns = match cfg.container_dns {
         ContainerDns::Off => None,
         ContainerDns::Ip(ip) => Some(ip),
-        ContainerDns::Auto => docker_gateway(&ctx.docker).await,
+        ContainerDns::Auto => bridge_gateway(&bridge),
     };
     let endpoint_ip = cfg
         .endpoint_ip
@@ -369,7 +360,7 @@ pub async fn run(
     let (routing_tx, routing_rx) = watch::channel(Arc::new(crate::routing::RoutingTable::new()));
     let exclude: Vec<IpAddr> = dns_listen.iter().map(SocketAddr::ip).collect();
     let upstream = crate::dns::system_upstreams(&exclude);
-    let mut relay_networks = docker_subnets(&ctx.docker).await;
+    let mut relay_networks = bridge_subnets(&bridge);
     relay_networks.extend(cfg.dns_relay_for.iter().copied());
     info!(networks = ?relay_networks, "dns relays other names for loopback and these networks only");
     let relay = crate::dns::RelayPolicy {
@@ -663,21 +654,24 @@ fn listeners(cfg: &AgentConfig, api: SocketAddr, mesh: &Mesh) -> Vec<(u16, Strin
     out
 }
 
-/// The subnets of the Docker bridge network: this node's containers ask
-/// its DNS from there.
-async fn docker_subnets(docker: &Docker) -> Vec<(IpAddr, u8)> {
-    let Ok(net) = docker
+/// The address configurations of the Docker bridge network (its gateway
+/// and subnets), read once at start; empty when Docker has none.
+async fn docker_bridge(docker: &Docker) -> Vec<bollard::models::IpamConfig> {
+    docker
         .inspect_network(
             "bridge",
             None::<bollard::query_parameters::InspectNetworkOptions>,
         )
         .await
-    else {
-        return Vec::new();
-    };
-    net.ipam
-        .and_then(|i| i.config)
+        .ok()
+        .and_then(|net| net.ipam?.config)
         .unwrap_or_default()
+}
+
+/// The subnets of the Docker bridge network: this node's containers ask
+/// its DNS from there.
+fn bridge_subnets(configs: &[bollard::models::IpamConfig]) -> Vec<(IpAddr, u8)> {
+    configs
         .iter()
         .filter_map(|c| crate::dns::parse_network(c.subnet.as_deref()?))
         .collect()
@@ -685,15 +679,7 @@ async fn docker_subnets(docker: &Docker) -> Vec<(IpAddr, u8)> {
 
 /// The Docker bridge's gateway: containers reach the host there, so the
 /// node's DNS listens on it for them.
-async fn docker_gateway(docker: &Docker) -> Option<IpAddr> {
-    let net = docker
-        .inspect_network(
-            "bridge",
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
-        .await
-        .ok()?;
-    let configs = net.ipam?.config?;
+fn bridge_gateway(configs: &[bollard::models::IpamConfig]) -> Option<IpAddr> {
     let gateway = configs
         .iter()
         .find_map(|c| c.gateway.as_ref()?.parse().ok());

@@ -141,8 +141,6 @@ struct Want {
     /// Key of the fetch table.
     key: String,
     policy: PullPolicy,
-    /// Pull from a registry first (not for pushes).
-    registry: bool,
     /// Known image id and extra holders (pushes).
     id: Option<String>,
     holders: Vec<NodeId>,
@@ -275,7 +273,6 @@ impl Images {
             image: image.to_string(),
             key: canonical(image),
             policy,
-            registry: true,
             id: None,
             holders: Vec::new(),
             tags: vec![canonical(image)],
@@ -302,7 +299,6 @@ impl Images {
             image: id.to_string(),
             key: id.to_string(),
             policy: PullPolicy::IfNotPresent,
-            registry: false,
             id: Some(id.to_string()),
             holders,
             tags,
@@ -484,7 +480,8 @@ impl Inner {
         attempt: u32,
     ) -> Result<(), PullFailure> {
         let mut failure = None;
-        if want.registry {
+        // A push names the image by id, which no registry serves: peers only.
+        if want.id.is_none() {
             match self.pull_from_registry(want, creds, attempt).await {
                 Ok(()) => return Ok(()),
                 Err(f) => {
