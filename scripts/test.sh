@@ -2,10 +2,11 @@
 # The project's full check, as CI runs it (.ci/run calls this):
 #
 #   1. scripts/build-demo-image.sh      (the offline demo image; fast if built)
-#   2. cargo build --workspace --all-targets
-#   3. cargo fmt --all -- --check
-#   4. cargo clippy --workspace --all-targets -- -D warnings
-#   5. cargo nextest run --workspace    (+ cargo test --doc; or cargo test
+#   2. scripts/build-old.sh             (earlier releases for the upgrade tests)
+#   3. cargo build --workspace --all-targets
+#   4. cargo fmt --all -- --check
+#   5. cargo clippy --workspace --all-targets -- -D warnings
+#   6. cargo nextest run --workspace    (+ cargo test --doc; or cargo test
 #      --workspace when cargo-nextest is not installed)
 #
 # A failing fmt or clippy phase does not stop the tests, but fails the run.
@@ -139,6 +140,11 @@ trap 'exit 143' TERM
 # clippy failure does not stop the tests (one CI run reports everything); the
 # script still fails at the end.
 phase demo-image scripts/build-demo-image.sh
+# Earlier releases for the upgrade tests (tests/src/old.rs lists them), in
+# the same cargo target dir before HEAD's build: dependencies compile once,
+# and HEAD's build then puts its own target/debug/skein back.
+mapfile -t OLD_COMMITS < <(grep -oP 'pub const \w+: &str = "\K[0-9a-f]{7,40}(?=";)' tests/src/old.rs | sort -u)
+phase old-builds scripts/build-old.sh --target-dir target "${OLD_COMMITS[@]}"
 phase build cargo build --workspace --all-targets
 rc=0
 phase fmt cargo fmt --all -- --check || rc=1

@@ -104,7 +104,7 @@ pub fn file(data_dir: &Path) -> PathBuf {
 /// The assignments saved by an earlier run, if any.
 pub fn load(data_dir: &Path) -> Option<ClusterState> {
     let bytes = std::fs::read(file(data_dir)).ok()?;
-    match skein_protocol::codec::decode_stored::<ClusterState>(&bytes) {
+    match crate::migrate::read_cluster_state(&bytes) {
         Ok(s) => Some(s),
         Err(e) => {
             warn!(error = %e, "ignoring unreadable saved assignments");

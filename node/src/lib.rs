@@ -22,6 +22,7 @@ pub mod inbound;
 pub mod membership;
 pub mod mesh;
 pub mod metrics;
+pub mod migrate;
 pub mod raft;
 pub mod routing;
 pub mod scheduler;

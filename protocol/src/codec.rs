@@ -1,12 +1,34 @@
-//! The one binary codec of Skein (bincode 2, serde mode).
+//! The one binary codec of Skein: a versioned envelope around MessagePack
+//! with named fields.
 //!
-//! Everything that crosses the mesh or lands in redb goes through these two
-//! functions, so swapping the codec touches one file. Decoding is bounded:
-//! a peer cannot make a node allocate more than [`MAX_MESSAGE_BYTES`].
-//! What a node wrote itself (Raft log entries, the applied state,
-//! snapshots) is read back with the larger [`MAX_STORED_BYTES`], well above
-//! what the write side lets into the state, so that everything a node
-//! acknowledged can always be loaded again at restart.
+//! Everything that crosses a process or outlives one (mesh requests and
+//! gossip, Raft log entries, snapshots, the applied state, saved
+//! assignments) goes through [`encode`] and [`decode`]. Each value is
+//!
+//! ```text
+//! "SK"  major:u8  minor:u8  MessagePack (structs as maps of field names,
+//!                           enum variants by name)
+//! ```
+//!
+//! **Why named fields:** types evolve append-only. A field added with
+//! `#[serde(default)]` is filled in when an older writer left it out, and
+//! an older reader skips fields it does not know; positional formats
+//! (bincode, which 0.1.0 used) can do neither. **Why the header:** a value
+//! from an incompatible future (a newer [`MAJOR`]) is refused with a
+//! message that says so instead of a confusing decode error, and a value
+//! using something new (a newer [`MINOR`], e.g. a new enum variant) that
+//! does not decode says which version wrote it. New variants are only
+//! written once every node reads them (the cluster's schema, kept in Raft).
+//!
+//! Decoding is bounded: the input is a slice already bounded by
+//! [`MAX_MESSAGE_BYTES`] (wire) or [`MAX_STORED_BYTES`] (a node's own
+//! storage); MessagePack lengths are checked against the bytes actually
+//! present, so a peer cannot make a node allocate more than it sent, and
+//! nesting is limited to [`MAX_DEPTH`] (no stack overflow on hostile
+//! input).
+//!
+//! [`decode_v0_1`] reads the positional bincode of Skein 0.1.0; only the
+//! data-dir migration uses it.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -21,78 +43,227 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// acknowledged the write unable to restart.
 pub const MAX_STORED_BYTES: usize = 64 * 1024 * 1024;
 
-fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>()
+/// Envelope magic.
+const MAGIC: [u8; 2] = *b"SK";
+/// Header length: magic, major, minor.
+pub const HEADER_LEN: usize = 4;
+
+/// Incompatible revisions of the encoding. A reader refuses a larger one.
+pub const MAJOR: u8 = 1;
+/// Compatible revisions within [`MAJOR`]: each adds fields (with defaults)
+/// or enum variants. Bump it with every such change of a wire or disk
+/// type, and gate writing a new variant on the cluster's schema.
+pub const MINOR: u8 = 0;
+
+/// Deepest nesting a decoded value may have (Skein's types nest about 12
+/// deep; the decoder recurses once per level).
+pub const MAX_DEPTH: usize = 64;
+
+/// A schema version: what a node reads and writes.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+pub struct Schema {
+    /// Incompatible revision.
+    pub major: u8,
+    /// Compatible revision.
+    pub minor: u8,
 }
 
-fn stored_config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_STORED_BYTES>()
+impl Schema {
+    /// The schema this build reads and writes.
+    pub const CURRENT: Schema = Schema {
+        major: MAJOR,
+        minor: MINOR,
+    };
+    /// The first versioned schema (Skein 0.2.0).
+    pub const FIRST: Schema = Schema { major: 1, minor: 0 };
+}
+
+impl Default for Schema {
+    /// The first versioned schema: what a record without the field was
+    /// written by.
+    fn default() -> Self {
+        Schema::FIRST
+    }
+}
+
+impl std::fmt::Display for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
 }
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    /// Encoding failed (a type serde cannot express in bincode).
+    /// Encoding failed (a type serde cannot express in MessagePack).
     #[error("encode: {0}")]
-    Encode(#[from] bincode::error::EncodeError),
-    /// Garbage, truncated or oversized input.
+    Encode(#[from] rmp_serde::encode::Error),
+    /// Garbage, truncated or oversized input, or a shape this build does
+    /// not know.
     #[error("decode: {0}")]
-    Decode(#[from] bincode::error::DecodeError),
-    /// Valid prefix followed by extra bytes.
+    Decode(String),
+    /// Not an envelope: no "SK" header (e.g. bincode of Skein 0.1.0).
+    #[error("decode: not a versioned Skein encoding (no header; written by Skein 0.1.0?)")]
+    Unversioned,
+    /// Written by an incompatible, newer build.
+    #[error(
+        "decode: encoded with schema {found}, which this node (schema {}) cannot read: \
+         upgrade this node",
+        Schema::CURRENT
+    )]
+    NewerMajor {
+        /// The header's schema.
+        found: Schema,
+    },
+    /// Valid value followed by extra bytes.
     #[error("decode: {0} trailing bytes")]
     Trailing(usize),
+    /// Skein 0.1.0's bincode failed to encode or decode.
+    #[error("0.1.0 bincode: {0}")]
+    Legacy(String),
+    /// Larger than the limit for its source.
+    #[error("decode: {len} bytes exceed the limit of {limit} bytes")]
+    TooLarge {
+        /// Input length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
-/// Encodes `value`.
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    Ok(bincode::serde::encode_to_vec(value, config())?)
+/// Encodes `value` in the current schema.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&MAGIC);
+    out.push(MAJOR);
+    out.push(MINOR);
+    value.serialize(&mut serializer(&mut out))?;
+    Ok(out)
 }
 
-/// Decodes a whole buffer into `T`; extra bytes are an error.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())?;
-    if used != bytes.len() {
-        return Err(CodecError::Trailing(bytes.len() - used));
+fn serializer<W: std::io::Write>(
+    w: W,
+) -> rmp_serde::Serializer<W, impl rmp_serde::config::SerializerConfig> {
+    // Byte vectors as MessagePack `bin` (one byte per byte, not one
+    // integer each): snapshots, bodies and sealed passwords are bytes.
+    rmp_serde::Serializer::new(w)
+        .with_struct_map()
+        .with_bytes(rmp_serde::config::BytesMode::ForceIterables)
+}
+
+/// Reads the header of an encoded value: its schema.
+pub fn schema_of(bytes: &[u8]) -> Result<Schema, CodecError> {
+    match bytes {
+        [m0, m1, major, minor, ..] if [*m0, *m1] == MAGIC => Ok(Schema {
+            major: *major,
+            minor: *minor,
+        }),
+        _ => Err(CodecError::Unversioned),
+    }
+}
+
+fn decode_limited<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, CodecError> {
+    if bytes.len() > limit + HEADER_LEN {
+        return Err(CodecError::TooLarge {
+            len: bytes.len(),
+            limit,
+        });
+    }
+    let found = schema_of(bytes)?;
+    if found.major > MAJOR {
+        return Err(CodecError::NewerMajor { found });
+    }
+    if found.major < MAJOR {
+        return Err(CodecError::Decode(format!(
+            "schema {found} is older than this build reads (major {MAJOR})"
+        )));
+    }
+    // A reader over the slice: lengths in the input are read with
+    // `take(len)`, so they never allocate more than the bytes present, and
+    // what is left unread is the trailing part.
+    let body: &[u8] = &bytes[HEADER_LEN..];
+    let mut de = rmp_serde::Deserializer::new(body);
+    de.set_max_depth(MAX_DEPTH);
+    let value = T::deserialize(&mut de).map_err(|e| {
+        if found.minor > MINOR {
+            CodecError::Decode(format!(
+                "{e} (written with schema {found}, newer than this node's {}: upgrade this node)",
+                Schema::CURRENT
+            ))
+        } else {
+            CodecError::Decode(e.to_string())
+        }
+    })?;
+    let rest = de.into_inner().len();
+    if rest != 0 {
+        return Err(CodecError::Trailing(rest));
     }
     Ok(value)
+}
+
+/// Decodes a whole buffer from the wire into `T`; extra bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    decode_limited(bytes, MAX_MESSAGE_BYTES)
 }
 
 /// [`decode`] for bytes a node stored itself, bounded by
 /// [`MAX_STORED_BYTES`] instead of the wire limit.
 pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, stored_config())?;
+    decode_limited(bytes, MAX_STORED_BYTES)
+}
+
+/// Size of `value` encoded, without building the bytes: size limits are
+/// checked on every write, on states of several MiB.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+    let mut counter = Counter(0);
+    value.serialize(&mut serializer(&mut counter))?;
+    Ok(counter.0 + HEADER_LEN)
+}
+
+/// A writer that only counts bytes.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(bytes.len());
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decodes the positional bincode of Skein 0.1.0 (bincode 2, standard
+/// configuration), bounded like stored values. `T` must be a frozen copy
+/// of the 0.1.0 type: positional encodings carry no field names.
+pub fn decode_v0_1<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let config = bincode::config::standard().with_limit::<MAX_STORED_BYTES>();
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config)
+        .map_err(|e| CodecError::Legacy(e.to_string()))?;
     if used != bytes.len() {
         return Err(CodecError::Trailing(bytes.len() - used));
     }
     Ok(value)
 }
 
-/// Size of `value` encoded, without building the bytes: size limits are
-/// checked on every write, on states of several MiB.
-pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, CodecError> {
-    let mut counter = Counter(0);
-    bincode::serde::encode_into_writer(value, &mut counter, bincode::config::standard())?;
-    Ok(counter.0)
-}
-
-/// A writer that only counts bytes.
-struct Counter(usize);
-
-impl bincode::enc::write::Writer for Counter {
-    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
-        self.0 = self.0.saturating_add(bytes.len());
-        Ok(())
-    }
+/// Encodes as Skein 0.1.0 did (tests build 0.1.0 data with it).
+pub fn encode_v0_1<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| CodecError::Legacy(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     #[test]
     fn round_trip_and_rejects_garbage() {
         let v = (7u64, "x".to_string(), vec![1u8, 2, 3]);
         let bytes = encode(&v).unwrap();
+        assert_eq!(&bytes[..4], b"SK\x01\x00");
         let back: (u64, String, Vec<u8>) = decode(&bytes).unwrap();
         assert_eq!(back, v);
         assert!(decode::<(u64, String, Vec<u8>)>(&bytes[..bytes.len() - 1]).is_err());
@@ -102,9 +273,87 @@ mod tests {
             decode::<(u64, String, Vec<u8>)>(&extra),
             Err(CodecError::Trailing(1))
         ));
-        // A length prefix claiming 2^60 bytes must not allocate.
-        assert!(decode::<Vec<u8>>(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0x10]).is_err());
-        assert!(decode_stored::<Vec<u8>>(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0x10]).is_err());
+        // A bin32 length claiming 4 GiB must not allocate.
+        let huge = [b'S', b'K', 1, 0, 0xc6, 0xff, 0xff, 0xff, 0xff, 1];
+        assert!(decode::<Vec<u8>>(&huge).is_err());
+        assert!(decode_stored::<Vec<u8>>(&huge).is_err());
+        // An array32 claiming 2^32 elements, too.
+        let huge = [b'S', b'K', 1, 0, 0xdd, 0xff, 0xff, 0xff, 0xff, 1];
+        assert!(decode::<Vec<u64>>(&huge).is_err());
+        assert!(matches!(
+            decode::<u8>(&[1, 2, 3]),
+            Err(CodecError::Unversioned)
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let mut bytes = vec![b'S', b'K', 1, 0];
+        bytes.extend(std::iter::repeat_n(0x91u8, 100_000)); // fixarray of 1, nested
+        bytes.push(0xc0);
+        let r = decode::<serde_json::Value>(&bytes);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn newer_major_is_refused_with_a_clear_message() {
+        let mut bytes = encode(&5u32).unwrap();
+        bytes[2] = MAJOR + 1;
+        let e = decode::<u32>(&bytes).unwrap_err();
+        assert!(matches!(e, CodecError::NewerMajor { .. }));
+        assert!(e.to_string().contains("upgrade this node"), "{e}");
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Old {
+        a: u32,
+        b: String,
+    }
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct New {
+        a: u32,
+        b: String,
+        #[serde(default)]
+        c: Vec<u8>,
+    }
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum OldKind {
+        One,
+    }
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum NewKind {
+        One,
+        Two { x: u8 },
+    }
+
+    #[test]
+    fn fields_evolve_append_only_both_ways() {
+        let old = Old {
+            a: 1,
+            b: "b".into(),
+        };
+        let as_new: New = decode(&encode(&old).unwrap()).unwrap();
+        assert_eq!(as_new.c, Vec::<u8>::new());
+        let new = New {
+            a: 2,
+            b: "c".into(),
+            c: vec![9],
+        };
+        let as_old: Old = decode(&encode(&new).unwrap()).unwrap();
+        assert_eq!(
+            as_old,
+            Old {
+                a: 2,
+                b: "c".into()
+            }
+        );
+        let kind: NewKind = decode(&encode(&OldKind::One).unwrap()).unwrap();
+        assert_eq!(kind, NewKind::One);
+        // A variant from a newer minor names the version that wrote it.
+        let mut bytes = encode(&NewKind::Two { x: 1 }).unwrap();
+        bytes[3] = MINOR + 1;
+        let e = decode::<OldKind>(&bytes).unwrap_err().to_string();
+        assert!(e.contains("upgrade this node") && e.contains("Two"), "{e}");
     }
 
     #[test]
@@ -112,8 +361,20 @@ mod tests {
         let v = (7u64, "x".repeat(1000), vec![1u8; 300]);
         assert_eq!(encoded_len(&v).unwrap(), encode(&v).unwrap().len());
         let big = vec![7u8; MAX_MESSAGE_BYTES + 1];
-        let bytes = bincode::serde::encode_to_vec(&big, bincode::config::standard()).unwrap();
+        let bytes = encode(&big).unwrap();
+        assert!(
+            bytes.len() < MAX_MESSAGE_BYTES + 16,
+            "bytes are not inflated"
+        );
         assert!(decode::<Vec<u8>>(&bytes).is_err(), "over the wire limit");
         assert_eq!(decode_stored::<Vec<u8>>(&bytes).unwrap(), big);
+    }
+
+    #[test]
+    fn reads_0_1_0_bincode() {
+        let v = (7u64, "x".to_string());
+        let bytes = encode_v0_1(&v).unwrap();
+        assert_eq!(decode_v0_1::<(u64, String)>(&bytes).unwrap(), v);
+        assert!(decode_v0_1::<(u64, String)>(&bytes[..2]).is_err());
     }
 }

@@ -50,6 +50,7 @@ pub mod cluster;
 pub use cluster::*;
 pub mod engine;
 pub mod images;
+pub mod old;
 pub mod registry;
 
 use std::collections::BTreeMap;
@@ -952,6 +953,13 @@ impl AgentOpts {
         }
     }
 
+    /// Runs this `skein` binary instead of the workspace's (an older
+    /// release, say).
+    pub fn bin(mut self, bin: PathBuf) -> Self {
+        self.bin = Some(bin);
+        self
+    }
+
     /// Adds `--label key=value`.
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.labels.push((key.to_string(), value.to_string()));
@@ -1507,6 +1515,28 @@ impl Agent {
             let _ = child.wait();
         }
         status
+    }
+
+    /// Runs `bin` from the next (re)start on: upgrades and downgrades.
+    pub fn set_bin(&mut self, bin: PathBuf) {
+        self.bin = bin;
+    }
+
+    /// Starts the agent again after [`Agent::terminate`] or
+    /// [`Agent::kill9`] (same data dir, port range and flags) and waits
+    /// until it is ready.
+    pub fn start_again(&mut self) {
+        self.launch();
+    }
+
+    /// [`Agent::start_again`] for a start that may fail (a downgrade that
+    /// refuses): `Err` holds the tail of the log when the agent exited or
+    /// was not ready within `timeout`.
+    pub fn try_start_again(&mut self, timeout: Duration) -> Result<(), String> {
+        let saved = self.opts.ready_timeout.replace(timeout);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.launch()));
+        self.opts.ready_timeout = saved;
+        r.map_err(|_| self.log_tail(60))
     }
 
     /// Restarts the agent on the same data dir and port range (SIGKILLing it

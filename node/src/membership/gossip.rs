@@ -342,7 +342,8 @@ mod tests {
         let mut s = status(5000);
         assert_eq!(fit(&mut s, 64 * 1024), Some(Trimmed::Allocations));
         assert!(size(&s) <= 64 * 1024);
-        assert!(s.allocs.len() > 1000, "{}", s.allocs.len());
+        // Named fields (the versioned codec) cost a third of the room.
+        assert!(s.allocs.len() > 600, "{}", s.allocs.len());
         assert!(s.allocs.len() < 5000);
         assert!(s.allocs.iter().all(|(_, a)| a.message.is_none()));
         assert_eq!(s.name, "n");

@@ -120,6 +120,22 @@ pub fn open_db(path: &Path) -> anyhow::Result<Arc<Storage>> {
         Ok(db)
     };
     let db = open().with_context(|| format!("opening raft database {}", path.display()))?;
+    match crate::migrate::upgrade(&db, path)
+        .with_context(|| format!("opening raft database {}", path.display()))?
+    {
+        crate::migrate::Opened::New | crate::migrate::Opened::Current => {}
+        crate::migrate::Opened::FromV0_1 { entries } => tracing::info!(
+            path = %path.display(),
+            entries,
+            "migrated the raft database from Skein 0.1.0 (copy of the original kept as raft.redb.0.1.0)"
+        ),
+        crate::migrate::Opened::Newer { schema, written_by } => tracing::warn!(
+            path = %path.display(),
+            %schema,
+            %written_by,
+            "the raft database was written by a newer Skein: values using what this version does not know will be refused"
+        ),
+    }
     Ok(Storage::new(path, db))
 }
 

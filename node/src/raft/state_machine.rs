@@ -42,7 +42,7 @@ const SNAPSHOT_DATA: &str = "snapshot_data";
 /// The state machine at one log position: both the record persisted after
 /// each batch and the data of a snapshot.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct AppliedState {
+pub(crate) struct AppliedState {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, RaftPeer>,
     state: ClusterState,
