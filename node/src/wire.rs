@@ -1,162 +1,20 @@
-//! Messages nodes exchange over the mesh.
-//!
-//! Request-response carries [`WireRequest`]/[`WireResponse`] (Raft RPCs,
-//! API calls forwarded to the leader, assignment fetches); gossip carries
-//! one [`NodeStatus`] per node twice a second. Everything is encoded with
+//! What nodes tell each other about themselves and their work: the
+//! gossiped [`NodeStatus`] (one per node twice a second) and the
+//! [`Assignments`] a node long-polls from the leader. Node-only types, so
+//! they live here rather than in `protocol`; the requests that carry them
+//! are in [`crate::rpc`]. Everything is encoded with
 //! [`skein_protocol::codec`] and decoded with size limits, so a peer can
 //! never make a node panic or allocate without bound.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
 use serde::{Deserialize, Serialize};
 use skein_protocol::api::{AllocStatus, ContainerUsage, Event};
 use skein_protocol::spec::ResourceVec;
 
-use crate::raft::TypeConfig;
 use crate::state::{
     Allocation, ApiToken, Job, NodeId, SecretCredentials, StoredCredential, TokenHash,
 };
-
-/// Largest gossip message; a status with hundreds of allocations fits.
-pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
-
-/// A request to one peer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum WireRequest {
-    /// A Raft RPC between members.
-    Raft {
-        /// Sender's node id; members refuse RPCs from non-members.
-        from: NodeId,
-        /// The RPC.
-        rpc: RaftRequest,
-    },
-    /// An HTTP API call forwarded to the leader.
-    Api(ApiCall),
-    /// Long-poll for the allocations placed on `node`: answered once the
-    /// state version exceeds `known_version` (or after a timeout).
-    Assignments {
-        /// The asking node.
-        node: NodeId,
-        /// State version the asker already has.
-        known_version: u64,
-    },
-    /// `skein image push`: copy image `id` from `from` (or any other peer
-    /// holding it) and tag it with `tags`.
-    FetchImage {
-        /// Image id.
-        id: String,
-        /// Tags to give it.
-        tags: Vec<String>,
-        /// The node that has it (the pusher).
-        from: NodeId,
-    },
-    /// To the leader: store the hash of the sender's `--api-token-file`
-    /// token as an admin token, so that every node honours it. Trusted
-    /// because only holders of the cluster key reach the mesh.
-    RegisterBootstrapToken {
-        /// SHA-256 of the token.
-        hash: TokenHash,
-        /// Name of the sending node (shown as the token's source).
-        node: String,
-    },
-}
-
-/// The answer to a [`WireRequest`].
-#[derive(Debug, Serialize, Deserialize)]
-pub enum WireResponse {
-    /// Answer to [`WireRequest::Raft`].
-    Raft(RaftResponse),
-    /// Answer to [`WireRequest::Api`].
-    Api(ApiReply),
-    /// Answer to [`WireRequest::Assignments`].
-    Assignments(Assignments),
-    /// Answer to [`WireRequest::FetchImage`]: `true` = the copy started,
-    /// `false` = the node has the image already.
-    FetchImage(bool),
-    /// The request could not be served (not leader, not a member, …).
-    Error(String),
-    /// Answer to [`WireRequest::RegisterBootstrapToken`]: the name the
-    /// token is stored under.
-    TokenRegistered(String),
-}
-
-/// Raft RPCs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum RaftRequest {
-    /// Log replication and heartbeats.
-    Append(AppendEntriesRequest<TypeConfig>),
-    /// Elections.
-    Vote(VoteRequest<NodeId>),
-    /// Snapshot transfer (chunked).
-    Snapshot(InstallSnapshotRequest<TypeConfig>),
-}
-
-/// Raft RPC results; remote errors travel as text (the caller retries).
-#[derive(Debug, Serialize, Deserialize)]
-pub enum RaftResponse {
-    /// Result of [`RaftRequest::Append`].
-    Append(Result<AppendEntriesResponse<NodeId>, String>),
-    /// Result of [`RaftRequest::Vote`].
-    Vote(Result<VoteResponse<NodeId>, String>),
-    /// Result of [`RaftRequest::Snapshot`].
-    Snapshot(Result<InstallSnapshotResponse<NodeId>, String>),
-}
-
-/// An HTTP request, forwarded verbatim with the caller's credential: the
-/// node that serves it checks that credential exactly as it checks a
-/// direct call (`crate::api::auth`), whatever the forwarding node thought.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiCall {
-    /// HTTP method.
-    pub method: String,
-    /// Path and query.
-    pub path: String,
-    /// Body bytes.
-    pub body: Vec<u8>,
-    /// Who the call acts for.
-    pub credential: Credential,
-}
-
-/// Who a forwarded API call acts for.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Credential {
-    /// The caller sent no token.
-    #[default]
-    Anonymous,
-    /// The caller's bearer token, as it sent it (the mesh is encrypted).
-    Bearer(String),
-    /// An anonymous read that the node it entered lets through
-    /// (`--open-reads` is that node's choice); never grants a write.
-    OpenRead,
-    /// The sending node itself, copying the event journal at start; grants
-    /// `GET /v1/events` only.
-    Node,
-}
-
-/// Never prints a token.
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Credential::Anonymous => f.write_str("Anonymous"),
-            Credential::Bearer(_) => f.write_str("Bearer(<redacted>)"),
-            Credential::OpenRead => f.write_str("OpenRead"),
-            Credential::Node => f.write_str("Node"),
-        }
-    }
-}
-
-/// An HTTP response, returned verbatim.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiReply {
-    /// HTTP status code.
-    pub status: u16,
-    /// Body bytes.
-    pub body: Vec<u8>,
-}
 
 /// What one node must run: its allocations and their jobs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,8 +128,8 @@ pub struct NodeStatus {
     pub version: String,
     /// Increases with every message, so gossip never sees two equal ones.
     pub seq: u64,
-    /// Health of its Raft storage (degraded: it takes no writes). Boxed:
-    /// it keeps [`crate::mesh::MeshEvent`]'s variants of similar size.
+    /// Health of its Raft storage (degraded: it takes no writes). Boxed,
+    /// so a status stays cheap to move around.
     pub storage: Box<skein_protocol::api::StorageView>,
     /// What the node lets containers reach of itself (`--allow-privileged`,
     /// `--allow-host-path`): the scheduler places such jobs only there.
