@@ -36,6 +36,7 @@ use super::routes::{self, Locality};
 use super::ApiErr;
 use crate::context::NodeCtx;
 use crate::control::as_request;
+use crate::mesh::MeshError;
 use crate::rpc::{self, ApiCall, CallError, Credential, PeerRequest, PeerResponse};
 use crate::state::{node_id_str, RequestId};
 
@@ -92,7 +93,13 @@ fn verdict(result: &Result<PeerResponse, CallError>) -> Verdict {
     match result {
         Ok(_) => Verdict::Done,
         Err(e) if e.is_retryable() => Verdict::Retry {
-            maybe_applied: matches!(e, CallError::Transport(_)),
+            // Not delivered (no connection) is known not applied.
+            maybe_applied: matches!(
+                e,
+                CallError::Transport(
+                    MeshError::Timeout | MeshError::Remote(_) | MeshError::ConnectionLost(_)
+                )
+            ),
         },
         Err(_) => Verdict::Done,
     }
@@ -236,7 +243,6 @@ fn given_up(last: &str, maybe_applied: bool) -> ApiErr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh::MeshError;
     use crate::rpc::{ApiReply, PeerError};
 
     #[test]
@@ -269,6 +275,15 @@ mod tests {
             verdict(&lost),
             Verdict::Retry {
                 maybe_applied: true
+            }
+        );
+        let unreachable = Err(CallError::Transport(MeshError::Unreachable(
+            "no route".into(),
+        )));
+        assert_eq!(
+            verdict(&unreachable),
+            Verdict::Retry {
+                maybe_applied: false
             }
         );
         let refused = Err(CallError::Peer(PeerError::Refused {

@@ -138,10 +138,14 @@ pub enum MeshEvent {
 /// Why a mesh operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
-    /// No connection to the peer could be made or kept (no known address,
-    /// dial failed, connection closed mid-request, protocol not supported).
+    /// No connection to the peer could be made (no known address, dial
+    /// failed, protocol not supported): the request was not delivered.
     #[error("peer unreachable: {0}")]
     Unreachable(String),
+    /// The connection closed before the answer came; the peer may or may
+    /// not have acted on the request.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
     /// No answer within the request timeout; the peer may or may not have
     /// acted on the request.
     #[error("request timed out")]

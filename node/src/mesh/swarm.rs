@@ -785,7 +785,7 @@ impl Driver {
                         MeshError::Unreachable(format!("cannot connect to {peer}"))
                     }
                     OutboundFailure::Timeout => MeshError::Timeout,
-                    OutboundFailure::ConnectionClosed => MeshError::Unreachable(format!(
+                    OutboundFailure::ConnectionClosed => MeshError::ConnectionLost(format!(
                         "connection to {peer} closed before its answer"
                     )),
                     OutboundFailure::UnsupportedProtocols => {
