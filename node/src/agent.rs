@@ -767,7 +767,7 @@ async fn publish_loop(ctx: Arc<NodeCtx>, endpoint_ip: IpAddr) {
             ctx.events.for_gossip(),
             seq,
         );
-        let cut = gossip::fit(&mut status, crate::mesh::wire::MAX_GOSSIP_BYTES);
+        let cut = gossip::fit(&mut status, crate::mesh::MAX_GOSSIP_BYTES);
         if cut != last_cut {
             match cut {
                 Some(c) => {
@@ -777,7 +777,11 @@ async fn publish_loop(ctx: Arc<NodeCtx>, endpoint_ip: IpAddr) {
             }
             last_cut = cut;
         }
-        if let Err(e) = ctx.mesh.publish_status(&status).await {
+        let published = match skein_protocol::codec::encode(&status) {
+            Ok(bytes) => ctx.mesh.publish(bytes).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = published {
             tracing::debug!(error = %e, "status not published");
         }
     }

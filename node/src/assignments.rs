@@ -15,9 +15,10 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::context::NodeCtx;
-use crate::mesh::wire::{Assignments, WireRequest, WireResponse};
 use crate::raft::StateHandle;
+use crate::rpc::{self, CallError, PeerRequest, PeerResponse};
 use crate::state::{node_id_str, ClusterState, NodeId};
+use crate::wire::Assignments;
 
 /// How long the leader holds a long-poll open without changes.
 pub const LONG_POLL: Duration = Duration::from_secs(5);
@@ -78,6 +79,8 @@ pub fn to_state(a: Assignments) -> ClusterState {
         pull_secrets: a.pull_secrets,
         tokens: a.tokens,
         revoked_tokens: a.revoked_tokens,
+        // Deduplication is the Raft state's; workers never apply commands.
+        requests: Default::default(),
     }
 }
 
@@ -179,14 +182,16 @@ async fn fetch(ctx: &NodeCtx, me: NodeId, known: u64) -> Result<Assignments, Str
         .peer_of(leader)
         .await
         .ok_or_else(|| format!("no address for leader {}", node_id_str(leader)))?;
-    let req = WireRequest::Assignments {
+    let req = PeerRequest::Assignments {
         node: me,
         known_version: known,
     };
-    match ctx.mesh.request(peer, req).await {
-        Ok(WireResponse::Assignments(a)) => Ok(a),
-        Ok(WireResponse::Error(e)) => Err(format!("leader {}: {e}", node_id_str(leader))),
-        Ok(_) => Err("unexpected answer".into()),
-        Err(e) => Err(format!("leader {}: {e}", node_id_str(leader))),
+    match rpc::call(&ctx.mesh, peer, &req).await {
+        Ok(PeerResponse::Assignments(a)) => Ok(a),
+        Ok(other) => Err(rpc::unexpected("assignments", &other).to_string()),
+        Err(e @ (CallError::Transport(_) | CallError::Peer(_))) => {
+            Err(format!("leader {}: {e}", node_id_str(leader)))
+        }
+        Err(e) => Err(e.to_string()),
     }
 }

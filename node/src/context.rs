@@ -14,13 +14,14 @@ use crate::executor::StatusBoard;
 use crate::images::Images;
 use crate::membership::local::LocalNode;
 use crate::membership::{Membership, NodeRecord};
-use crate::mesh::wire::{ApiCall, ApiReply, Credential, RaftRole, WireRequest, WireResponse};
 use crate::mesh::Mesh;
 use crate::metrics::Metrics;
 use crate::raft::storage::Storage;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
+use crate::rpc::{self, ApiCall, ApiReply, Credential, PeerRequest, PeerResponse};
 use crate::secrets::SecretBox;
 use crate::state::{node_id_str, NodeId};
+use crate::wire::RaftRole;
 
 /// Shared handles of one node.
 pub struct NodeCtx {
@@ -172,12 +173,14 @@ impl NodeCtx {
             path: path.to_string(),
             body: Vec::new(),
             credential,
+            request_id: None,
         };
-        match self.mesh.request(peer, WireRequest::Api(call)).await {
-            Ok(WireResponse::Api(r)) => Ok(r),
-            Ok(_) => Err(format!(
-                "node {}: unexpected answer to GET {path}",
-                node_id_str(node)
+        match rpc::call(&self.mesh, peer, &PeerRequest::Api(call)).await {
+            Ok(PeerResponse::Api(r)) => Ok(r),
+            Ok(other) => Err(format!(
+                "node {}: {}",
+                node_id_str(node),
+                rpc::unexpected("api", &other)
             )),
             Err(e) => Err(format!("node {}: {e}", node_id_str(node))),
         }

@@ -448,7 +448,6 @@ const BACKFILL_PATIENCE: Duration = Duration::from_secs(60);
 /// [`BACKFILL_PATIENCE`] (a lone first node has nobody to ask).
 pub async fn backfill(ctx: Arc<NodeCtx>) {
     let deadline = Instant::now() + BACKFILL_PATIENCE;
-    let path = format!("/v1/events?tail={BACKFILL}");
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let leader = ctx.leader().await.filter(|l| *l != ctx.id());
@@ -462,27 +461,26 @@ pub async fn backfill(ctx: Arc<NodeCtx>) {
         let Some(peer) = leader.or(ready) else {
             continue;
         };
-        let credential = crate::mesh::wire::Credential::Node;
-        let reply = match ctx.peer_get(peer, &path, credential).await {
-            Ok(r) if r.status == 200 => r,
-            Ok(r) => {
-                tracing::debug!(status = r.status, "event history not copied");
-                continue;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "event history not copied");
-                continue;
-            }
+        let Some(mesh_peer) = ctx.peer_of(peer).await else {
+            continue;
         };
-        match serde_json::from_slice::<EventsResponse>(&reply.body) {
-            Ok(r) => {
-                let events = r.events.into_iter().map(|e| e.event).collect();
+        let req = crate::rpc::PeerRequest::Events {
+            after: 0,
+            limit: u32::try_from(BACKFILL).unwrap_or(u32::MAX),
+        };
+        match crate::rpc::call(&ctx.mesh, mesh_peer, &req).await {
+            Ok(crate::rpc::PeerResponse::Events(events)) => {
                 let n = ctx.events.backfill(events);
                 tracing::info!(events = n, from = %node_id_str(peer), "event history copied");
+                return;
             }
-            Err(e) => tracing::warn!(error = %e, "peer sent an unreadable event history"),
+            Ok(other) => {
+                let e = crate::rpc::unexpected("events", &other);
+                tracing::warn!(error = %e, "peer sent no event history");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "event history not copied"),
         }
-        return;
     }
 }
 

@@ -13,14 +13,15 @@ use std::time::Duration;
 use libp2p::PeerId;
 use skein_protocol::api::EventKind;
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::context::NodeCtx;
 use crate::events::NewEvent;
+use crate::inbound::Inbound;
 use crate::membership::Admission;
-use crate::mesh::wire::{NodeStatus, RaftRequest, RaftResponse, WireRequest, WireResponse};
 use crate::mesh::MeshEvent;
 use crate::state::node_id_str;
+use crate::wire::NodeStatus;
 
 /// How often the data dir is checked.
 pub const DATA_DIR_CHECK: Duration = Duration::from_secs(2);
@@ -181,49 +182,73 @@ pub async fn watch_storage(ctx: Arc<NodeCtx>) {
     }
 }
 
-/// Passes mesh events on to `inbound`, except claims on a node id that
-/// another identity holds: such statuses are dropped (and the duplicate
-/// reported), Raft RPCs sent under another peer's node id are refused,
-/// and a status showing that an older process runs with this node's own
-/// id stops this node. Returns the filtering loop (for the caller to
-/// supervise) and the receiver of what passes.
+/// Passes mesh events on to `inbound`: gossip is decoded here (small,
+/// bounded by the mesh) and dropped when it is garbage, claims another
+/// peer's identity or a node id that another identity holds (the
+/// duplicate reported); a status showing that an older process runs with
+/// this node's own id stops this node. Requests pass undecoded: each is
+/// decoded in its own task, where Raft RPCs sent under another peer's node
+/// id are refused ([`raft_impostor`]). Returns the filtering loop (for the
+/// caller to supervise) and the receiver of what passes.
 pub fn guard_inbound(
     ctx: Arc<NodeCtx>,
     mut events: mpsc::Receiver<MeshEvent>,
     fatal: Fatal,
 ) -> (
     impl std::future::Future<Output = ()> + Send + 'static,
-    mpsc::Receiver<MeshEvent>,
+    mpsc::Receiver<Inbound>,
 ) {
     let (tx, out) = mpsc::channel(1024);
     let filter = async move {
         while let Some(ev) = events.recv().await {
-            let pass = match &ev {
-                MeshEvent::Status { status, .. } => admit_status(&ctx, status, &fatal).await,
-                MeshEvent::Request { from, request, .. } => match request.as_ref() {
-                    WireRequest::Raft { from: sender, .. } => {
-                        match raft_impostor(&ctx, *from, *sender).await {
-                            None => true,
-                            Some(why) => {
-                                if let MeshEvent::Request { request, reply, .. } = ev {
-                                    if let WireRequest::Raft { rpc, .. } = *request {
-                                        let _ = reply.send(WireResponse::Raft(refusal(rpc, why)));
-                                    }
-                                }
-                                continue;
-                            }
-                        }
+            let pass = match ev {
+                MeshEvent::Gossip { from, bytes } => match status_of(from, &bytes) {
+                    Ok(status) => {
+                        admit_status(&ctx, &status, &fatal)
+                            .await
+                            .then(|| Inbound::Status {
+                                from,
+                                status: Box::new(status),
+                            })
                     }
-                    _ => true,
+                    Err(problem) => {
+                        debug!(peer = %from, %problem, "gossip dropped");
+                        None
+                    }
                 },
-                _ => true,
+                MeshEvent::Request { from, bytes, reply } => {
+                    Some(Inbound::Request { from, bytes, reply })
+                }
+                MeshEvent::PeerConnected(p) => {
+                    debug!(peer = %p, "peer connected");
+                    None
+                }
+                MeshEvent::PeerDisconnected(p) => {
+                    debug!(peer = %p, "peer disconnected");
+                    None
+                }
             };
-            if pass && tx.send(ev).await.is_err() {
-                return;
+            if let Some(ev) = pass {
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
             }
         }
     };
     (filter, out)
+}
+
+/// Decodes a gossiped status and checks that it is its signer's own.
+fn status_of(from: PeerId, bytes: &[u8]) -> Result<NodeStatus, String> {
+    let status: NodeStatus = skein_protocol::codec::decode(bytes)
+        .map_err(|e| format!("undecodable status of {} bytes: {e}", bytes.len()))?;
+    if status.peer_id != from.to_base58() {
+        return Err(format!(
+            "status claims peer id {:?} but is signed by {from}",
+            status.peer_id
+        ));
+    }
+    Ok(status)
 }
 
 /// Whether a status may reach gossip.
@@ -292,7 +317,7 @@ async fn admit_status(ctx: &NodeCtx, status: &NodeStatus, fatal: &Fatal) -> bool
 /// Why a Raft RPC from `peer` claiming node `sender` is refused: the Raft
 /// membership (or, for others, the node table) binds `sender` to another
 /// peer id.
-async fn raft_impostor(ctx: &NodeCtx, peer: PeerId, sender: u64) -> Option<String> {
+pub(crate) async fn raft_impostor(ctx: &NodeCtx, peer: PeerId, sender: u64) -> Option<String> {
     let bound = {
         let m = ctx.raft.metrics().borrow().membership_config.clone();
         m.membership().get_node(&sender).map(|n| n.peer_id.clone())
@@ -310,14 +335,6 @@ async fn raft_impostor(ctx: &NodeCtx, peer: PeerId, sender: u64) -> Option<Strin
         "node id {} belongs to peer {bound}, not {peer}",
         node_id_str(sender)
     ))
-}
-
-fn refusal(rpc: RaftRequest, why: String) -> RaftResponse {
-    match rpc {
-        RaftRequest::Append(_) => RaftResponse::Append(Err(why)),
-        RaftRequest::Vote(_) => RaftResponse::Vote(Err(why)),
-        RaftRequest::Snapshot(_) => RaftResponse::Snapshot(Err(why)),
-    }
 }
 
 #[cfg(test)]

@@ -19,9 +19,9 @@ use tracing::debug;
 
 use crate::dns::{Endpoint, ServiceTable};
 use crate::membership::NodeRecord;
-use crate::mesh::wire::EndpointReport;
 use crate::routing::{Published, RoutingTable};
 use crate::state::{Allocation, ClusterState, NodeId};
+use crate::wire::EndpointReport;
 
 /// How often the tables are rebuilt from the membership table.
 const REBUILD_INTERVAL: Duration = Duration::from_millis(200);

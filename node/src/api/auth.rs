@@ -13,7 +13,8 @@
 //! push) and `POST /v1/plan`, which reads nothing new but costs the leader
 //! seconds of CPU, so it is not a read; `admin` = `/v1/tokens` and writes
 //! to `/v1/registries` (cluster-wide registry credentials). Always public:
-//! `GET /v1/status` (health checks) and the dashboard's static files.
+//! `GET /v1/status` (health checks) and the dashboard's static files. Each
+//! route's class is in the one route table (`super::routes`).
 //!
 //! **When a token is needed.** A node requires one as soon as it knows a
 //! token: one in cluster state, or its own `--api-token-file`. So once the
@@ -47,8 +48,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
@@ -58,10 +59,10 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::forward::Forwarded;
-use super::ApiErr;
+use super::{routes, ApiErr};
 use crate::context::NodeCtx;
-use crate::mesh::wire::{Credential, WireRequest, WireResponse};
 use crate::raft::StateHandle;
+use crate::rpc::{self, Credential, PeerRequest, PeerResponse};
 use crate::state::{ClusterState, TokenHash};
 
 /// How long a call waits for a joining node to learn the token set.
@@ -165,23 +166,6 @@ pub fn new_token() -> String {
     format!("skein_{}", hex::encode(bytes))
 }
 
-/// The role a call needs; `None` = public.
-fn need(method: &Method, path: &str) -> Option<TokenRole> {
-    let read = method == Method::GET || method == Method::HEAD;
-    if read && (path == "/" || path.starts_with("/ui/") || path == "/v1/status") {
-        return None;
-    }
-    Some(if path == "/v1/tokens" || path.starts_with("/v1/tokens/") {
-        TokenRole::Admin
-    } else if read {
-        TokenRole::Read
-    } else if path == "/v1/registries" || path.starts_with("/v1/registries/") {
-        TokenRole::Admin
-    } else {
-        TokenRole::Write
-    })
-}
-
 /// Equal-time comparison, so response timing does not leak a hash.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -228,12 +212,12 @@ impl IntoResponse for Denied {
                 format!("token {name} has the {role} role; this call needs {need}"),
             ),
             Denied::NotKnown => {
-                return ApiErr::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                let msg =
                     "this node has not learned the cluster's API tokens from the leader yet; \
-                     retry shortly",
-                )
-                .into_response()
+                           retry shortly";
+                let mut err = ApiErr::new(StatusCode::SERVICE_UNAVAILABLE, msg);
+                err.retry = Some(crate::rpc::PeerError::Unavailable { reason: msg.into() });
+                return err.into_response();
             }
         };
         (
@@ -270,7 +254,6 @@ fn judge(
     known: bool,
     credential: &Credential,
     need: TokenRole,
-    path: &str,
 ) -> Result<Credential, Denied> {
     let bootstrap = bootstrap.filter(|h| !view.revoked.contains(*h));
     let token_role = |token: &str| {
@@ -305,7 +288,6 @@ fn judge(
         },
         Credential::Anonymous if open_reads && need == TokenRole::Read => Ok(Credential::OpenRead),
         Credential::OpenRead if need == TokenRole::Read => Ok(Credential::OpenRead),
-        Credential::Node if need == TokenRole::Read && path == "/v1/events" => Ok(Credential::Node),
         _ => Err(Denied::Missing),
     }
 }
@@ -321,7 +303,13 @@ pub async fn check(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
             Err(d) => return d.into_response(),
         },
     };
-    let Some(need) = need(req.method(), req.uri().path()) else {
+    // The class of the route the router matched (`routes`), not of a
+    // path matched here again.
+    let pattern = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let Some(need) = routes::class_of(req.method(), pattern).role() else {
         req.extensions_mut().insert(Caller(credential));
         return next.run(req).await;
     };
@@ -331,7 +319,6 @@ pub async fn check(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
     let empty = auth.view().await.version == 0;
     let known = (empty && need == TokenRole::Read) || auth.wait_known().await;
     let view = auth.view().await;
-    let path = req.uri().path();
     match judge(
         &view,
         auth.bootstrap.as_ref(),
@@ -339,7 +326,6 @@ pub async fn check(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
         known,
         &credential,
         need,
-        path,
     ) {
         Ok(pass_on) => {
             req.extensions_mut().insert(Caller(pass_on));
@@ -439,14 +425,10 @@ async fn register(auth: &Auth, ctx: &NodeCtx, view: &View) -> bool {
         let Some(peer) = ctx.peer_of(leader).await else {
             return false;
         };
-        match ctx
-            .mesh
-            .request(peer, WireRequest::RegisterBootstrapToken { hash, node })
-            .await
-        {
-            Ok(WireResponse::TokenRegistered(name)) => Ok(name),
-            Ok(WireResponse::Error(e)) => Err(e),
-            Ok(_) => Err("unexpected answer".into()),
+        let req = PeerRequest::RegisterBootstrapToken { hash, node };
+        match rpc::call(&ctx.mesh, peer, &req).await {
+            Ok(PeerResponse::TokenRegistered(name)) => Ok(name),
+            Ok(other) => Err(rpc::unexpected("register-bootstrap-token", &other).to_string()),
             Err(e) => Err(e.to_string()),
         }
     };
@@ -489,31 +471,6 @@ mod tests {
     }
 
     #[test]
-    fn roles_by_method_and_path() {
-        assert_eq!(need(&Method::GET, "/v1/status"), None);
-        assert_eq!(need(&Method::GET, "/ui/app.js"), None);
-        assert_eq!(need(&Method::GET, "/v1/jobs"), Some(TokenRole::Read));
-        assert_eq!(need(&Method::HEAD, "/metrics"), Some(TokenRole::Read));
-        assert_eq!(need(&Method::POST, "/v1/plan"), Some(TokenRole::Write));
-        assert_eq!(need(&Method::POST, "/v1/jobs"), Some(TokenRole::Write));
-        assert_eq!(need(&Method::POST, "/v1/status"), Some(TokenRole::Write));
-        assert_eq!(need(&Method::GET, "/v1/tokens"), Some(TokenRole::Admin));
-        assert_eq!(
-            need(&Method::DELETE, "/v1/tokens/ci"),
-            Some(TokenRole::Admin)
-        );
-        assert_eq!(need(&Method::GET, "/v1/registries"), Some(TokenRole::Read));
-        assert_eq!(
-            need(&Method::POST, "/v1/registries"),
-            Some(TokenRole::Admin)
-        );
-        assert_eq!(
-            need(&Method::DELETE, "/v1/registries/docker.io"),
-            Some(TokenRole::Admin)
-        );
-    }
-
-    #[test]
     fn the_scheme_is_case_insensitive() {
         let mut h = HeaderMap::new();
         assert_eq!(credential_of(&h), Ok(Credential::Anonymous));
@@ -529,10 +486,7 @@ mod tests {
     fn an_open_cluster_lets_everything_through() {
         let v = View::default();
         for c in [Credential::Anonymous, bearer("x")] {
-            assert_eq!(
-                judge(&v, None, false, true, &c, TokenRole::Admin, "/v1/tokens"),
-                Ok(c)
-            );
+            assert_eq!(judge(&v, None, false, true, &c, TokenRole::Admin), Ok(c));
         }
     }
 
@@ -543,7 +497,7 @@ mod tests {
             ("ci", TokenRole::Write, "w"),
             ("ops", TokenRole::Admin, "a"),
         ]);
-        let j = |c: &Credential, need| judge(&v, None, false, true, c, need, "/v1/jobs");
+        let j = |c: &Credential, need| judge(&v, None, false, true, c, need);
         assert_eq!(
             j(&Credential::Anonymous, TokenRole::Read),
             Err(Denied::Missing)
@@ -573,19 +527,6 @@ mod tests {
             j(&Credential::OpenRead, TokenRole::Write),
             Err(Denied::Missing)
         );
-        assert_eq!(j(&Credential::Node, TokenRole::Read), Err(Denied::Missing));
-        assert_eq!(
-            judge(
-                &v,
-                None,
-                false,
-                true,
-                &Credential::Node,
-                TokenRole::Read,
-                "/v1/events"
-            ),
-            Ok(Credential::Node)
-        );
     }
 
     #[test]
@@ -593,15 +534,7 @@ mod tests {
         let boot = hash_token("s3cret\n");
         let mut v = View::default();
         let j = |v: &View, c: &Credential, known| {
-            judge(
-                v,
-                Some(&boot),
-                false,
-                known,
-                c,
-                TokenRole::Admin,
-                "/v1/tokens",
-            )
+            judge(v, Some(&boot), false, known, c, TokenRole::Admin)
         };
         assert_eq!(j(&v, &Credential::Anonymous, true), Err(Denied::Missing));
         assert_eq!(j(&v, &bearer("s3cret"), true), Ok(bearer("s3cret")));
@@ -618,17 +551,7 @@ mod tests {
     #[test]
     fn open_reads_pass_on_as_open_reads_only() {
         let v = view(&[("ops", TokenRole::Admin, "a")]);
-        let j = |need| {
-            judge(
-                &v,
-                None,
-                true,
-                true,
-                &Credential::Anonymous,
-                need,
-                "/v1/jobs",
-            )
-        };
+        let j = |need| judge(&v, None, true, true, &Credential::Anonymous, need);
         assert_eq!(j(TokenRole::Read), Ok(Credential::OpenRead));
         assert_eq!(j(TokenRole::Write), Err(Denied::Missing));
     }
@@ -662,7 +585,10 @@ mod tests {
             let mut b = Request::builder()
                 .method(method)
                 .uri("/v1/jobs")
-                .extension(Forwarded { credential });
+                .extension(Forwarded {
+                    credential,
+                    request_id: None,
+                });
             if let Some(h) = header {
                 b = b.header(header::AUTHORIZATION, h);
             }

@@ -4,7 +4,7 @@
 //! plain JavaScript calls this node's own JSON API ([`skein_protocol::api`]),
 //! sending the API token the user typed (kept in `localStorage`) as
 //! `Authorization: Bearer …`. The assets hold no cluster data and no secret,
-//! so they are answered locally on every node (see `forward::is_local`).
+//! so they are public and answered locally on every node (`super::routes`).
 
 use axum::http::header::{
     HeaderName, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY,

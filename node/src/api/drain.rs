@@ -13,10 +13,9 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use skein_protocol::api::WriteOutcome;
 use tokio::sync::watch;
 
 use super::ApiErr;
@@ -99,8 +98,12 @@ pub async fn check(State(drain): State<Drain>, req: Request, next: Next) -> Resp
         return next.run(req).await;
     }
     let Some(_ticket) = drain.admit() else {
-        let mut err = ApiErr::new(StatusCode::SERVICE_UNAVAILABLE, DRAINING);
-        err.body.outcome = Some(WriteOutcome::NotApplied);
+        let err = ApiErr::unavailable(
+            DRAINING,
+            crate::rpc::PeerError::Unavailable {
+                reason: DRAINING.into(),
+            },
+        );
         let mut res = err.into_response();
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -15,6 +15,7 @@ use skein_protocol::api::{ApiError, WriteOutcome};
 use skein_protocol::spec::SpecError;
 
 use crate::control::{ControlError, PlanError};
+use crate::rpc::PeerError;
 
 /// An error response.
 #[derive(Debug)]
@@ -23,6 +24,11 @@ pub struct ApiErr {
     pub status: StatusCode,
     /// Body.
     pub body: ApiError,
+    /// Set when nothing was applied and another node (the leader) or a
+    /// later attempt may succeed: attached to the response as an
+    /// extension, so that a call forwarded here answers its forwarder with
+    /// this typed refusal (which it retries) instead of an HTTP status.
+    pub retry: Option<PeerError>,
 }
 
 impl ApiErr {
@@ -35,7 +41,16 @@ impl ApiErr {
                 details: Vec::new(),
                 outcome: None,
             },
+            retry: None,
         }
+    }
+
+    /// 503, nothing applied, retryable elsewhere or later as `retry`.
+    pub fn unavailable(error: impl Into<String>, retry: PeerError) -> Self {
+        let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, error);
+        err.body.outcome = Some(WriteOutcome::NotApplied);
+        err.retry = Some(retry);
+        err
     }
 
     /// 422 with per-field problems.
@@ -47,6 +62,7 @@ impl ApiErr {
                 details,
                 outcome: None,
             },
+            retry: None,
         }
     }
 
@@ -78,13 +94,19 @@ impl From<ControlError> for ApiErr {
         };
         let mut err = Self::new(status, e.to_string());
         err.body.outcome = Some(outcome);
+        let refusal = PeerError::from(&e);
+        err.retry = refusal.is_retryable().then_some(refusal);
         err
     }
 }
 
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut resp = (self.status, Json(self.body)).into_response();
+        if let Some(retry) = self.retry {
+            resp.extensions_mut().insert(retry);
+        }
+        resp
     }
 }
 

@@ -1,10 +1,21 @@
-//! Any node accepts any API call: writes and reads are forwarded over the
-//! mesh to the leader, which serves them with its own router (writes answer
-//! after the commit), so a client always reads its own writes whichever node
-//! it talks to. During a leader change the call is retried against the new
-//! leader for a few seconds instead of failing. When no leader can be
-//! reached, a Raft member still answers reads from its own replica (stale
-//! but useful on a cut-off edge site).
+//! Any node accepts any API call. Where it is served is the matched
+//! route's [`Locality`] (`super::routes`): this node's own view, or the
+//! leader, to which the call is forwarded over the mesh
+//! ([`PeerRequest::Api`]); the leader serves it with its own router
+//! (writes answer after the commit), so a client always reads its own
+//! writes whichever node it talks to. When no leader can be reached, a
+//! Raft member still answers reads from its own replica (stale but useful
+//! on a cut-off edge site).
+//!
+//! **Request ids.** The node a call enters gives it one [`RequestId`]
+//! (the client's `Idempotency-Key`, or random) and sends it with every
+//! attempt; whoever serves the call proposes its writes under that id
+//! (`crate::control::as_request`), and the state machine applies each
+//! once. So retrying is decided by the typed answer: not the leader or
+//! unavailable (nothing applied) → the next leader, same id; a transport
+//! failure (maybe applied) → again, same id, which is now safe. A write
+//! given up on after a transport failure is reported as of unknown
+//! outcome (504), never as not applied.
 //!
 //! A forwarded call carries the credential it was let in with
 //! ([`super::auth::Caller`]), and the leader checks it again with the
@@ -14,17 +25,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use skein_protocol::api::MAX_BODY_BYTES;
+use skein_protocol::api::{WriteOutcome, MAX_BODY_BYTES};
 
 use super::auth::Caller;
+use super::routes::{self, Locality};
 use super::ApiErr;
 use crate::context::NodeCtx;
-use crate::mesh::wire::{ApiCall, Credential, WireRequest, WireResponse};
-use crate::state::node_id_str;
+use crate::control::as_request;
+use crate::mesh::MeshError;
+use crate::rpc::{self, ApiCall, CallError, Credential, PeerRequest, PeerResponse};
+use crate::state::{node_id_str, RequestId};
 
 /// Marks a call that arrived over the mesh (already forwarded once): it is
 /// served where it lands, never forwarded again (no loops during leader
@@ -34,42 +48,87 @@ use crate::state::node_id_str;
 pub struct Forwarded {
     /// Who the call acts for, as the node it entered sent it.
     pub credential: Credential,
+    /// The id the entry node gave the call.
+    pub request_id: Option<RequestId>,
 }
+
+/// The header a client may name its call with, so that its own retries
+/// (a new connection, another node) are applied once too.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 /// How long a write waits for a reachable leader.
 const LEADER_WAIT: Duration = Duration::from_secs(8);
 /// How long a read waits before falling back to the local replica.
 const READ_LEADER_WAIT: Duration = Duration::from_secs(2);
+/// Pause between attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
-/// Calls every node answers from its own (gossiped) view, and image
-/// pushes, which send what is in this node's own Docker.
-fn is_local(method: &Method, path: &str) -> bool {
-    (method == Method::POST && path == "/v1/images/push")
-        || method == Method::GET
-            && (path == "/v1/status"
-                || path == "/metrics"
-                || path == "/v1/nodes"
-                || path == "/v1/events"
-                || path == "/v1/top"
-                || path.starts_with("/v1/services")
-                || path == "/v1/images"
-                || path.ends_with("/logs")
-                || path == "/"
-                || path.starts_with("/ui/"))
+/// The id of a call entering here: its `Idempotency-Key`, else random.
+fn request_id(headers: &HeaderMap) -> Result<RequestId, ApiErr> {
+    match headers.get(IDEMPOTENCY_KEY) {
+        None => Ok(RequestId::random()),
+        Some(v) => v
+            .to_str()
+            .map_err(|_| "Idempotency-Key must be ASCII".to_string())
+            .and_then(RequestId::from_key)
+            .map_err(|e| ApiErr::new(StatusCode::BAD_REQUEST, e)),
+    }
+}
+
+/// What one attempt at the leader says about the next.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Final: answer the client with this.
+    Done,
+    /// Try again (the next leader, after a pause); `maybe_applied` when
+    /// the attempt may have taken effect (a transport failure).
+    Retry {
+        /// The attempt may have been applied.
+        maybe_applied: bool,
+    },
+}
+
+/// Retry classification by the error's type (not by an HTTP status).
+fn verdict(result: &Result<PeerResponse, CallError>) -> Verdict {
+    match result {
+        Ok(_) => Verdict::Done,
+        Err(e) if e.is_retryable() => Verdict::Retry {
+            // Not delivered (no connection) is known not applied.
+            maybe_applied: matches!(
+                e,
+                CallError::Transport(
+                    MeshError::Timeout | MeshError::Remote(_) | MeshError::ConnectionLost(_)
+                )
+            ),
+        },
+        Err(_) => Verdict::Done,
+    }
 }
 
 /// The middleware.
 pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
-    let forwarded = req.extensions().get::<Forwarded>().is_some();
-    let read = req.method() == Method::GET;
-    if forwarded || is_local(req.method(), &path) || ctx.is_leader() {
-        return next.run(req).await;
+    let pattern = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let locality = routes::locality_of(req.method(), pattern.as_deref());
+    let forwarded = req.extensions().get::<Forwarded>().cloned();
+    let id = match &forwarded {
+        Some(f) => f.request_id.unwrap_or_else(RequestId::random),
+        None => match request_id(req.headers()) {
+            Ok(id) => id,
+            Err(e) => return e.into_response(),
+        },
+    };
+    if forwarded.is_some() || locality == Locality::Local || ctx.is_leader() {
+        return as_request(id, next.run(req)).await;
     }
+    let read = locality == Locality::LeaderOrReplica;
     let method = req.method().clone();
     let path_and_query = req
         .uri()
         .path_and_query()
-        .map_or(path.clone(), |p| p.to_string());
+        .map_or_else(|| req.uri().path().to_string(), |p| p.to_string());
     let credential = req
         .extensions()
         .get::<Caller>()
@@ -88,37 +147,33 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
             .into_response()
         }
     };
+    let call = PeerRequest::Api(ApiCall {
+        method: method.to_string(),
+        path: path_and_query,
+        body: body.to_vec(),
+        credential,
+        request_id: Some(id),
+    });
     let deadline = Instant::now() + if read { READ_LEADER_WAIT } else { LEADER_WAIT };
     let mut last = "no leader is known yet".to_string();
+    let mut maybe_applied = false;
     loop {
         match ctx.leader().await {
             Some(l) if l == ctx.id() && ctx.is_leader() => {
-                return next.run(Request::from_parts(parts, Body::from(body))).await;
+                let req = Request::from_parts(parts, Body::from(body));
+                return as_request(id, next.run(req)).await;
             }
             Some(l) if l != ctx.id() => match ctx.peer_of(l).await {
                 Some(peer) => {
-                    let call = ApiCall {
-                        method: method.to_string(),
-                        path: path_and_query.clone(),
-                        body: body.to_vec(),
-                        credential: credential.clone(),
-                    };
-                    match ctx.mesh.request(peer, WireRequest::Api(call)).await {
-                        Ok(WireResponse::Api(reply)) if reply.status != 503 => {
-                            let status = StatusCode::from_u16(reply.status)
-                                .unwrap_or(StatusCode::BAD_GATEWAY);
-                            return (
-                                status,
-                                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                                reply.body,
-                            )
-                                .into_response();
+                    let result = rpc::call(&ctx.mesh, peer, &call).await;
+                    match verdict(&result) {
+                        Verdict::Done => return answer(l, result),
+                        Verdict::Retry { maybe_applied: m } => {
+                            maybe_applied |= m && !read;
+                            if let Err(e) = result {
+                                last = format!("leader {}: {e}", node_id_str(l));
+                            }
                         }
-                        Ok(WireResponse::Api(reply)) => {
-                            last = String::from_utf8_lossy(&reply.body).into_owned()
-                        }
-                        Ok(_) => last = "unexpected answer from the leader".into(),
-                        Err(e) => last = format!("leader {}: {e}", node_id_str(l)),
                     }
                 }
                 None => last = format!("no mesh address for leader {}", node_id_str(l)),
@@ -129,12 +184,137 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
             if read && ctx.is_member() {
                 return next.run(Request::from_parts(parts, Body::from(body))).await;
             }
-            return ApiErr::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("no raft leader reachable from this node: {last}"),
-            )
-            .into_response();
+            return given_up(&last, maybe_applied).into_response();
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// The client's answer from a final attempt at `leader`.
+fn answer(leader: u64, result: Result<PeerResponse, CallError>) -> Response {
+    match result {
+        Ok(PeerResponse::Api(reply)) => {
+            let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            (
+                status,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                reply.body,
+            )
+                .into_response()
+        }
+        Ok(other) => ApiErr::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "leader {}: {}",
+                node_id_str(leader),
+                rpc::unexpected("api", &other)
+            ),
+        )
+        .into_response(),
+        Err(e) => ApiErr::new(
+            StatusCode::BAD_GATEWAY,
+            format!("leader {}: {e}", node_id_str(leader)),
+        )
+        .into_response(),
+    }
+}
+
+/// The answer when no attempt got through in time.
+fn given_up(last: &str, maybe_applied: bool) -> ApiErr {
+    if maybe_applied {
+        let mut err = ApiErr::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the leader did not answer ({last}); the write may still take effect: \
+                 check the state before retrying"
+            ),
+        );
+        err.body.outcome = Some(WriteOutcome::Unknown);
+        return err;
+    }
+    let mut err = ApiErr::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("no raft leader reachable from this node: {last}"),
+    );
+    err.body.outcome = Some(WriteOutcome::NotApplied);
+    err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::{ApiReply, PeerError};
+
+    #[test]
+    fn retries_follow_the_error_type() {
+        let ok = Ok(PeerResponse::Api(ApiReply {
+            status: 503,
+            body: vec![],
+        }));
+        // Even a 503 the leader chose to send is its answer: retry is
+        // decided by typed refusals only.
+        assert_eq!(verdict(&ok), Verdict::Done);
+        let not_leader = Err(CallError::Peer(PeerError::NotLeader { leader: None }));
+        assert_eq!(
+            verdict(&not_leader),
+            Verdict::Retry {
+                maybe_applied: false
+            }
+        );
+        let busy = Err(CallError::Peer(PeerError::Unavailable {
+            reason: "draining".into(),
+        }));
+        assert_eq!(
+            verdict(&busy),
+            Verdict::Retry {
+                maybe_applied: false
+            }
+        );
+        let lost = Err(CallError::Transport(MeshError::Timeout));
+        assert_eq!(
+            verdict(&lost),
+            Verdict::Retry {
+                maybe_applied: true
+            }
+        );
+        let unreachable = Err(CallError::Transport(MeshError::Unreachable(
+            "no route".into(),
+        )));
+        assert_eq!(
+            verdict(&unreachable),
+            Verdict::Retry {
+                maybe_applied: false
+            }
+        );
+        let refused = Err(CallError::Peer(PeerError::Refused {
+            reason: "no".into(),
+        }));
+        assert_eq!(verdict(&refused), Verdict::Done);
+        let newer = Err(CallError::Peer(PeerError::Unsupported { what: "x".into() }));
+        assert_eq!(verdict(&newer), Verdict::Done);
+    }
+
+    #[test]
+    fn a_write_given_up_after_a_lost_answer_is_of_unknown_outcome() {
+        let e = given_up("timed out", true);
+        assert_eq!(e.status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(e.body.outcome, Some(WriteOutcome::Unknown));
+        let e = given_up("no leader", false);
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.body.outcome, Some(WriteOutcome::NotApplied));
+        assert!(e.body.error.starts_with("no raft leader reachable"));
+    }
+
+    #[test]
+    fn idempotency_keys_are_validated() {
+        let mut h = HeaderMap::new();
+        assert!(request_id(&h).is_ok());
+        h.insert(IDEMPOTENCY_KEY, "ci-run-7".parse().unwrap());
+        assert_eq!(
+            request_id(&h).unwrap(),
+            RequestId::from_key("ci-run-7").unwrap()
+        );
+        h.insert(IDEMPOTENCY_KEY, "no spaces".parse().unwrap());
+        assert_eq!(request_id(&h).unwrap_err().status, StatusCode::BAD_REQUEST);
     }
 }

@@ -24,7 +24,7 @@ use skein_protocol::spec::{is_dns_subdomain, SpecError};
 
 use super::{json_body, ApiErr};
 use crate::context::NodeCtx;
-use crate::mesh::wire::{WireRequest, WireResponse};
+use crate::rpc::{self, CallError, PeerRequest, PeerResponse};
 use crate::state::{SecretCredentials, StoredCredential};
 
 type Ctx = State<Arc<NodeCtx>>;
@@ -282,24 +282,28 @@ pub async fn push(
                 format!("node {} has no mesh address yet", n.name),
             )
         })?;
-        let ask = WireRequest::FetchImage {
+        let ask = PeerRequest::FetchImage {
             id: id.clone(),
             tags: tags.clone(),
             from: ctx.id(),
         };
-        match ctx.mesh.request(peer, ask).await {
-            Ok(WireResponse::FetchImage(true)) => accepted.push(n.name.clone()),
-            Ok(WireResponse::FetchImage(false)) => already.push(n.name.clone()),
-            Ok(WireResponse::Error(e)) => {
+        match rpc::call(&ctx.mesh, peer, &ask).await {
+            Ok(PeerResponse::FetchImage(true)) => accepted.push(n.name.clone()),
+            Ok(PeerResponse::FetchImage(false)) => already.push(n.name.clone()),
+            Ok(other) => {
+                return Err(ApiErr::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "node {}: {}",
+                        n.name,
+                        rpc::unexpected("fetch-image", &other)
+                    ),
+                ))
+            }
+            Err(e @ (CallError::Peer(_) | CallError::BadAnswer(_))) => {
                 return Err(ApiErr::new(
                     StatusCode::BAD_GATEWAY,
                     format!("node {}: {e}", n.name),
-                ))
-            }
-            Ok(_) => {
-                return Err(ApiErr::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!("node {} gave an unexpected answer", n.name),
                 ))
             }
             Err(e) => {

@@ -19,7 +19,7 @@ use super::auth::Caller;
 use super::{ApiErr, Ctx};
 use crate::context::NodeCtx;
 use crate::executor;
-use crate::mesh::wire::Credential;
+use crate::rpc::Credential;
 use crate::state::NodeId;
 
 /// Query parameters.

@@ -14,6 +14,7 @@ pub mod logs;
 pub mod monitor;
 pub mod plan;
 pub mod rollout;
+pub mod routes;
 pub mod tokens;
 pub mod views;
 
@@ -24,7 +25,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -45,37 +45,7 @@ type Ctx = State<Arc<NodeCtx>>;
 /// (`Origin`, JSON content type), the token check, forwarding to the
 /// leader.
 pub fn router(ctx: Arc<NodeCtx>, auth: Arc<auth::Auth>, drain: drain::Drain) -> Router {
-    Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/nodes", get(nodes))
-        .route("/v1/jobs", get(jobs).post(apply))
-        .route("/v1/plan", post(plan::plan))
-        .route("/v1/jobs/{name}", get(job).delete(stop_job))
-        .route("/v1/jobs/{name}/delete", post(delete_job))
-        .route("/v1/jobs/{name}/scale", post(scale))
-        .route("/v1/jobs/{name}/restart", post(restart_job))
-        .route("/v1/jobs/{name}/history", get(rollout::history))
-        .route("/v1/jobs/{name}/undo", post(rollout::undo))
-        .route("/v1/nodes/{id}/drain", post(rollout::drain))
-        .route("/v1/nodes/{id}/undrain", post(rollout::undrain))
-        .route("/v1/allocs", get(allocs))
-        .route("/v1/allocs/{id}/restart", post(restart_alloc))
-        .route("/v1/allocs/{id}/logs", get(logs::logs))
-        .route("/v1/events", get(monitor::events))
-        .route("/v1/top", get(monitor::top))
-        .route("/metrics", get(metrics))
-        .route("/v1/services", get(services))
-        .route("/v1/services/{name}", get(service))
-        .route(
-            "/v1/registries",
-            get(images::registries).post(images::login),
-        )
-        .route("/v1/registries/{server}", delete(images::logout))
-        .route("/v1/images", get(images::list))
-        .route("/v1/images/push", post(images::push))
-        .route("/v1/tokens", get(tokens::list).post(tokens::create))
-        .route("/v1/tokens/{name}", delete(tokens::revoke))
-        .merge(dashboard::routes())
+    routes::router()
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             ctx.clone(),

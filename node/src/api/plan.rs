@@ -32,9 +32,9 @@ pub async fn plan(
     let req: ApplyRequest = json_body(body)?;
     validate_request(&req)?;
     if !ctx.is_leader() {
-        return Err(ApiErr::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return Err(ApiErr::unavailable(
             "plans are computed by the leader; retry",
+            crate::rpc::PeerError::NotLeader { leader: None },
         ));
     }
     ctx.refresh_self().await;

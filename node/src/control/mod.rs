@@ -15,6 +15,12 @@
 //! refused before proposing while this node's storage is degraded; one
 //! whose commit cannot be confirmed is reported as of unknown outcome,
 //! never as a plain failure.
+//!
+//! Writes made while serving an API call carry that call's request id
+//! ([`as_request`]), so a call retried after its answer was lost (the
+//! forwarding node resends it with the same id, maybe to a new leader)
+//! takes effect once: the state machine deduplicates
+//! ([`crate::state::requests`]).
 
 pub mod planner;
 pub mod publish;
@@ -22,6 +28,8 @@ pub mod rollout;
 pub mod voters;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -40,11 +48,54 @@ use crate::metrics::Metrics;
 use crate::raft::storage::Storage;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
 use crate::state::{
-    node_id_str, ApiToken, ClusterState, Command, CommandResult, NodeId, Plan, SecretCredentials,
-    StoredCredential, TokenHash, TokenSource,
+    node_id_str, request_ids_enabled, ApiToken, ClusterState, Command, CommandResult, NodeId, Plan,
+    RequestId, RequestKey, SecretCredentials, StoredCredential, TokenHash, TokenSource,
 };
 pub use planner::PlanError;
 use planner::{Input, RolloutEvent};
+
+tokio::task_local! {
+    /// The API call being served, set by [`as_request`]. A task-local
+    /// rather than a parameter of every handler and `Control` method: the
+    /// id belongs to the call, not to any one write, and every write the
+    /// call makes must carry it. Background writes (healing, rollouts,
+    /// voters) run outside any call and carry none.
+    static CALL: CallScope;
+}
+
+/// A call's id and the number of its next write.
+struct CallScope {
+    id: RequestId,
+    next: AtomicU32,
+}
+
+/// Runs `fut` (an API call's handler) as the call `id`: each write it
+/// commits through [`Control`] is proposed as write number 0, 1, … of that
+/// call ([`Command::Request`]), the same numbers on every retry.
+pub async fn as_request<F: Future>(id: RequestId, fut: F) -> F::Output {
+    CALL.scope(
+        CallScope {
+            id,
+            next: AtomicU32::new(0),
+        },
+        fut,
+    )
+    .await
+}
+
+/// The key the next write of the current call gets, if a call is served.
+fn next_key() -> Option<RequestKey> {
+    CALL.try_with(|c| RequestKey {
+        id: c.id,
+        seq: c.next.load(Ordering::Relaxed),
+    })
+    .ok()
+}
+
+/// Moves the current call to its next write number.
+fn advance_key() {
+    let _ = CALL.try_with(|c| c.next.fetch_add(1, Ordering::Relaxed));
+}
 
 /// How often a plan is recomputed when it keeps losing races.
 const MAX_PLAN_ATTEMPTS: usize = 5;
@@ -683,6 +734,28 @@ impl Control {
     /// [`COMMIT_WAIT`] passed, Raft stopped) is of unknown outcome.
     async fn write(&self, cmd: Command) -> Result<CommandResult, ControlError> {
         self.ensure_storage()?;
+        let key = match next_key() {
+            Some(key) if self.state.read(request_ids_enabled).await => Some(key),
+            _ => None,
+        };
+        let cmd = match key {
+            Some(key) => Command::Request {
+                key,
+                command: Box::new(cmd),
+            },
+            None => cmd,
+        };
+        let result = self.commit(cmd).await;
+        // A stale plan changed nothing and is recomputed under the same
+        // number; anything else used it up (a retry of the whole call on
+        // another leader numbers its writes the same way).
+        if !matches!(result, Ok(CommandResult::Rejected { stale: true, .. })) {
+            advance_key();
+        }
+        result
+    }
+
+    async fn commit(&self, cmd: Command) -> Result<CommandResult, ControlError> {
         let mut storage = self.storage.subscribe();
         let result = tokio::select! {
             r = self.raft.client_write(cmd) => r,

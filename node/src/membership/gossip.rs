@@ -13,8 +13,8 @@ use tracing::{debug, warn};
 use super::{Membership, NodeRecord};
 use crate::events::EventLog;
 use crate::executor::StatusBoard;
-use crate::mesh::wire::{NodeStatus, RaftRole};
 use crate::state::{node_id_str, NodeId};
+use crate::wire::{NodeStatus, RaftRole};
 use skein_protocol::api::NodeHealth;
 
 /// How often a node publishes its status: several per `--suspect-after`,
@@ -324,7 +324,7 @@ mod tests {
     fn a_build_box_with_many_images_keeps_its_allocations() {
         let mut s = status(50);
         s.images = (0..256)
-            .map(|i| crate::mesh::wire::ImageInfo {
+            .map(|i| crate::wire::ImageInfo {
                 id: format!("sha256:{i:064x}"),
                 tags: vec![format!("registry.example.com/team/app-{i}:1.2.3-build-{i}")],
                 size: 1 << 20,

@@ -11,8 +11,8 @@ use skein_protocol::api::NodeHealth;
 use skein_protocol::spec::ResourceVec;
 
 use super::NodeRecord;
-use crate::mesh::wire::{ImageInfo, RaftRole};
 use crate::state::NodeId;
+use crate::wire::{ImageInfo, RaftRole};
 
 /// Static facts about this node, fixed at start.
 #[derive(Debug, Clone)]

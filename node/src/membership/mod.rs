@@ -28,9 +28,9 @@ use tokio::sync::{watch, RwLock};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::mesh::wire::{EndpointReport, ImageInfo, RaftRole};
 use crate::scheduler::NodeCandidate;
 use crate::state::{node_id_str, ClusterState, NodeId};
+use crate::wire::{EndpointReport, ImageInfo, RaftRole};
 
 /// What the cluster knows about one node.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,22 +6,21 @@
 //! the body buffer grows only as bytes actually arrive, so a peer that
 //! announces 16 MiB and sends three bytes costs three bytes.
 //!
-//! Outbound messages are encoded by the caller (in its own task, so a large
-//! message never stalls the swarm loop) and travel as `Encoded` bytes;
-//! inbound messages are decoded here, in the connection's task. A malformed
-//! inbound *request* is not an I/O error but [`RpcRequest::Invalid`]:
-//! request-response drops failed reads silently, while an `Invalid` request
-//! reaches the swarm loop, which knows the peer, logs it and drops it (the
-//! peer sees its stream closed without an answer).
+//! The mesh never looks inside a frame: requests and responses are opaque
+//! bytes, encoded and decoded by the application (`crate::rpc`) in its own
+//! tasks. A malformed inbound *frame* (oversized, truncated) is not an I/O
+//! error but [`RpcRequest::Invalid`]: request-response drops failed reads
+//! silently, while an `Invalid` request reaches the swarm loop, which knows
+//! the peer, logs it and drops it (the peer sees its stream closed without
+//! an answer). A well-framed request whose bytes the application cannot
+//! decode is the application's to answer.
 
 use std::io;
 
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::request_response;
 use libp2p::StreamProtocol;
-use skein_protocol::codec::{decode, MAX_MESSAGE_BYTES};
-
-use super::wire::{WireRequest, WireResponse};
+use skein_protocol::codec::MAX_MESSAGE_BYTES;
 
 /// The request-response protocol name.
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/skein/rpc/1");
@@ -29,22 +28,14 @@ pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/skein/rpc/1");
 /// A request as the codec sees it.
 #[derive(Debug)]
 pub(crate) enum RpcRequest {
-    /// Outbound: bytes already encoded by the caller.
-    Encoded(Vec<u8>),
-    /// Inbound: a well-formed request.
-    Decoded(WireRequest),
-    /// Inbound: what was wrong with the frame (oversized, truncated, garbage).
+    /// One whole frame's bytes (either direction).
+    Bytes(Vec<u8>),
+    /// Inbound: what was wrong with the frame (oversized, truncated).
     Invalid(String),
 }
 
-/// A response as the codec sees it.
-#[derive(Debug)]
-pub(crate) enum RpcResponse {
-    /// Outbound: bytes already encoded off the swarm loop.
-    Encoded(Vec<u8>),
-    /// Inbound: a well-formed response.
-    Decoded(WireResponse),
-}
+/// A response as the codec sees it: one whole frame's bytes.
+pub(crate) type RpcResponse = Vec<u8>;
 
 /// The request-response codec for [`PROTOCOL`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -118,10 +109,10 @@ fn is_protocol_error(e: &io::Error) -> bool {
     )
 }
 
-fn not_encoded() -> io::Error {
+fn not_bytes() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
-        "only pre-encoded messages can be written",
+        "an invalid request cannot be written",
     )
 }
 
@@ -135,12 +126,7 @@ impl request_response::Codec for RpcCodec {
         T: AsyncRead + Unpin + Send,
     {
         match read_frame(io).await {
-            Ok(body) => Ok(match decode::<WireRequest>(&body) {
-                Ok(request) => RpcRequest::Decoded(request),
-                Err(e) => {
-                    RpcRequest::Invalid(format!("undecodable request of {} bytes: {e}", body.len()))
-                }
-            }),
+            Ok(body) => Ok(RpcRequest::Bytes(body)),
             Err(e) if is_protocol_error(&e) => Ok(RpcRequest::Invalid(e.to_string())),
             Err(e) => Err(e),
         }
@@ -150,14 +136,7 @@ impl request_response::Codec for RpcCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let body = read_frame(io).await?;
-        let response = decode::<WireResponse>(&body).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("undecodable response of {} bytes: {e}", body.len()),
-            )
-        })?;
-        Ok(RpcResponse::Decoded(response))
+        read_frame(io).await
     }
 
     async fn write_request<T>(
@@ -170,8 +149,8 @@ impl request_response::Codec for RpcCodec {
         T: AsyncWrite + Unpin + Send,
     {
         match request {
-            RpcRequest::Encoded(bytes) => write_frame(io, &bytes).await,
-            RpcRequest::Decoded(_) | RpcRequest::Invalid(_) => Err(not_encoded()),
+            RpcRequest::Bytes(bytes) => write_frame(io, &bytes).await,
+            RpcRequest::Invalid(_) => Err(not_bytes()),
         }
     }
 
@@ -184,10 +163,7 @@ impl request_response::Codec for RpcCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        match response {
-            RpcResponse::Encoded(bytes) => write_frame(io, &bytes).await,
-            RpcResponse::Decoded(_) => Err(not_encoded()),
-        }
+        write_frame(io, &response).await
     }
 }
 
@@ -195,10 +171,8 @@ impl request_response::Codec for RpcCodec {
 mod tests {
     use futures::io::Cursor;
     use libp2p::request_response::Codec;
-    use skein_protocol::codec::encode;
 
     use super::*;
-    use crate::mesh::wire::ApiCall;
 
     fn frame(len: u32, body: &[u8]) -> Vec<u8> {
         let mut out = len.to_be_bytes().to_vec();
@@ -245,34 +219,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn codec_turns_bad_requests_into_invalid_and_bad_responses_into_errors() {
+    async fn codec_passes_bytes_and_turns_bad_frames_into_invalid() {
         let mut codec = RpcCodec;
-        let good = WireRequest::Api(ApiCall {
-            method: "GET".into(),
-            path: "/v1/jobs".into(),
-            body: vec![],
-            credential: Default::default(),
-        });
-        let bytes = encode(&good).unwrap();
-        let mut rd = Cursor::new(frame(bytes.len() as u32, &bytes));
+        let mut rd = Cursor::new(frame(5, b"hello"));
         match codec.read_request(&PROTOCOL, &mut rd).await.unwrap() {
-            RpcRequest::Decoded(WireRequest::Api(call)) => assert_eq!(call.path, "/v1/jobs"),
+            RpcRequest::Bytes(bytes) => assert_eq!(bytes, b"hello"),
             other => panic!("unexpected {other:?}"),
         }
-        for input in [
-            frame(32, &[0xff; 32]),
-            frame(u32::MAX, b"x"),
-            frame(100, &[1; 10]),
-            vec![1],
-        ] {
+        // Garbage inside a good frame is the application's to answer.
+        let mut rd = Cursor::new(frame(4, &[0xff; 4]));
+        assert!(matches!(
+            codec.read_request(&PROTOCOL, &mut rd).await.unwrap(),
+            RpcRequest::Bytes(_)
+        ));
+        for input in [frame(u32::MAX, b"x"), frame(100, &[1; 10]), vec![1]] {
             let mut rd = Cursor::new(input);
             match codec.read_request(&PROTOCOL, &mut rd).await.unwrap() {
                 RpcRequest::Invalid(problem) => assert!(!problem.is_empty()),
                 other => panic!("unexpected {other:?}"),
             }
         }
-        let mut rd = Cursor::new(frame(4, &[0xff; 4]));
+        let mut rd = Cursor::new(frame(100, &[1; 4]));
         let err = codec.read_response(&PROTOCOL, &mut rd).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

@@ -7,12 +7,13 @@
 //! layer may assume that a connected peer is a cluster member's node.
 //!
 //! On top of the connections run four protocols:
-//! - request-response (`/skein/rpc/1`): one [`wire::WireRequest`] answered by
-//!   one [`wire::WireResponse`] (Raft RPCs, forwarded API calls, assignment
-//!   long-polls), length-prefixed frames of [`skein_protocol::codec`] bytes;
+//! - request-response (`/skein/rpc/1`): one request frame answered by one
+//!   response frame, each a length-prefixed run of opaque bytes of at most
+//!   [`MAX_MESSAGE_BYTES`] (what they mean is `crate::rpc`'s business);
 //! - gossipsub (topic `skein/status/v1`): every node publishes its signed
-//!   [`wire::NodeStatus`] about twice a second; undecodable or forged messages
-//!   are rejected and never reach the application;
+//!   status about twice a second, at most [`MAX_GOSSIP_BYTES`]; unsigned or
+//!   oversized messages are rejected, the rest reach the application as
+//!   bytes, which decodes and vets them;
 //! - identify (`/skein/id/1`): peers tell each other their listen addresses;
 //! - ping: every second; a connection whose pings keep failing is closed.
 //!
@@ -25,11 +26,14 @@
 //! One tokio task owns the swarm; [`Mesh`] is a cheap handle that sends it
 //! commands, and the task reports what happens as [`MeshEvent`]s. The task
 //! never waits for application code: inbound requests are answered through
-//! a oneshot, and large messages are encoded and decoded outside it. It stops
-//! when every [`Mesh`] handle is dropped or on [`Mesh::shutdown`].
+//! a oneshot, and messages are encoded and decoded by the application in
+//! its own tasks. It stops when every [`Mesh`] handle is dropped or on
+//! [`Mesh::shutdown`].
+//!
+//! The mesh knows bytes only: it imports nothing from Raft, the state or
+//! the RPC messages, so it can be tested and changed on its own.
 
 pub mod key;
-pub mod wire;
 
 mod codec;
 mod swarm;
@@ -49,11 +53,13 @@ use libp2p::multiaddr::Protocol;
 use libp2p::pnet::PreSharedKey;
 use libp2p::{Multiaddr, PeerId};
 use prometheus_client::registry::Registry;
-use skein_protocol::codec::{encode, MAX_MESSAGE_BYTES};
+use skein_protocol::codec::MAX_MESSAGE_BYTES;
 use tokio::sync::{mpsc, oneshot};
 
 use self::swarm::{Command, Driver, Seed, Stats};
-use self::wire::{NodeStatus, WireRequest, WireResponse, MAX_GOSSIP_BYTES};
+
+/// Largest gossip message; a status with hundreds of allocations fits.
+pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
 
 /// Default bound on one request-response round trip.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,24 +108,25 @@ impl MeshConfig {
 /// What the mesh reports to the application.
 #[derive(Debug)]
 pub enum MeshEvent {
-    /// A peer's gossiped status (decoded; garbage is dropped with a warn! line
-    /// and reported to gossipsub as Reject). `from` is the signing peer, and
-    /// `status.peer_id` is checked to match it.
-    Status {
-        /// The peer that signed (authored) the status.
+    /// A gossiped message, signed by `from`, on our topic and within
+    /// [`MAX_GOSSIP_BYTES`] (anything else is rejected before this). The
+    /// receiver decodes it and checks what it claims about its author.
+    Gossip {
+        /// The peer that signed (authored) the message.
         from: PeerId,
-        /// Its status (boxed: a status is far larger than other events).
-        status: Box<NodeStatus>,
+        /// Its bytes, as published.
+        bytes: Vec<u8>,
     },
-    /// An inbound request; answer by sending on `reply` within the request
-    /// timeout (dropping it makes the peer see an error).
+    /// An inbound request of at most [`MAX_MESSAGE_BYTES`]; answer by
+    /// sending bytes on `reply` within the request timeout (dropping it
+    /// makes the peer see an error).
     Request {
         /// The asking peer.
         from: PeerId,
-        /// What it asks (boxed: Raft appends are large).
-        request: Box<WireRequest>,
+        /// What it asks, undecoded.
+        bytes: Vec<u8>,
         /// Where the answer goes.
-        reply: oneshot::Sender<WireResponse>,
+        reply: oneshot::Sender<Vec<u8>>,
     },
     /// The first connection to a peer is up.
     PeerConnected(PeerId),
@@ -131,15 +138,19 @@ pub enum MeshEvent {
 /// Why a mesh operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
-    /// No connection to the peer could be made or kept (no known address,
-    /// dial failed, connection closed mid-request, protocol not supported).
+    /// No connection to the peer could be made (no known address, dial
+    /// failed, protocol not supported): the request was not delivered.
     #[error("peer unreachable: {0}")]
     Unreachable(String),
+    /// The connection closed before the answer came; the peer may or may
+    /// not have acted on the request.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
     /// No answer within the request timeout; the peer may or may not have
     /// acted on the request.
     #[error("request timed out")]
     Timeout,
-    /// A message could not be encoded, or the peer's answer not decoded.
+    /// The peer's answer was not a well-formed frame.
     #[error("codec: {0}")]
     Codec(String),
     /// The peer failed the exchange without an answer (it rejected or
@@ -293,9 +304,9 @@ impl Mesh {
     }
 
     /// One request-response round trip to `peer` (dials it if needed using
-    /// known addresses). The request is encoded here, in the caller's task.
-    pub async fn request(&self, peer: PeerId, req: WireRequest) -> Result<WireResponse, MeshError> {
-        let bytes = encode(&req).map_err(|e| MeshError::Codec(e.to_string()))?;
+    /// known addresses): `bytes` out, the peer's answer back, both at most
+    /// [`MAX_MESSAGE_BYTES`].
+    pub async fn request(&self, peer: PeerId, bytes: Vec<u8>) -> Result<Vec<u8>, MeshError> {
         if bytes.len() > MAX_MESSAGE_BYTES {
             return Err(MeshError::TooLarge {
                 size: bytes.len(),
@@ -314,11 +325,10 @@ impl Mesh {
         }
     }
 
-    /// Publishes our status on the gossip topic (encoded size must be <=
+    /// Publishes `data` (our encoded status) on the gossip topic (at most
     /// [`MAX_GOSSIP_BYTES`], else [`MeshError::TooLarge`]). Having no
     /// subscribed peer yet is not an error: the message simply reaches no one.
-    pub async fn publish_status(&self, status: &NodeStatus) -> Result<(), MeshError> {
-        let data = encode(status).map_err(|e| MeshError::Codec(e.to_string()))?;
+    pub async fn publish(&self, data: Vec<u8>) -> Result<(), MeshError> {
         if data.len() > MAX_GOSSIP_BYTES {
             return Err(MeshError::TooLarge {
                 size: data.len(),

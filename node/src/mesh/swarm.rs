@@ -30,15 +30,14 @@ use libp2p::request_response::{self, OutboundFailure, ProtocolSupport, ResponseC
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, ping, Multiaddr, PeerId, Swarm};
-use skein_protocol::codec::{decode, encode, MAX_MESSAGE_BYTES};
+use skein_protocol::codec::MAX_MESSAGE_BYTES;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::codec::{RpcCodec, RpcRequest, RpcResponse, PROTOCOL};
 use super::transport::WRONG_KEY;
-use super::wire::{NodeStatus, WireResponse, MAX_GOSSIP_BYTES};
-use super::{MeshError, MeshEvent};
+use super::{MeshError, MeshEvent, MAX_GOSSIP_BYTES};
 
 /// The gossip topic every node publishes its status on.
 pub(crate) const STATUS_TOPIC: &str = "skein/status/v1";
@@ -78,7 +77,7 @@ pub(crate) enum Command {
     Request {
         peer: PeerId,
         bytes: Vec<u8>,
-        reply: oneshot::Sender<Result<WireResponse, MeshError>>,
+        reply: oneshot::Sender<Result<Vec<u8>, MeshError>>,
     },
     Publish {
         data: Vec<u8>,
@@ -176,7 +175,8 @@ pub(crate) fn new_behaviour(
 }
 
 /// Message id = FNV-1a (128 bit) of author and data: stable across nodes
-/// and builds; `NodeStatus::seq` makes consecutive statuses distinct.
+/// and builds; the application's sequence number makes consecutive statuses
+/// distinct.
 fn message_id(message: &gossipsub::Message) -> MessageId {
     const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
     const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
@@ -416,7 +416,7 @@ pub(crate) struct Driver {
     metrics: Metrics,
 }
 
-type PendingRequest = oneshot::Sender<Result<WireResponse, MeshError>>;
+type PendingRequest = oneshot::Sender<Result<Vec<u8>, MeshError>>;
 
 impl Driver {
     pub(crate) fn new(parts: DriverParts) -> Self {
@@ -508,7 +508,7 @@ impl Driver {
                     .unwrap_or_default();
                 let id = self.swarm.behaviour_mut().rpc.send_request_with_addresses(
                     &peer,
-                    RpcRequest::Encoded(bytes),
+                    RpcRequest::Bytes(bytes),
                     addrs,
                 );
                 self.pending.insert(id, reply);
@@ -769,14 +769,8 @@ impl Driver {
                     request_id,
                     response,
                 } => {
-                    let result = match response {
-                        RpcResponse::Decoded(response) => Ok(response),
-                        RpcResponse::Encoded(_) => {
-                            Err(MeshError::Codec("response was not decoded".into()))
-                        }
-                    };
                     if let Some(reply) = self.pending.remove(&request_id) {
-                        let _ = reply.send(result);
+                        let _ = reply.send(Ok(response));
                     }
                 }
             },
@@ -791,7 +785,7 @@ impl Driver {
                         MeshError::Unreachable(format!("cannot connect to {peer}"))
                     }
                     OutboundFailure::Timeout => MeshError::Timeout,
-                    OutboundFailure::ConnectionClosed => MeshError::Unreachable(format!(
+                    OutboundFailure::ConnectionClosed => MeshError::ConnectionLost(format!(
                         "connection to {peer} closed before its answer"
                     )),
                     OutboundFailure::UnsupportedProtocols => {
@@ -831,27 +825,24 @@ impl Driver {
         channel: ResponseChannel<RpcResponse>,
     ) {
         match request {
-            RpcRequest::Decoded(request) => {
-                let (reply, answer) = oneshot::channel::<WireResponse>();
+            RpcRequest::Bytes(bytes) => {
+                let (reply, answer) = oneshot::channel::<Vec<u8>>();
                 self.events.emit(MeshEvent::Request {
                     from: peer,
-                    request: Box::new(request),
+                    bytes,
                     reply,
                 });
                 let replies = self.replies_tx.clone();
                 let wait = self.request_timeout;
                 tokio::spawn(async move {
                     let outcome = match tokio::time::timeout(wait, answer).await {
-                        Ok(Ok(response)) => match encode(&response) {
-                            Ok(bytes) if bytes.len() <= MAX_MESSAGE_BYTES => {
-                                ReplyOutcome::Ready(bytes)
-                            }
-                            Ok(bytes) => ReplyOutcome::Failed(format!(
-                                "response of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES} bytes",
-                                bytes.len()
-                            )),
-                            Err(e) => ReplyOutcome::Failed(format!("cannot encode response: {e}")),
-                        },
+                        Ok(Ok(bytes)) if bytes.len() <= MAX_MESSAGE_BYTES => {
+                            ReplyOutcome::Ready(bytes)
+                        }
+                        Ok(Ok(bytes)) => ReplyOutcome::Failed(format!(
+                            "response of {} bytes exceeds the limit of {MAX_MESSAGE_BYTES} bytes",
+                            bytes.len()
+                        )),
                         Ok(Err(_)) | Err(_) => ReplyOutcome::Unanswered,
                     };
                     let _ = replies.send(Reply {
@@ -870,8 +861,6 @@ impl Driver {
                 );
                 drop(channel);
             }
-            // The codec never produces it inbound.
-            RpcRequest::Encoded(_) => drop(channel),
         }
     }
 
@@ -882,7 +871,7 @@ impl Driver {
                     .swarm
                     .behaviour_mut()
                     .rpc
-                    .send_response(reply.channel, RpcResponse::Encoded(bytes));
+                    .send_response(reply.channel, bytes);
                 if sent.is_err() {
                     debug!(
                         "mesh: answer to {} dropped: the request timed out or its connection closed",
@@ -906,11 +895,11 @@ impl Driver {
                 message_id,
                 message,
             } => {
-                let acceptance = match self.check_status(&message) {
-                    Ok((from, status)) => {
-                        self.events.emit(MeshEvent::Status {
+                let acceptance = match self.check_gossip(&message) {
+                    Ok(from) => {
+                        self.events.emit(MeshEvent::Gossip {
                             from,
-                            status: Box::new(status),
+                            bytes: message.data,
                         });
                         MessageAcceptance::Accept
                     }
@@ -947,8 +936,10 @@ impl Driver {
         }
     }
 
-    /// Decodes and vets a gossiped status.
-    fn check_status(&self, message: &gossipsub::Message) -> Result<(PeerId, NodeStatus), String> {
+    /// Vets a gossiped message as far as the mesh can: signed, on our
+    /// topic, within the size limit. Its contents are the application's to
+    /// judge (it decodes them and checks the author's claims).
+    fn check_gossip(&self, message: &gossipsub::Message) -> Result<PeerId, String> {
         let from = message
             .source
             .ok_or_else(|| "unsigned message".to_string())?;
@@ -957,19 +948,11 @@ impl Driver {
         }
         if message.data.len() > MAX_GOSSIP_BYTES {
             return Err(format!(
-                "status of {} bytes exceeds the limit of {MAX_GOSSIP_BYTES} bytes",
+                "message of {} bytes exceeds the limit of {MAX_GOSSIP_BYTES} bytes",
                 message.data.len()
             ));
         }
-        let status: NodeStatus =
-            decode(&message.data).map_err(|e| format!("undecodable status: {e}"))?;
-        if status.peer_id != from.to_base58() {
-            return Err(format!(
-                "status claims peer id {:?} but is signed by {from}",
-                status.peer_id
-            ));
-        }
-        Ok((from, status))
+        Ok(from)
     }
 
     fn on_identify(&mut self, event: identify::Event) {

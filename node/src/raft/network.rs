@@ -1,12 +1,19 @@
 //! Raft RPCs between members, carried by the mesh's request-response
-//! protocol. The target's peer id and addresses come from its
-//! [`RaftPeer`] entry in the Raft membership.
+//! protocol as [`PeerRequest::Raft`]. The target's peer id and addresses
+//! come from its [`RaftPeer`] entry in the Raft membership.
+//!
+//! Errors keep their type: openraft's own errors from the target come
+//! back as [`RPCError::RemoteError`]; a transport failure is
+//! [`RPCError::Unreachable`] (openraft backs off); a refusal by the peer's
+//! door (not a member, impostor) or an unreadable answer is
+//! [`RPCError::Network`].
 
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -15,8 +22,8 @@ use openraft::raft::{
 };
 
 use super::{RaftPeer, TypeConfig};
-use crate::mesh::wire::{RaftRequest, RaftResponse, WireRequest, WireResponse};
 use crate::mesh::Mesh;
+use crate::rpc::{self, CallError, PeerRequest, PeerResponse, RaftRequest, RaftResponse};
 use crate::state::{node_id_str, NodeId};
 
 /// Builds a [`PeerClient`] per target.
@@ -81,23 +88,27 @@ impl PeerClient {
                 node_id_str(self.target)
             )));
         };
-        let req = WireRequest::Raft {
+        let req = PeerRequest::Raft {
             from: self.local,
             rpc,
         };
-        match tokio::time::timeout(ttl, self.mesh.request(peer, req)).await {
+        let target = node_id_str(self.target);
+        match tokio::time::timeout(ttl, rpc::call(&self.mesh, peer, &req)).await {
             Err(_) => Err(unreachable(format!(
-                "raft peer {} did not answer within {ttl:?}",
-                node_id_str(self.target)
+                "raft peer {target} did not answer within {ttl:?}"
             ))),
-            Ok(Err(e)) => Err(unreachable(format!(
-                "raft peer {}: {e}",
-                node_id_str(self.target)
-            ))),
-            Ok(Ok(WireResponse::Raft(r))) => Ok(r),
-            Ok(Ok(WireResponse::Error(e))) => Err(network(e)),
-            Ok(Ok(_)) => Err(network("unexpected answer to a raft rpc".into())),
+            Ok(Ok(PeerResponse::Raft(r))) => Ok(r),
+            Ok(Ok(other)) => Err(network(rpc::unexpected("raft", &other).to_string())),
+            Ok(Err(CallError::Transport(e))) => {
+                Err(unreachable(format!("raft peer {target}: {e}")))
+            }
+            Ok(Err(e)) => Err(network(format!("raft peer {target}: {e}"))),
         }
+    }
+
+    /// The target's own error, as openraft wants it.
+    fn remote<E: std::error::Error>(&self, e: RaftError<NodeId, E>) -> RpcErr<E> {
+        RPCError::RemoteError(RemoteError::new(self.target, e))
     }
 }
 
@@ -132,7 +143,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .call(RaftRequest::Append(rpc), option.hard_ttl())
             .await?
         {
-            RaftResponse::Append(r) => r.map_err(network),
+            RaftResponse::Append(r) => r.map_err(|e| self.remote(e)),
             _ => Err(network("mismatched raft answer".into())),
         }
     }
@@ -146,7 +157,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .call(RaftRequest::Snapshot(rpc), option.hard_ttl())
             .await?
         {
-            RaftResponse::Snapshot(r) => r.map_err(network),
+            RaftResponse::Snapshot(r) => r.map_err(|e| self.remote(e)),
             _ => Err(network("mismatched raft answer".into())),
         }
     }
@@ -157,7 +168,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr> {
         match self.call(RaftRequest::Vote(rpc), option.hard_ttl()).await? {
-            RaftResponse::Vote(r) => r.map_err(network),
+            RaftResponse::Vote(r) => r.map_err(|e| self.remote(e)),
             _ => Err(network("mismatched raft answer".into())),
         }
     }

@@ -12,6 +12,12 @@
 //!
 //! API tokens live here too (as SHA-256 hashes, never the secret), so that
 //! every node enforces the same set (`crate::api::auth`).
+//!
+//! Writes that come from API calls may carry a request id
+//! ([`Command::Request`]); the state remembers the last applied ones
+//! ([`requests`]), so a call retried after a lost answer takes effect once.
+
+pub mod requests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,6 +40,15 @@ pub const STATE_LIMIT_BYTES: usize = STATE_QUOTA_BYTES + STATE_QUOTA_BYTES / 8;
 /// Raft and cluster identity of a node. `Copy + Default` as openraft needs;
 /// the human name and addresses live in [`crate::raft::RaftPeer`].
 pub type NodeId = u64;
+
+pub use requests::{AppliedRequests, RequestId, RequestKey};
+
+/// Whether the leader may propose [`Command::Request`]: only once every
+/// voter can apply it (an older node would fail on the unknown variant).
+/// True for now; the cluster-wide lowest schema version will decide it.
+pub fn request_ids_enabled(_state: &ClusterState) -> bool {
+    true
+}
 
 /// Formats a node id the way users see it (16 hex digits).
 pub fn node_id_str(id: NodeId) -> String {
@@ -217,6 +232,15 @@ pub enum Command {
         /// Job name.
         job: String,
     },
+    /// `command` as write `key.seq` of the API call `key.id`: applied once;
+    /// a repeat of the key returns the first result and changes nothing.
+    /// Last variant: earlier ones keep their encoding.
+    Request {
+        /// Which call, which of its writes.
+        key: RequestKey,
+        /// The write (never itself a `Request`).
+        command: Box<Command>,
+    },
 }
 
 impl Command {
@@ -233,6 +257,8 @@ impl Command {
             | Command::RegistryLogout { .. }
             | Command::TokenRevoke { .. }
             | Command::DeleteJob { .. } => false,
+            // The inner command is checked when it is applied.
+            Command::Request { .. } => false,
         }
     }
 }
@@ -372,6 +398,8 @@ pub struct ClusterState {
     /// Hashes of revoked bootstrap tokens: a node that still has the file
     /// neither registers nor honours it again.
     pub revoked_tokens: BTreeSet<TokenHash>,
+    /// Results of the last applied [`Command::Request`]s, by key.
+    pub requests: AppliedRequests,
 }
 
 impl ClusterState {
@@ -458,6 +486,21 @@ impl ClusterState {
             }
             Command::TokenCreate(token) => self.create_token(token),
             Command::TokenRevoke { name } => self.revoke_token(name),
+            Command::Request { key, command } => {
+                if let Some(first) = self.requests.get(key) {
+                    return first.clone();
+                }
+                if matches!(**command, Command::Request { .. }) {
+                    return reject("a request inside a request".into(), false);
+                }
+                let result = self.apply(command);
+                // Only what took effect is remembered: a refused write
+                // changed nothing, and its retry may be planned afresh.
+                if matches!(result, CommandResult::Applied { .. }) {
+                    self.requests.insert(*key, result.clone());
+                }
+                result
+            }
             Command::DeleteJob { job } => {
                 if self.jobs.remove(job).is_none() {
                     return reject(format!("job {job} not found"), false);
@@ -902,5 +945,120 @@ mod tests {
         assert_eq!(j.spec_for(2), None);
         // Numbers never repeat, even when an older version is current.
         assert_eq!(j.next_version(), 4);
+    }
+
+    fn request(id: u8, seq: u32, command: Command) -> Command {
+        Command::Request {
+            key: RequestKey {
+                id: RequestId([id; 16]),
+                seq,
+            },
+            command: Box::new(command),
+        }
+    }
+
+    #[test]
+    fn a_repeated_request_takes_effect_once_and_returns_the_first_result() {
+        let mut s = ClusterState::default();
+        s.allocs.insert("a1".into(), alloc("a1", "web"));
+        let restart = || {
+            request(
+                1,
+                0,
+                Command::Restart {
+                    allocs: vec!["a1".into()],
+                },
+            )
+        };
+        let first = s.apply(&restart());
+        assert_eq!(first, CommandResult::Applied { version: 1 });
+        let after = s.clone();
+        // Same key again (a retry through another leader): same answer,
+        // same state, the epoch bumped once.
+        assert_eq!(s.apply(&restart()), first);
+        assert_eq!(s, after);
+        assert_eq!(s.allocs["a1"].restart_epoch, 1);
+        // The next write of the same call, or another call, is new.
+        let second = request(
+            1,
+            1,
+            Command::Restart {
+                allocs: vec!["a1".into()],
+            },
+        );
+        assert_eq!(s.apply(&second), CommandResult::Applied { version: 2 });
+        assert_eq!(
+            s.apply(&request(
+                2,
+                0,
+                Command::Restart {
+                    allocs: vec!["a1".into()]
+                }
+            )),
+            CommandResult::Applied { version: 3 }
+        );
+        assert_eq!(s.allocs["a1"].restart_epoch, 3);
+    }
+
+    #[test]
+    fn refused_requests_are_not_remembered_and_nesting_is_refused() {
+        let mut s = ClusterState::default();
+        let bad = request(
+            1,
+            0,
+            Command::Restart {
+                allocs: vec!["nope".into()],
+            },
+        );
+        assert!(matches!(s.apply(&bad), CommandResult::Rejected { .. }));
+        assert!(s.requests.is_empty());
+        assert_eq!(s, ClusterState::default());
+        let nested = request(
+            2,
+            0,
+            request(
+                3,
+                0,
+                Command::Drain {
+                    node: 1,
+                    drained: true,
+                },
+            ),
+        );
+        assert!(matches!(s.apply(&nested), CommandResult::Rejected { .. }));
+        assert!(!s.drained.contains(&1));
+    }
+
+    #[test]
+    fn remembered_requests_are_bounded_and_evicted_oldest_first() {
+        let mut s = ClusterState::default();
+        let drain = |i: u32| Command::Request {
+            key: RequestKey {
+                id: RequestId([7; 16]),
+                seq: i,
+            },
+            command: Box::new(Command::Drain {
+                node: u64::from(i % 2),
+                drained: i % 4 < 2,
+            }),
+        };
+        let n = u32::try_from(requests::KEPT_REQUESTS).unwrap() + 10;
+        for i in 0..n {
+            s.apply(&drain(i));
+        }
+        assert_eq!(s.requests.len(), requests::KEPT_REQUESTS);
+        let key = |seq| RequestKey {
+            id: RequestId([7; 16]),
+            seq,
+        };
+        assert!(s.requests.get(&key(9)).is_none());
+        assert!(s.requests.get(&key(10)).is_some());
+        assert!(s.requests.get(&key(n - 1)).is_some());
+        // Every replica evicts the same ones: a copy fed the same log agrees.
+        let mut t = ClusterState::default();
+        for i in 0..n {
+            t.apply(&drain(i));
+        }
+        assert_eq!(s, t);
     }
 }
