@@ -432,6 +432,12 @@ pub async fn run(
             guard::watch_raft(ctx.clone(), fatal.clone())
         });
     }
+    {
+        let (ctx, fatal) = (ctx.clone(), fatal.clone());
+        loops.restart("schema watch", move || {
+            guard::watch_schema(ctx.clone(), fatal.clone())
+        });
+    }
     restart_with_ctx(&mut loops, &ctx, "storage watch", guard::watch_storage);
     // The mesh accepts the image protocol once per node life.
     let images = ctx.images.clone();

@@ -61,6 +61,7 @@ pub fn of_node(state: &ClusterState, node: NodeId) -> Assignments {
         pull_secrets,
         tokens: state.tokens.clone(),
         revoked_tokens: state.revoked_tokens.clone(),
+        schema: state.schema,
     }
 }
 
@@ -81,6 +82,7 @@ pub fn to_state(a: Assignments) -> ClusterState {
         revoked_tokens: a.revoked_tokens,
         // Deduplication is the Raft state's; workers never apply commands.
         requests: Default::default(),
+        schema: a.schema,
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use skein_protocol::api::EventKind;
+use skein_protocol::codec::Schema;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
@@ -140,6 +141,35 @@ pub async fn watch_raft(ctx: Arc<NodeCtx>, fatal: Fatal) {
         }
         if metrics.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// Raises `fatal` when the cluster's schema (from this node's Raft state,
+/// or for a worker its assignments) is newer than this build's: the
+/// others now write what this node cannot read (a downgrade past a
+/// schema change). Checked at every state change.
+pub async fn watch_schema(ctx: Arc<NodeCtx>, fatal: Fatal) {
+    let mut state = ctx.state.subscribe();
+    let mut desired = ctx.desired.subscribe();
+    loop {
+        let cluster = ctx
+            .state
+            .read(|s| s.schema)
+            .await
+            .max(ctx.desired.read(|s| s.schema).await);
+        if cluster > Schema::CURRENT {
+            fatal.raise(format!(
+                "the cluster runs schema {cluster}, newer than this build's {} (Skein {}): \
+                 upgrade this node to the version the other nodes run",
+                Schema::CURRENT,
+                env!("CARGO_PKG_VERSION")
+            ));
+            return;
+        }
+        tokio::select! {
+            r = state.changed() => if r.is_err() { return },
+            r = desired.changed() => if r.is_err() { return },
         }
     }
 }

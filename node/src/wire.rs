@@ -36,6 +36,10 @@ pub struct Assignments {
     pub tokens: BTreeMap<String, ApiToken>,
     /// Revoked bootstrap tokens (hashes).
     pub revoked_tokens: BTreeSet<TokenHash>,
+    /// The cluster's schema, so that a node of an older build learns it
+    /// should not run.
+    #[serde(default)]
+    pub schema: skein_protocol::codec::Schema,
 }
 
 /// A node's role in Raft, as it sees it.
@@ -135,4 +139,9 @@ pub struct NodeStatus {
     /// `--allow-host-path`): the scheduler places such jobs only there.
     #[serde(default)]
     pub host_access: skein_protocol::spec::HostAccess,
+    /// The schema its build reads and writes
+    /// ([`skein_protocol::codec::Schema::CURRENT`]): the leader raises
+    /// the cluster's schema once every node is there.
+    #[serde(default)]
+    pub schema: skein_protocol::codec::Schema,
 }

@@ -25,6 +25,7 @@
 pub mod planner;
 pub mod publish;
 pub mod rollout;
+pub mod schema;
 pub mod voters;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -464,6 +465,17 @@ impl Control {
                 warn!(error = %e, "first drain step failed; the reconcile loop retries");
             }
         }
+        Ok(())
+    }
+
+    /// Raises the cluster's schema to `to` (see [`schema`]).
+    pub async fn raise_schema(
+        &self,
+        to: skein_protocol::codec::Schema,
+    ) -> Result<(), ControlError> {
+        self.ensure_leader().await?;
+        self.write(Command::SetSchema(to)).await?;
+        info!(%to, "cluster schema raised: every node reads it");
         Ok(())
     }
 

@@ -104,6 +104,9 @@ pub async fn run(ctx: Arc<NodeCtx>, grace: Duration) {
         if let Err(e) = step(&ctx, grace).await {
             warn!(error = %e, "voter change failed; will retry");
         }
+        // The same cadence and trigger suit the cluster's schema: it moves
+        // when a node's build does, which is a membership change.
+        super::schema::raise(&ctx).await;
     }
 }
 

@@ -1,4 +1,4 @@
-//! Image copies between peers over the mesh (`/skein/image/1`), for nodes
+//! Image copies between peers over the mesh (`/skein/image/2`), for nodes
 //! that cannot reach a registry or images no registry has.
 //!
 //! One raw libp2p stream per copy, over the same authenticated connection
@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::Inner;
 
 /// The stream protocol of image copies.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/skein/image/1");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/skein/image/2");
 /// Chunk length that announces an error frame instead of data.
 const ABORT: u32 = u32::MAX;
 /// Largest data chunk a fetcher accepts.

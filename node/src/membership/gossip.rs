@@ -71,6 +71,7 @@ pub fn status_of(
         seq,
         storage: Box::new(record.storage.clone()),
         host_access: record.host_access.clone(),
+        schema: record.schema,
     }
 }
 
@@ -127,6 +128,7 @@ pub fn record_from(status: NodeStatus, local: NodeId) -> Option<NodeRecord> {
         version: status.version,
         storage: *status.storage,
         host_access: status.host_access,
+        schema: status.schema,
     })
 }
 
@@ -289,6 +291,7 @@ mod tests {
             seq: 1,
             storage: Default::default(),
             host_access: Default::default(),
+            schema: Default::default(),
         }
     }
 

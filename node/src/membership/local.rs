@@ -95,6 +95,7 @@ impl LocalNode {
             version: env!("CARGO_PKG_VERSION").to_string(),
             storage: Default::default(),
             host_access: self.host_access.clone(),
+            schema: skein_protocol::codec::Schema::CURRENT,
         })
     }
 }

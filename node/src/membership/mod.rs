@@ -81,6 +81,8 @@ pub struct NodeRecord {
     pub storage: StorageView,
     /// Privileges and host paths it lets containers use.
     pub host_access: skein_protocol::spec::HostAccess,
+    /// The schema its build speaks.
+    pub schema: skein_protocol::codec::Schema,
 }
 
 impl NodeRecord {
@@ -472,6 +474,7 @@ mod tests {
             version: String::new(),
             storage: StorageView::default(),
             host_access: Default::default(),
+            schema: Default::default(),
         }
     }
 

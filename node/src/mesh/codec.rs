@@ -1,4 +1,4 @@
-//! Framing of the `/skein/rpc/1` request-response protocol.
+//! Framing of the `/skein/rpc/2` request-response protocol.
 //!
 //! Each direction of a stream carries one frame: a big-endian `u32` length,
 //! then that many bytes of [`skein_protocol::codec`] output. The length is
@@ -23,7 +23,7 @@ use libp2p::StreamProtocol;
 use skein_protocol::codec::MAX_MESSAGE_BYTES;
 
 /// The request-response protocol name.
-pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/skein/rpc/1");
+pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/skein/rpc/2");
 
 /// A request as the codec sees it.
 #[derive(Debug)]

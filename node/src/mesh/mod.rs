@@ -7,10 +7,10 @@
 //! layer may assume that a connected peer is a cluster member's node.
 //!
 //! On top of the connections run four protocols:
-//! - request-response (`/skein/rpc/1`): one request frame answered by one
+//! - request-response (`/skein/rpc/2`): one request frame answered by one
 //!   response frame, each a length-prefixed run of opaque bytes of at most
 //!   [`MAX_MESSAGE_BYTES`] (what they mean is `crate::rpc`'s business);
-//! - gossipsub (topic `skein/status/v1`): every node publishes its signed
+//! - gossipsub (topic `skein/status/v2`): every node publishes its signed
 //!   status about twice a second, at most [`MAX_GOSSIP_BYTES`]; unsigned or
 //!   oversized messages are rejected, the rest reach the application as
 //!   bytes, which decodes and vets them;

@@ -40,7 +40,7 @@ use super::transport::WRONG_KEY;
 use super::{MeshError, MeshEvent, MAX_GOSSIP_BYTES};
 
 /// The gossip topic every node publishes its status on.
-pub(crate) const STATUS_TOPIC: &str = "skein/status/v1";
+pub(crate) const STATUS_TOPIC: &str = "skein/status/v2";
 /// Identify protocol version; peers with another one are another system.
 const IDENTIFY_PROTOCOL: &str = "/skein/id/1";
 /// Gossipsub heartbeat (mesh maintenance, gossip emission).

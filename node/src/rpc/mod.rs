@@ -317,15 +317,20 @@ pub fn unexpected(req: &'static str, got: &PeerResponse) -> CallError {
     CallError::BadAnswer(format!("a {got} answer to a {req} request"))
 }
 
-/// Decodes a request's bytes. An enum variant this build does not know
-/// (bincode reports it as an out-of-range variant index, serde's wording)
-/// is [`PeerError::Unsupported`]; anything else that does not decode is
-/// [`PeerError::BadRequest`].
+/// Decodes a request's bytes. What a newer build sent and this one
+/// cannot read (its envelope names a newer schema: a new variant, say) is
+/// [`PeerError::Unsupported`], which the sender takes as "fall back";
+/// anything else that does not decode is [`PeerError::BadRequest`].
 pub fn decode_request(bytes: &[u8]) -> Result<PeerRequest, PeerError> {
     decode::<PeerRequest>(bytes).map_err(|e| {
-        let e = e.to_string();
-        if e.contains("variant index") {
-            PeerError::Unsupported { what: e }
+        let newer = matches!(
+            skein_protocol::codec::schema_of(bytes),
+            Ok(s) if s > skein_protocol::codec::Schema::CURRENT
+        );
+        if newer {
+            PeerError::Unsupported {
+                what: e.to_string(),
+            }
         } else {
             PeerError::BadRequest {
                 reason: format!("undecodable request of {} bytes: {e}", bytes.len()),

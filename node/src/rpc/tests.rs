@@ -8,14 +8,26 @@ fn garbage_and_unknown_variants_get_typed_errors() {
             "{garbage:?}"
         );
     }
-    // What a newer node sends: a variant index this build does not know,
-    // followed by its payload.
-    let mut newer = encode(&200u32).unwrap();
-    newer.extend_from_slice(&[1, 2, 3]);
+    // What a newer node sends: a variant this build does not know, in an
+    // envelope of a newer schema.
+    #[derive(serde::Serialize)]
+    enum Newer {
+        ElectSomethingNew { x: u8 },
+    }
+    let mut newer = encode(&Newer::ElectSomethingNew { x: 1 }).unwrap();
+    newer[3] = skein_protocol::codec::MINOR + 1;
     match decode_request(&newer) {
-        Err(PeerError::Unsupported { what }) => assert!(what.contains("variant"), "{what}"),
+        Err(PeerError::Unsupported { what }) => {
+            assert!(what.contains("ElectSomethingNew"), "{what}")
+        }
         other => panic!("unexpected {other:?}"),
     }
+    // The same from a build of our own schema is a bad request (a bug).
+    newer[3] = skein_protocol::codec::MINOR;
+    assert!(matches!(
+        decode_request(&newer),
+        Err(PeerError::BadRequest { .. })
+    ));
     // A known request round-trips.
     let req = PeerRequest::Events {
         after: 3,

@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use skein_protocol::api::{PortMapping, RolloutState, TokenRole, STATE_QUOTA_BYTES};
+use skein_protocol::codec::Schema;
 use skein_protocol::spec::{JobSpec, ResourceVec};
 
 /// Earlier versions a job keeps for `rollout history` and `undo`; versions
@@ -227,20 +228,22 @@ pub enum Command {
         name: String,
     },
     /// Remove a job with its kept versions and every allocation of it
-    /// (`skein job delete`). Last variant: earlier ones keep their encoding.
+    /// (`skein job delete`).
     DeleteJob {
         /// Job name.
         job: String,
     },
     /// `command` as write `key.seq` of the API call `key.id`: applied once;
     /// a repeat of the key returns the first result and changes nothing.
-    /// Last variant: earlier ones keep their encoding.
     Request {
         /// Which call, which of its writes.
         key: RequestKey,
         /// The write (never itself a `Request`).
         command: Box<Command>,
     },
+    /// Raise the cluster's schema: every node reads it now, so encodings
+    /// it adds may be written (`crate::control::schema`). Never lowers it.
+    SetSchema(Schema),
 }
 
 impl Command {
@@ -256,7 +259,8 @@ impl Command {
             | Command::Drain { .. }
             | Command::RegistryLogout { .. }
             | Command::TokenRevoke { .. }
-            | Command::DeleteJob { .. } => false,
+            | Command::DeleteJob { .. }
+            | Command::SetSchema(_) => false,
             // The inner command is checked when it is applied.
             Command::Request { .. } => false,
         }
@@ -399,7 +403,13 @@ pub struct ClusterState {
     /// neither registers nor honours it again.
     pub revoked_tokens: BTreeSet<TokenHash>,
     /// Results of the last applied [`Command::Request`]s, by key.
+    #[serde(default)]
     pub requests: AppliedRequests,
+    /// The lowest schema every node of the cluster reads: what may be
+    /// written (new variants only once it is reached). Raised by the
+    /// leader, never lowered; a node of an older build refuses to run.
+    #[serde(default)]
+    pub schema: Schema,
 }
 
 impl ClusterState {
@@ -500,6 +510,15 @@ impl ClusterState {
                     self.requests.insert(*key, result.clone());
                 }
                 result
+            }
+            Command::SetSchema(schema) => {
+                if *schema > self.schema {
+                    self.schema = *schema;
+                    self.version += 1;
+                }
+                CommandResult::Applied {
+                    version: self.version,
+                }
             }
             Command::DeleteJob { job } => {
                 if self.jobs.remove(job).is_none() {
