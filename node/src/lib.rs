@@ -24,6 +24,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod raft;
 pub mod routing;
+pub mod runtime;
 pub mod scheduler;
 pub mod secrets;
 pub mod services;
