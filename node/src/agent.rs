@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bollard::Docker;
 use skein_protocol::spec::ResourceVec;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -40,6 +39,7 @@ use crate::raft::log_store::{open_db, LogStore};
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
+use crate::runtime::{Bridge, ContainerRuntime, DockerRuntime, Runtime};
 use crate::secrets::SecretBox;
 use crate::state::{node_id_str, ClusterState, NodeId};
 use crate::supervise::Supervisor;
@@ -136,9 +136,31 @@ const INVENTORY_INTERVAL: Duration = Duration::from_secs(5);
 /// How often health is re-judged from gossip silence.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Runs a node until `shutdown` resolves.
+/// Runs a node on its Docker Engine until `shutdown` resolves.
 pub async fn run(
     cfg: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let docker_host = cfg
+        .docker_host
+        .clone()
+        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+    let docker = DockerRuntime::connect(&docker_host)
+        .with_context(|| format!("cannot use the Docker Engine at {docker_host}"))?;
+    docker.ping().await.with_context(|| {
+        format!("cannot reach the Docker Engine at {docker_host} (is the daemon running and its socket readable?)")
+    })?;
+    info!(docker = %docker_host, "docker engine reachable");
+    run_with(cfg, Arc::new(docker), shutdown).await
+}
+
+/// Runs a node on `runtime` until `shutdown` resolves: [`run`] with Docker,
+/// tests with [`crate::runtime::FakeRuntime`] (several nodes in one
+/// process, no Docker, no root).
+pub async fn run_with(
+    cfg: AgentConfig,
+    runtime: Runtime,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
@@ -148,17 +170,6 @@ pub async fn run(
     let data_dir_mark = DataDirMark::new(&cfg.data_dir.join(NODE_ID_FILE))
         .with_context(|| format!("cannot stat {}", cfg.data_dir.join(NODE_ID_FILE).display()))?;
     let fatal = Fatal::new();
-
-    let docker_host = cfg
-        .docker_host
-        .clone()
-        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
-    let docker = Docker::connect_with_host(&docker_host)
-        .with_context(|| format!("cannot use the Docker Engine at {docker_host}"))?;
-    docker.ping().await.with_context(|| {
-        format!("cannot reach the Docker Engine at {docker_host} (is the daemon running and its socket readable?)")
-    })?;
 
     let psk = load_cluster_key(&cfg)?;
     let secrets = Arc::new(SecretBox::from_psk(&psk));
@@ -238,7 +249,7 @@ pub async fn run(
     ));
     let images = Images::new(
         ImagesParts {
-            docker: docker.clone(),
+            docker: runtime.clone(),
             streams: mesh.streams(),
             node: (id, cfg.name.clone()),
             membership: membership.clone(),
@@ -266,7 +277,7 @@ pub async fn run(
         membership,
         board,
         mesh,
-        docker,
+        runtime,
         events,
         usage: UsageBoard::new(),
         metrics,
@@ -286,15 +297,16 @@ pub async fn run(
         cpu_millis = record.capacity.cpu_millis,
         memory_bytes = record.capacity.memory_bytes,
         images = record.images.len(),
-        docker = %docker_host,
         "node starting"
     );
 
-    let bridge = docker_bridge(&ctx.docker).await;
+    // No bridge (a runtime without one): containers get no resolver of
+    // ours and no DNS listener is opened for them.
+    let bridge = ctx.runtime.bridge().await.unwrap_or_default();
     let container_dns = match cfg.container_dns {
         ContainerDns::Off => None,
         ContainerDns::Ip(ip) => Some(ip),
-        ContainerDns::Auto => bridge_gateway(&bridge),
+        ContainerDns::Auto => bridge.gateways.first().copied(),
     };
     let endpoint_ip = cfg
         .endpoint_ip
@@ -454,7 +466,8 @@ pub async fn run(
     );
     loops.once("event backfill", crate::events::backfill(ctx.clone()));
     {
-        let (docker, usage, interval) = (ctx.docker.clone(), ctx.usage.clone(), cfg.stats_interval);
+        let (docker, usage, interval) =
+            (ctx.runtime.clone(), ctx.usage.clone(), cfg.stats_interval);
         loops.restart("stats", move || {
             crate::executor::stats::run(docker.clone(), id, usage.clone(), interval)
         });
@@ -660,46 +673,14 @@ fn listeners(cfg: &AgentConfig, api: SocketAddr, mesh: &Mesh) -> Vec<(u16, Strin
     out
 }
 
-/// The address configurations of the Docker bridge network (its gateway
-/// and subnets), read once at start; empty when Docker has none.
-async fn docker_bridge(docker: &Docker) -> Vec<bollard::models::IpamConfig> {
-    docker
-        .inspect_network(
-            "bridge",
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
-        .await
-        .ok()
-        .and_then(|net| net.ipam?.config)
-        .unwrap_or_default()
-}
-
 /// The subnets of the Docker bridge network: this node's containers ask
 /// its DNS from there.
-fn bridge_subnets(configs: &[bollard::models::IpamConfig]) -> Vec<(IpAddr, u8)> {
-    configs
+fn bridge_subnets(bridge: &Bridge) -> Vec<(IpAddr, u8)> {
+    bridge
+        .subnets
         .iter()
-        .filter_map(|c| crate::dns::parse_network(c.subnet.as_deref()?))
+        .filter_map(|s| crate::dns::parse_network(s))
         .collect()
-}
-
-/// The Docker bridge's gateway: containers reach the host there, so the
-/// node's DNS listens on it for them.
-fn bridge_gateway(configs: &[bollard::models::IpamConfig]) -> Option<IpAddr> {
-    let gateway = configs
-        .iter()
-        .find_map(|c| c.gateway.as_ref()?.parse().ok());
-    // Some Docker versions leave the gateway out: it is the subnet's first
-    // address (172.17.0.1 for 172.17.0.0/16).
-    gateway.or_else(|| {
-        configs.iter().find_map(|c| {
-            let (net, _) = c.subnet.as_ref()?.split_once('/')?;
-            let v4: std::net::Ipv4Addr = net.parse().ok()?;
-            Some(IpAddr::V4(std::net::Ipv4Addr::from(
-                u32::from(v4).checked_add(1)?,
-            )))
-        })
-    })
 }
 
 /// The address this host sends from by default: reachable from its own
@@ -811,7 +792,7 @@ async fn executor_when_synced(
         return;
     }
     Executor::new(
-        ctx.docker.clone(),
+        ctx.runtime.clone(),
         (ctx.id(), ctx.local.name.clone()),
         ctx.desired.clone(),
         (ctx.board.clone(), ctx.events.clone()),

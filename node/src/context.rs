@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use bollard::Docker;
 use libp2p::PeerId;
 
 use crate::control::Control;
@@ -19,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::raft::storage::Storage;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
 use crate::rpc::{self, ApiCall, ApiReply, Credential, PeerRequest, PeerResponse};
+use crate::runtime::Runtime;
 use crate::secrets::SecretBox;
 use crate::state::{node_id_str, NodeId};
 use crate::wire::RaftRole;
@@ -41,8 +41,8 @@ pub struct NodeCtx {
     pub board: StatusBoard,
     /// Peer-to-peer transport.
     pub mesh: Mesh,
-    /// Local Docker.
-    pub docker: Docker,
+    /// The local container runtime (Docker, or a fake in tests).
+    pub runtime: Runtime,
     /// Cluster events this node has seen (and reports its own into).
     pub events: Arc<EventLog>,
     /// Measured usage of this node's containers.
@@ -110,7 +110,7 @@ impl NodeCtx {
     /// Re-reads this node's capacity and images from Docker into its own
     /// membership record; returns the record.
     pub async fn refresh_self(&self) -> Option<NodeRecord> {
-        match self.local.read(&self.docker).await {
+        match self.local.read(&*self.runtime).await {
             Ok(mut r) => {
                 self.fill_live(&mut r).await;
                 // Endpoints are computed by the status publisher; keep the

@@ -2,7 +2,7 @@
 //!
 //! Data flows one way: API request → validated spec → plan (leader,
 //! [`control`]) → Raft log ([`raft`]) → [`state`] → assignments of each
-//! node ([`assignments`]) → [`executor`] on the owning node → Docker.
+//! node ([`assignments`]) → [`executor`] on the owning node → [`runtime`] (Docker).
 //! Status flows back by gossip ([`membership::gossip`]). See
 //! docs/ARCHITECTURE.md for the code map.
 
@@ -26,6 +26,7 @@ pub mod migrate;
 pub mod raft;
 pub mod routing;
 pub mod rpc;
+pub mod runtime;
 pub mod scheduler;
 pub mod secrets;
 pub mod services;

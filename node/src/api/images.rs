@@ -237,7 +237,7 @@ pub async fn push(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ImagePushResponse>, ApiErr> {
     let req: ImagePushRequest = json_body(body)?;
-    let inspect = ctx.docker.inspect_image(&req.image).await.map_err(|_| {
+    let inspect = ctx.runtime.inspect_image(&req.image).await.map_err(|_| {
         ApiErr::not_found(format!(
             "image {} is not in the Docker of node {} (build or load it there first)",
             req.image, ctx.local.name

@@ -88,7 +88,7 @@ pub async fn logs(
 
 async fn local(ctx: &NodeCtx, id: &str, q: &LogQuery) -> Result<Response, ApiErr> {
     let mut stream = Box::pin(executor::logs(
-        &ctx.docker,
+        &*ctx.runtime,
         id,
         q.follow,
         q.tail,

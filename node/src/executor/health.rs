@@ -21,10 +21,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bollard::exec::StartExecResults;
-use bollard::models::ExecConfig;
-use bollard::Docker;
-use futures::StreamExt;
 use skein_protocol::api::PortMapping;
 use skein_protocol::spec::{CheckKind, CheckSpec, PortProtocol, Probe};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,6 +29,7 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 use super::docker_message;
+use crate::runtime::{ContainerRuntime, Runtime};
 
 /// Most bytes of a response read to find the HTTP status line.
 const MAX_STATUS_LINE: usize = 1024;
@@ -56,7 +53,7 @@ pub struct Verdict {
 /// every probe task.
 #[derive(Clone)]
 pub struct HealthMonitor {
-    docker: Docker,
+    docker: Runtime,
     /// Address at which published container ports are reached.
     probe_ip: std::net::IpAddr,
     watches: Arc<Mutex<HashMap<String, Watch>>>,
@@ -84,7 +81,7 @@ impl Drop for Watch {
 impl HealthMonitor {
     /// A monitor probing containers of `docker` (for `exec` probes and
     /// container addresses).
-    pub fn new(docker: Docker) -> Self {
+    pub fn new(docker: Runtime) -> Self {
         Self::with_unit(docker, Duration::from_secs(1))
     }
 
@@ -96,7 +93,7 @@ impl HealthMonitor {
         self
     }
 
-    fn with_unit(docker: Docker, unit: Duration) -> Self {
+    fn with_unit(docker: Runtime, unit: Duration) -> Self {
         Self {
             docker,
             probe_ip: Ipv4Addr::LOCALHOST.into(),
@@ -329,7 +326,7 @@ fn describe(probe: &Probe) -> String {
 
 /// Where and how to reach one allocation's container.
 struct Target {
-    docker: Docker,
+    docker: Runtime,
     container_id: String,
     ports: Vec<PortMapping>,
     probe_ip: std::net::IpAddr,
@@ -370,7 +367,7 @@ impl Target {
                     .map(|_| format!("connected to {addr}"))
                     .map_err(|e| format!("cannot connect to {addr}: {e}"))
             }
-            Probe::Exec { command } => exec(&self.docker, &self.container_id, command).await,
+            Probe::Exec { command } => exec(&*self.docker, &self.container_id, command).await,
         }
     }
 
@@ -386,7 +383,7 @@ impl Target {
         }
         let info = self
             .docker
-            .inspect_container(&self.container_id, None)
+            .inspect_container(&self.container_id)
             .await
             .map_err(|e| format!("cannot inspect the container: {}", docker_message(&e)))?;
         let networks = info
@@ -407,55 +404,26 @@ impl Target {
 /// Runs `command` in container `container_id` (`docker exec`); passes on
 /// exit code 0. Exec probes and lifecycle hooks use it.
 pub(crate) async fn exec(
-    docker: &Docker,
+    docker: &dyn ContainerRuntime,
     container_id: &str,
     command: &[String],
 ) -> Result<String, String> {
-    {
-        let fail = |e: bollard::errors::Error| format!("exec failed: {}", docker_message(&e));
-        let created = docker
-            .create_exec(
-                container_id,
-                ExecConfig {
-                    cmd: Some(command.to_vec()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(fail)?;
-        let mut output = Vec::new();
-        if let StartExecResults::Attached {
-            output: mut stream, ..
-        } = docker.start_exec(&created.id, None).await.map_err(fail)?
-        {
-            while let Some(chunk) = stream.next().await {
-                let bytes = chunk.map_err(fail)?.into_bytes();
-                let room = MAX_EXEC_OUTPUT.saturating_sub(output.len());
-                output.extend_from_slice(bytes.get(..room).unwrap_or(&bytes));
-            }
+    let done = docker
+        .exec(container_id, command, MAX_EXEC_OUTPUT)
+        .await
+        .map_err(|e| format!("exec failed: {}", docker_message(&e)))?;
+    match done.exit_code {
+        None => Err("the command did not report an exit code".into()),
+        Some(0) => Ok("exit code 0".into()),
+        Some(code) => {
+            let out = String::from_utf8_lossy(&done.output);
+            let out: String = out.trim().chars().map(printable).collect();
+            Err(if out.is_empty() {
+                format!("exit code {code}")
+            } else {
+                format!("exit code {code}: {out}")
+            })
         }
-        // The exit code can lag the end of the output by a moment.
-        for _ in 0..20 {
-            let inspect = docker.inspect_exec(&created.id).await.map_err(fail)?;
-            match (inspect.running, inspect.exit_code) {
-                (Some(true), _) | (_, None) => {
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-                (_, Some(0)) => return Ok("exit code 0".into()),
-                (_, Some(code)) => {
-                    let out = String::from_utf8_lossy(&output);
-                    let out: String = out.trim().chars().map(printable).collect();
-                    return Err(if out.is_empty() {
-                        format!("exit code {code}")
-                    } else {
-                        format!("exit code {code}: {out}")
-                    });
-                }
-            }
-        }
-        Err("the command did not report an exit code".into())
     }
 }
 
@@ -521,8 +489,7 @@ mod tests {
     const UNIT: Duration = Duration::from_millis(50);
 
     fn monitor() -> HealthMonitor {
-        let docker = Docker::connect_with_local_defaults().expect("docker client");
-        HealthMonitor::with_unit(docker, UNIT)
+        HealthMonitor::with_unit(Arc::new(crate::runtime::FakeRuntime::new()), UNIT)
     }
 
     fn mapping(container_port: u16, host_port: u16) -> Vec<PortMapping> {
@@ -745,9 +712,8 @@ mod tests {
     #[tokio::test]
     async fn exec_and_unpublished_ports_against_docker() {
         use bollard::models::ContainerCreateBody;
-        use bollard::query_parameters::CreateContainerOptionsBuilder;
 
-        let docker = Docker::connect_with_local_defaults().unwrap();
+        let docker: Runtime = Arc::new(crate::runtime::DockerRuntime::local().unwrap());
         let image = "skein-demo/web:latest";
         if docker.inspect_image(image).await.is_err() {
             eprintln!("skipped: docker or {image} unavailable");
@@ -759,10 +725,9 @@ mod tests {
             labels: Some(HashMap::from([("skein.test".into(), "health".into())])),
             ..Default::default()
         };
-        let opts = CreateContainerOptionsBuilder::new().name(&name).build();
-        let id = docker.create_container(Some(opts), body).await.unwrap().id;
+        let id = docker.create_container(&name, body).await.unwrap();
         let _guard = Container(id.clone());
-        docker.start_container(&id, None).await.unwrap();
+        docker.start_container(&id).await.unwrap();
 
         let hm = HealthMonitor::with_unit(docker.clone(), UNIT);
         let exec = |args: &[&str]| Probe::Exec {
@@ -782,16 +747,8 @@ mod tests {
         );
         until("ready", || hm.verdict("a").ready).await;
 
-        let touch = ExecConfig {
-            cmd: Some(vec!["touch".into(), "/tmp/healthy".into()]),
-            ..Default::default()
-        };
-        let created = docker.create_exec(&id, touch).await.unwrap();
-        if let StartExecResults::Attached { mut output, .. } =
-            docker.start_exec(&created.id, None).await.unwrap()
-        {
-            while output.next().await.is_some() {}
-        }
+        let touch = ["touch".to_string(), "/tmp/healthy".to_string()];
+        docker.exec(&id, &touch, 0).await.unwrap();
         until("live", || hm.verdict("a").live).await;
         assert_eq!(
             hm.verdict("a"),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bollard::Docker;
+use crate::runtime::ContainerRuntime;
 use skein_protocol::spec::Hook;
 
 /// Longest a postStart hook may run before the start counts as failed: the
@@ -12,7 +12,12 @@ pub const POST_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `hook` in container `id`, giving up after `limit`; `Err` says why
 /// it failed (exit code and output, or the time it took).
-pub async fn run(docker: &Docker, id: &str, hook: &Hook, limit: Duration) -> Result<(), String> {
+pub async fn run(
+    docker: &dyn ContainerRuntime,
+    id: &str,
+    hook: &Hook,
+    limit: Duration,
+) -> Result<(), String> {
     match hook {
         Hook::Sleep { seconds } => {
             tokio::time::sleep(Duration::from_secs(u64::from(*seconds)).min(limit)).await;

@@ -9,6 +9,7 @@
 //! the containers that are still running: no duplicates, no orphans.
 
 pub mod container;
+pub mod decide;
 pub mod health;
 pub mod hooks;
 pub mod stats;
@@ -19,11 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-};
-use bollard::Docker;
 use futures::{Stream, StreamExt};
 use skein_protocol::api::{AllocState, AllocStatus, EventKind};
 use skein_protocol::spec::JobSpec;
@@ -32,11 +28,12 @@ use tracing::{debug, info, warn};
 use crate::events::{EventLog, NewEvent};
 use crate::images::{Availability, Images};
 use crate::raft::StateHandle;
+use crate::runtime::{ContainerRuntime, ListFilter, LogOptions, Runtime, RuntimeError};
 use crate::state::{node_id_str, Allocation, NodeId, StoredCredential};
 use container::{
-    container_name, create_body, host_access_refusal, is_current, non_root_violation, StopPlan,
-    LABEL_ALLOC, LABEL_NODE,
+    container_name, create_body, host_access_refusal, non_root_violation, StopPlan, LABEL_NODE,
 };
+use decide::{decide, Action, Backoff, Seen, Track};
 pub use status::StatusBoard;
 
 /// Allocations driven at once in one pass (Docker serialises little of a
@@ -86,22 +83,20 @@ impl Default for ExecutorConfig {
     }
 }
 
-/// What the executor remembers per allocation between passes.
-#[derive(Debug, Default)]
-struct Track {
-    restarts: u32,
-    /// Consecutive quick failures; drives the backoff.
-    backoff_exp: u32,
-    /// When an exited (or uncreatable) allocation may be retried.
-    retry_at: Option<Instant>,
-    running_since: Option<Instant>,
-    last_exit: Option<i64>,
-    message: Option<String>,
+impl ExecutorConfig {
+    /// The restart timing part.
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            base: self.backoff_base,
+            max: self.backoff_max,
+            reset_after: self.backoff_reset_after,
+        }
+    }
 }
 
 /// The executor of one node.
 pub struct Executor {
-    docker: Docker,
+    docker: Runtime,
     node: NodeId,
     state: Arc<StateHandle>,
     board: StatusBoard,
@@ -124,7 +119,7 @@ impl Executor {
     /// `board` and starts, exits and removals into `events`, fetching
     /// missing images through `images`.
     pub fn new(
-        docker: Docker,
+        docker: Runtime,
         (node, name): (NodeId, String),
         state: Arc<StateHandle>,
         (board, events): (StatusBoard, Arc<EventLog>),
@@ -191,18 +186,10 @@ impl Executor {
     fn container_exits(&self) -> tokio::sync::mpsc::Receiver<()> {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let docker = self.docker.clone();
-        let filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            ("event".to_string(), vec!["die".to_string()]),
-            (
-                "label".to_string(),
-                vec![format!("{LABEL_NODE}={}", node_id_str(self.node))],
-            ),
-        ]);
+        let labels = vec![format!("{LABEL_NODE}={}", node_id_str(self.node))];
         tokio::spawn(async move {
             loop {
-                let opts = EventsOptionsBuilder::new().filters(&filters).build();
-                let mut events = docker.events(Some(opts));
+                let mut events = docker.container_deaths(labels.clone());
                 while let Some(ev) = events.next().await {
                     if ev.is_err() {
                         break;
@@ -222,7 +209,7 @@ impl Executor {
     }
 
     /// One pass: compare desired allocations with containers and act.
-    pub async fn reconcile(&mut self) -> Result<(), bollard::errors::Error> {
+    pub async fn reconcile(&mut self) -> Result<(), RuntimeError> {
         let node = self.node;
         let desired: Vec<(Allocation, JobSpec, Option<StoredCredential>)> = self
             .state
@@ -239,58 +226,24 @@ impl Executor {
             })
             .await;
 
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{LABEL_NODE}={}", node_id_str(node))],
-        )]);
-        let opts = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let mut by_alloc: HashMap<String, Vec<ContainerSummary>> = HashMap::new();
-        for c in self.docker.list_containers(Some(opts)).await? {
-            let alloc = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_ALLOC))
-                .cloned()
-                .unwrap_or_default();
-            by_alloc.entry(alloc).or_default().push(c);
-        }
-
-        // Containers no allocation here wants any more go first: a
-        // replacement placed in the same plan may take over their host
-        // ports, and Docker refuses a port that is still bound.
-        let wanted: std::collections::HashSet<&str> =
-            desired.iter().map(|(a, _, _)| a.id.as_str()).collect();
-        let unwanted: Vec<String> = by_alloc
-            .keys()
-            .filter(|id| !wanted.contains(id.as_str()))
-            .cloned()
-            .collect();
-        let mut doomed = Vec::new();
-        for alloc in unwanted {
-            let cs = by_alloc.remove(&alloc).unwrap_or_default();
-            doomed.extend(cs.into_iter().map(|c| (alloc.clone(), c)));
-        }
-        self.remove_all(doomed, "no longer placed on this node")
+        let filter = ListFilter {
+            labels: vec![format!("{LABEL_NODE}={}", node_id_str(node))],
+            running_only: false,
+        };
+        let found = self.docker.list_containers(&filter).await?;
+        let wanted: Vec<&Allocation> = desired.iter().map(|(a, _, _)| a).collect();
+        let decide::Sorted {
+            unwanted,
+            mut kept,
+            duplicates,
+        } = decide::sort(&wanted, found);
+        self.remove_all(unwanted, "no longer placed on this node")
             .await;
 
-        let mut duplicates = Vec::new();
         let mut statuses = HashMap::new();
         let mut work = Vec::with_capacity(desired.len());
         for (alloc, spec, cred) in &desired {
-            let mut found = by_alloc.remove(&alloc.id).unwrap_or_default();
-            // Keep the best container (current and running first); any other
-            // is a duplicate from an interrupted create and goes.
-            found.sort_by_key(|c| {
-                let current = c.labels.as_ref().is_some_and(|l| is_current(l, alloc));
-                let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
-                (!current, !running)
-            });
-            let mut found = found.into_iter();
-            let keep = found.next();
-            duplicates.extend(found.map(|c| (alloc.id.clone(), c)));
+            let keep = kept.remove(&alloc.id);
             let track = self.tracks.remove(&alloc.id).unwrap_or_default();
             work.push((alloc, spec, cred, keep, track));
         }
@@ -349,7 +302,7 @@ impl Executor {
                     .cloned()
                     .unwrap_or_default();
                 info!(alloc = %alloc, container = %short(&id), "stopping container: {why}");
-                (alloc, job, remove(&docker, &id, &plan).await)
+                (alloc, job, remove(&*docker, &id, &plan).await)
             }
         });
         for (alloc, job, r) in futures::future::join_all(removals).await {
@@ -396,12 +349,8 @@ impl Executor {
         // Fresh probes for the restarted container.
         self.health.forget(&alloc.id);
         let plan = StopPlan::for_spec(spec, self.cfg.stop_timeout);
-        let left = pre_stop(&self.docker, &cid, &plan).await;
-        let t = i32::try_from(left.as_secs()).unwrap_or(i32::MAX);
-        let opts = bollard::query_parameters::RestartContainerOptionsBuilder::new()
-            .t(t)
-            .build();
-        match self.docker.restart_container(&cid, Some(opts)).await {
+        let left = pre_stop(&*self.docker, &cid, &plan).await;
+        match self.docker.restart_container(&cid, left).await {
             Ok(()) => {
                 let track = self.tracks.entry(alloc.id.clone()).or_default();
                 track.restarts += 1;
@@ -416,7 +365,8 @@ impl Executor {
         }
     }
 
-    /// Moves one allocation one step towards running and reports its status.
+    /// Moves one allocation one step towards running and reports its
+    /// status: observes its container, asks [`decide`], applies the action.
     async fn drive(
         &self,
         track: &mut Track,
@@ -426,11 +376,10 @@ impl Executor {
         container: Option<ContainerSummary>,
     ) -> AllocStatus {
         let now = Instant::now();
-        let docker = self.docker.clone();
-        let cfg = self.cfg.clone();
-        let node = self.node;
-        let (events, name) = (self.events.clone(), self.name.clone());
-        let report = |e: NewEvent| report_event(&events, &name, e, &alloc.id, &alloc.job);
+        let docker = &*self.docker;
+        let cfg = &self.cfg;
+        let backoff = cfg.backoff();
+        let report = |e: NewEvent| self.report(e, &alloc.id, &alloc.job);
         let mut status = AllocStatus {
             state: AllocState::Pending,
             exit_code: track.last_exit,
@@ -441,190 +390,104 @@ impl Executor {
             pull: None,
         };
 
-        let container = match container {
-            Some(c) if !c.labels.as_ref().is_some_and(|l| is_current(l, alloc)) => {
-                let plan = stop_plan(&c, cfg.stop_timeout);
-                let id = c.id.unwrap_or_default();
+        let id = container
+            .as_ref()
+            .and_then(|c| c.id.clone())
+            .unwrap_or_default();
+        let mut seen = Seen::of(container.as_ref(), alloc, None);
+        // An exit's code is in the container's details only.
+        if let Seen::Exited(_) = seen {
+            match docker.inspect_container(&id).await {
+                Ok(i) => seen = Seen::Exited(i.state.and_then(|s| s.exit_code).unwrap_or(-1)),
+                Err(e) => {
+                    status.container_id = Some(id);
+                    status.message = Some(docker_message(&e));
+                    return status;
+                }
+            }
+        }
+        let mut action = decide(track, seen, spec.restart, now, &backoff);
+        if action == Action::Replace {
+            if let Some(c) = &container {
+                let plan = stop_plan(c, cfg.stop_timeout);
                 info!(alloc = %alloc.id, container = %short(&id), "replacing container: job updated or restart requested");
-                if let Err(e) = remove(&docker, &id, &plan).await {
+                if let Err(e) = remove(docker, &id, &plan).await {
                     warn!(alloc = %alloc.id, error = %e, "could not remove outdated container");
                     status.message = Some(e.to_string());
                     return status;
                 }
-                report(NewEvent::new(
-                    EventKind::Restarted,
-                    "container replaced: restart requested or job updated",
-                ));
-                *track = Track {
-                    restarts: track.restarts,
-                    ..Track::default()
-                };
-                None
             }
-            other => other,
-        };
-
-        let Some(c) = container else {
-            if track.retry_at.is_some_and(|t| now < t) {
+            report(NewEvent::new(
+                EventKind::Restarted,
+                "container replaced: restart requested or job updated",
+            ));
+            track.replaced();
+            action = decide(track, Seen::None, spec.restart, now, &backoff);
+        }
+        if !matches!(action, Action::Create | Action::WaitCreate) {
+            status.container_id = Some(id.clone());
+        }
+        match action {
+            Action::Replace | Action::Nothing => {}
+            Action::WaitCreate => {
                 status.state = AllocState::Failed;
                 status.message = track.message.clone();
-                return status;
             }
-            // Defence in depth: the scheduler places such jobs only on
-            // nodes that allow them, but a placement may be stale.
-            if let Some(msg) = host_access_refusal(spec, &cfg.host_access) {
-                if track.message.as_deref() != Some(&msg) {
-                    warn!(alloc = %alloc.id, error = %msg, "container refused");
-                    report(NewEvent::new(EventKind::StartFailed, msg.clone()));
-                }
-                track.message = Some(msg.clone());
-                status.state = AllocState::Failed;
-                status.message = Some(msg);
-                return status;
+            Action::Create => {
+                return self
+                    .create(track, alloc, spec, credential, status, now)
+                    .await
             }
-            match self
-                .images
-                .ensure(&spec.image, spec.pull_policy(), credential)
-                .await
-            {
-                Availability::Ready => {}
-                Availability::Fetching { progress, note } => {
-                    status.state = AllocState::Pulling;
-                    status.message = Some(match note {
-                        Some(n) => format!("{n}; retrying"),
-                        None => format!("pulling {}: {progress}", spec.image),
-                    });
-                    status.pull = Some(progress);
-                    return status;
-                }
-                Availability::Failed(msg) => {
-                    status.state = AllocState::Failed;
-                    status.message = Some(msg);
-                    return status;
-                }
-            }
-            match create_and_start(&docker, node, alloc, spec, cfg.container_dns).await {
-                Ok(id) => {
-                    info!(alloc = %alloc.id, job = %alloc.job, container = %short(&id), image = %spec.image, "container started");
-                    report(NewEvent::new(
-                        EventKind::Started,
-                        format!("container {} started from {}", short(&id), spec.image),
-                    ));
-                    track.retry_at = None;
-                    track.message = None;
+            Action::Keep => status.state = AllocState::Running,
+            Action::Start => match docker.start_container(&id).await {
+                Ok(()) => {
                     track.running_since = Some(now);
                     status.state = AllocState::Running;
-                    status.container_id = Some(id);
                 }
-                Err(e) => {
-                    let delay = backoff(&cfg, track.backoff_exp);
-                    track.backoff_exp += 1;
-                    track.retry_at = Some(now + delay);
-                    let msg = format!("cannot start container: {e}");
-                    if track.message.as_deref() != Some(&msg) {
-                        warn!(alloc = %alloc.id, error = %msg, retry_in = ?delay, "container failed to start");
-                        report(NewEvent::new(EventKind::StartFailed, msg.clone()));
-                    }
-                    track.message = Some(msg.clone());
-                    status.state = AllocState::Failed;
-                    status.message = Some(msg);
-                }
-            }
-            return status;
-        };
-
-        let id = c.id.clone().unwrap_or_default();
-        status.container_id = Some(id.clone());
-        match c.state {
-            Some(ContainerSummaryStateEnum::RUNNING)
-            | Some(ContainerSummaryStateEnum::PAUSED)
-            | Some(ContainerSummaryStateEnum::RESTARTING) => {
-                let since = *track.running_since.get_or_insert(now);
-                if now.duration_since(since) >= cfg.backoff_reset_after {
-                    track.backoff_exp = 0;
-                }
-                track.retry_at = None;
-                status.state = AllocState::Running;
-            }
-            Some(ContainerSummaryStateEnum::CREATED) => {
-                // Created but never started (crash between the two calls).
-                match docker.start_container(&id, None).await {
-                    Ok(()) => {
-                        track.running_since = Some(now);
-                        status.state = AllocState::Running;
-                    }
-                    Err(e) => status.message = Some(docker_message(&e)),
-                }
-            }
-            Some(ContainerSummaryStateEnum::EXITED) | Some(ContainerSummaryStateEnum::DEAD) => {
-                let code = match docker.inspect_container(&id, None).await {
-                    Ok(i) => i.state.and_then(|s| s.exit_code).unwrap_or(-1),
-                    Err(e) => {
-                        status.message = Some(docker_message(&e));
-                        return status;
-                    }
-                };
-                track.last_exit = Some(code);
+                Err(e) => status.message = Some(docker_message(&e)),
+            },
+            Action::Finished { code, first } => {
                 status.exit_code = Some(code);
-                if !spec.restart.should_restart(code) {
-                    if track.running_since.take().is_some() {
-                        info!(alloc = %alloc.id, exit_code = code, "container exited; restart policy {} does not restart it", spec.restart);
-                        report(
-                            NewEvent::new(
-                                EventKind::Exited,
-                                format!(
-                                    "exited with code {code}; restart policy {} does not restart it",
-                                    spec.restart
-                                ),
-                            )
-                            .exit_code(code),
-                        );
-                    }
-                    status.state = if code == 0 {
-                        AllocState::Complete
-                    } else {
-                        AllocState::Failed
-                    };
-                    status.message = Some(format!(
-                        "exited with code {code}; restart policy {} does not restart it",
-                        spec.restart
-                    ));
-                    return status;
+                let why = format!(
+                    "exited with code {code}; restart policy {} does not restart it",
+                    spec.restart
+                );
+                if first {
+                    info!(alloc = %alloc.id, exit_code = code, "container exited; restart policy {} does not restart it", spec.restart);
+                    report(NewEvent::new(EventKind::Exited, why.clone()).exit_code(code));
                 }
-                let Some(at) = track.retry_at else {
-                    // First time we see this exit: schedule the restart.
-                    if let Some(since) = track.running_since.take() {
-                        if now.duration_since(since) >= cfg.backoff_reset_after {
-                            track.backoff_exp = 0;
-                        }
-                    }
-                    let delay = backoff(&cfg, track.backoff_exp);
-                    track.backoff_exp += 1;
-                    track.retry_at = Some(now + delay);
-                    info!(alloc = %alloc.id, exit_code = code, restart_in = ?delay, "container exited; restarting per policy {}", spec.restart);
-                    report(
-                        NewEvent::new(
-                            EventKind::Exited,
-                            format!(
-                                "exited with code {code}; restarting in {:.1} s (policy {})",
-                                delay.as_secs_f64(),
-                                spec.restart
-                            ),
-                        )
-                        .exit_code(code),
-                    );
-                    status.state = AllocState::Restarting;
-                    return status;
+                status.state = if code == 0 {
+                    AllocState::Complete
+                } else {
+                    AllocState::Failed
                 };
-                if now < at {
-                    status.state = AllocState::Restarting;
-                    return status;
-                }
-                match docker.start_container(&id, None).await {
+                status.message = Some(why);
+            }
+            Action::ScheduleRestart { code, delay } => {
+                status.exit_code = Some(code);
+                info!(alloc = %alloc.id, exit_code = code, restart_in = ?delay, "container exited; restarting per policy {}", spec.restart);
+                report(
+                    NewEvent::new(
+                        EventKind::Exited,
+                        format!(
+                            "exited with code {code}; restarting in {:.1} s (policy {})",
+                            delay.as_secs_f64(),
+                            spec.restart
+                        ),
+                    )
+                    .exit_code(code),
+                );
+                status.state = AllocState::Restarting;
+            }
+            Action::WaitRestart { code } => {
+                status.exit_code = Some(code);
+                status.state = AllocState::Restarting;
+            }
+            Action::Restart { code } => {
+                status.exit_code = Some(code);
+                match docker.start_container(&id).await {
                     Ok(()) => {
-                        track.restarts += 1;
-                        track.retry_at = None;
-                        track.running_since = Some(now);
+                        track.restarted(now);
                         status.restarts = track.restarts;
                         status.state = AllocState::Running;
                         debug!(alloc = %alloc.id, restarts = track.restarts, "container restarted");
@@ -634,13 +497,84 @@ impl Executor {
                         ));
                     }
                     Err(e) => {
-                        track.retry_at = Some(now + backoff(&cfg, track.backoff_exp));
+                        track.retry_at = Some(now + backoff.delay(track.backoff_exp));
                         status.state = AllocState::Restarting;
                         status.message = Some(docker_message(&e));
                     }
                 }
             }
-            _ => {}
+        }
+        status
+    }
+
+    /// Creates and starts the allocation's container, once its node allows
+    /// what it needs and its image is here (a fetch is started otherwise).
+    async fn create(
+        &self,
+        track: &mut Track,
+        alloc: &Allocation,
+        spec: &JobSpec,
+        credential: Option<&StoredCredential>,
+        mut status: AllocStatus,
+        now: Instant,
+    ) -> AllocStatus {
+        let cfg = &self.cfg;
+        let report = |e: NewEvent| self.report(e, &alloc.id, &alloc.job);
+        // Defence in depth: the scheduler places such jobs only on nodes
+        // that allow them, but a placement may be stale.
+        if let Some(msg) = host_access_refusal(spec, &cfg.host_access) {
+            if track.message.as_deref() != Some(&msg) {
+                warn!(alloc = %alloc.id, error = %msg, "container refused");
+                report(NewEvent::new(EventKind::StartFailed, msg.clone()));
+            }
+            track.message = Some(msg.clone());
+            status.state = AllocState::Failed;
+            status.message = Some(msg);
+            return status;
+        }
+        match self
+            .images
+            .ensure(&spec.image, spec.pull_policy(), credential)
+            .await
+        {
+            Availability::Ready => {}
+            Availability::Fetching { progress, note } => {
+                status.state = AllocState::Pulling;
+                status.message = Some(match note {
+                    Some(n) => format!("{n}; retrying"),
+                    None => format!("pulling {}: {progress}", spec.image),
+                });
+                status.pull = Some(progress);
+                return status;
+            }
+            Availability::Failed(msg) => {
+                status.state = AllocState::Failed;
+                status.message = Some(msg);
+                return status;
+            }
+        }
+        match create_and_start(&*self.docker, self.node, alloc, spec, cfg.container_dns).await {
+            Ok(id) => {
+                info!(alloc = %alloc.id, job = %alloc.job, container = %short(&id), image = %spec.image, "container started");
+                report(NewEvent::new(
+                    EventKind::Started,
+                    format!("container {} started from {}", short(&id), spec.image),
+                ));
+                track.started(now);
+                status.state = AllocState::Running;
+                status.container_id = Some(id);
+            }
+            Err(e) => {
+                let delay = track.failed(now, &cfg.backoff());
+                let msg = format!("cannot start container: {e}");
+                if track.message.as_deref() != Some(&msg) {
+                    warn!(alloc = %alloc.id, error = %msg, retry_in = ?delay, "container failed to start");
+                    report(NewEvent::new(EventKind::StartFailed, msg.clone()));
+                }
+                track.message = Some(msg.clone());
+                status.state = AllocState::Failed;
+                status.message = Some(msg);
+            }
         }
         status
     }
@@ -650,15 +584,8 @@ fn report_event(events: &EventLog, node: &str, e: NewEvent, alloc: &str, job: &s
     events.emit(e.node(node).alloc(alloc).job(job));
 }
 
-/// Restart delay after `exp` consecutive quick failures.
-fn backoff(cfg: &ExecutorConfig, exp: u32) -> Duration {
-    cfg.backoff_base
-        .saturating_mul(1u32.checked_shl(exp.min(16)).unwrap_or(u32::MAX))
-        .min(cfg.backoff_max)
-}
-
 async fn create_and_start(
-    docker: &Docker,
+    docker: &dyn ContainerRuntime,
     node: NodeId,
     alloc: &Allocation,
     spec: &JobSpec,
@@ -688,25 +615,22 @@ async fn create_and_start(
         return Err(why);
     }
     let name = container_name(&alloc.id);
-    let opts = CreateContainerOptionsBuilder::new().name(&name).build();
     let body = || create_body(node, alloc, spec, dns);
     let quick = StopPlan::plain(Duration::from_secs(1));
-    let created = match docker.create_container(Some(opts.clone()), body()).await {
-        Ok(c) => c.id,
+    let created = match docker.create_container(&name, body()).await {
+        Ok(id) => id,
         // A leftover with our name (e.g. from an older agent run whose
         // labels do not match): replace it.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
-        }) => {
+        Err(e) if e.is_conflict() => {
             let again = async {
                 remove(docker, &name, &quick).await?;
-                docker.create_container(Some(opts), body()).await
+                docker.create_container(&name, body()).await
             };
-            again.await.map_err(|e| docker_message(&e))?.id
+            again.await.map_err(|e| docker_message(&e))?
         }
         Err(e) => return Err(docker_message(&e)),
     };
-    if let Err(e) = docker.start_container(&created, None).await {
+    if let Err(e) = docker.start_container(&created).await {
         // Do not leave a created-but-broken container (e.g. port in use).
         let _ = remove(docker, &created, &quick).await;
         return Err(docker_message(&e));
@@ -733,7 +657,7 @@ fn stop_plan(c: &ContainerSummary, default: Duration) -> StopPlan {
 
 /// Runs the plan's preStop hook in container `id`, if any, within the grace
 /// period; returns what is left of the grace period for the stop signal.
-async fn pre_stop(docker: &Docker, id: &str, plan: &StopPlan) -> Duration {
+async fn pre_stop(docker: &dyn ContainerRuntime, id: &str, plan: &StopPlan) -> Duration {
     let Some(hook) = &plan.pre_stop else {
         return plan.grace;
     };
@@ -748,50 +672,31 @@ async fn pre_stop(docker: &Docker, id: &str, plan: &StopPlan) -> Duration {
 /// plan's grace period is over) and removes it; a container that is
 /// already gone is not an error.
 pub async fn remove(
-    docker: &Docker,
+    docker: &dyn ContainerRuntime,
     id: &str,
     plan: &StopPlan,
-) -> Result<(), bollard::errors::Error> {
+) -> Result<(), RuntimeError> {
     let left = pre_stop(docker, id, plan).await;
-    let t = i32::try_from(left.as_secs()).unwrap_or(i32::MAX);
-    match docker
-        .stop_container(id, Some(StopContainerOptionsBuilder::new().t(t).build()))
-        .await
-    {
+    match docker.stop_container(id, left).await {
         Ok(()) => {}
         Err(e) if is_not_found(&e) => return Ok(()),
         // 304 = already stopped; other errors: force removal below anyway.
         Err(_) => {}
     }
-    match docker
-        .remove_container(
-            id,
-            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-        )
-        .await
-    {
+    match docker.remove_container(id).await {
         Ok(()) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
-fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
+fn is_not_found(e: &RuntimeError) -> bool {
+    e.is_not_found()
 }
 
-/// The daemon's message without bollard's wrapping.
-pub fn docker_message(e: &bollard::errors::Error) -> String {
-    match e {
-        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
-        other => other.to_string(),
-    }
+/// The engine's message (a [`RuntimeError`] shows no client wrapping).
+pub fn docker_message(e: &RuntimeError) -> String {
+    e.to_string()
 }
 
 fn short(id: &str) -> &str {
@@ -801,25 +706,18 @@ fn short(id: &str) -> &str {
 /// Streams the logs of an allocation's container (stdout and stderr
 /// interleaved as Docker stores them).
 pub fn logs(
-    docker: &Docker,
+    docker: &dyn ContainerRuntime,
     alloc_id: &str,
     follow: bool,
     tail: Option<u32>,
     since: Option<i32>,
     timestamps: bool,
-) -> impl Stream<Item = Result<bytes::Bytes, bollard::errors::Error>> + Send + 'static {
-    let tail = tail.map_or_else(|| "all".to_string(), |n| n.to_string());
-    let mut opts = LogsOptionsBuilder::new()
-        .follow(follow)
-        .stdout(true)
-        .stderr(true)
-        .timestamps(timestamps)
-        .tail(&tail);
-    if let Some(s) = since {
-        opts = opts.since(s);
-    }
-    let opts = opts.build();
-    docker
-        .logs(&container_name(alloc_id), Some(opts))
-        .map(|r| r.map(|o| o.into_bytes()))
+) -> impl Stream<Item = Result<bytes::Bytes, RuntimeError>> + Send + 'static {
+    let opts = LogOptions {
+        follow,
+        tail,
+        since,
+        timestamps,
+    };
+    docker.logs(&container_name(alloc_id), opts)
 }

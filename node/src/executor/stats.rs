@@ -16,8 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::{ContainerMemoryStats, ContainerStatsResponse, ContainerSummary};
-use bollard::query_parameters::{ListContainersOptionsBuilder, StatsOptionsBuilder};
-use bollard::Docker;
 use futures::StreamExt;
 use skein_protocol::api::ContainerUsage;
 use tokio::sync::RwLock;
@@ -27,6 +25,7 @@ use tracing::{debug, info, warn};
 use super::container::{LABEL_ALLOC, LABEL_JOB, LABEL_NODE};
 use super::{docker_message, is_not_found};
 use crate::clock;
+use crate::runtime::{ContainerRuntime, ListFilter, Runtime, RuntimeError};
 use crate::state::{node_id_str, NodeId};
 
 /// Stats calls in flight at once: enough to sample a busy node within an
@@ -66,7 +65,7 @@ impl UsageBoard {
 }
 
 /// Samples every `interval` until the task is dropped.
-pub async fn run(docker: Docker, node: NodeId, board: UsageBoard, interval: Duration) {
+pub async fn run(docker: Runtime, node: NodeId, board: UsageBoard, interval: Duration) {
     let mut sampler = Sampler::default();
     let mut ticks = tokio::time::interval(interval.max(MIN_INTERVAL));
     // After a slow pass, wait a full interval rather than bursting.
@@ -117,8 +116,8 @@ struct Sampler {
 
 impl Sampler {
     /// One pass: sample every running container of `node` into `board`.
-    async fn pass(&mut self, docker: &Docker, node: NodeId, board: &UsageBoard) {
-        let running = match list_running(docker, node).await {
+    async fn pass(&mut self, docker: &Runtime, node: NodeId, board: &UsageBoard) {
+        let running = match list_running(&**docker, node).await {
             Ok(r) => {
                 if self.last_error.take().is_some() {
                     info!("usage sampler: docker reachable again");
@@ -143,7 +142,7 @@ impl Sampler {
             let known = self.limited.get(&id).copied();
             Some(async move {
                 let fetched =
-                    match tokio::time::timeout(CALL_TIMEOUT, fetch(&docker, &id, known)).await {
+                    match tokio::time::timeout(CALL_TIMEOUT, fetch(&*docker, &id, known)).await {
                         Ok(f) => f,
                         Err(_) => Fetched::Failed(format!("no answer within {CALL_TIMEOUT:?}")),
                     };
@@ -203,21 +202,14 @@ impl Sampler {
 
 /// The running containers labelled with `node`'s id.
 async fn list_running(
-    docker: &Docker,
+    docker: &dyn ContainerRuntime,
     node: NodeId,
-) -> Result<Vec<ContainerSummary>, bollard::errors::Error> {
-    let filters = HashMap::from([
-        (
-            "label".to_string(),
-            vec![format!("{LABEL_NODE}={}", node_id_str(node))],
-        ),
-        ("status".to_string(), vec!["running".to_string()]),
-    ]);
-    let opts = ListContainersOptionsBuilder::new()
-        .all(false)
-        .filters(&filters)
-        .build();
-    docker.list_containers(Some(opts)).await
+) -> Result<Vec<ContainerSummary>, RuntimeError> {
+    let filter = ListFilter {
+        labels: vec![format!("{LABEL_NODE}={}", node_id_str(node))],
+        running_only: true,
+    };
+    docker.list_containers(&filter).await
 }
 
 /// Container id, allocation and job of a listed container; `None` for one
@@ -231,31 +223,25 @@ fn identify(c: ContainerSummary) -> Option<(String, String, String)> {
 }
 
 /// One stats sample of container `id` (and its limit, unless `known`).
-async fn fetch(docker: &Docker, id: &str, known: Option<bool>) -> Fetched {
+async fn fetch(docker: &dyn ContainerRuntime, id: &str, known: Option<bool>) -> Fetched {
     let limited = match known {
         Some(l) => l,
-        None => match docker.inspect_container(id, None).await {
+        None => match docker.inspect_container(id).await {
             Ok(i) => i.host_config.and_then(|h| h.memory).is_some_and(|m| m > 0),
             Err(e) if is_not_found(&e) => return Fetched::Gone,
             Err(e) => return Fetched::Failed(docker_message(&e)),
         },
     };
-    let opts = StatsOptionsBuilder::new()
-        .stream(false)
-        .one_shot(true)
-        .build();
-    let mut stream = std::pin::pin!(docker.stats(id, Some(opts)));
-    match stream.next().await {
-        Some(Ok(stats)) if is_stopped(&stats) => Fetched::Gone,
-        Some(Ok(stats)) => Fetched::Sample {
+    match docker.stats_once(id).await {
+        Ok(stats) if is_stopped(&stats) => Fetched::Gone,
+        Ok(stats) => Fetched::Sample {
             stats: Box::new(stats),
             limited,
             at: Instant::now(),
             sampled_at_ms: clock::now_ms(),
         },
-        Some(Err(e)) if is_not_found(&e) => Fetched::Gone,
-        Some(Err(e)) => Fetched::Failed(docker_message(&e)),
-        None => Fetched::Failed("docker sent no sample".into()),
+        Err(e) if is_not_found(&e) => Fetched::Gone,
+        Err(e) => Fetched::Failed(docker_message(&e)),
     }
 }
 

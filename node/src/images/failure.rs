@@ -14,6 +14,8 @@
 
 use std::fmt;
 
+use crate::runtime::RuntimeError;
+
 /// Longest message kept, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 500;
 
@@ -47,17 +49,13 @@ impl fmt::Display for PullFailure {
     }
 }
 
-/// Classifies an error from bollard's `create_image` stream: an error
-/// answer before the stream starts, or an error line within it.
-pub fn classify(err: &bollard::errors::Error) -> PullFailure {
-    use bollard::errors::Error;
+/// Classifies an error of a pull: an error answer before the stream
+/// starts, or an error line within it.
+pub fn classify(err: &RuntimeError) -> PullFailure {
     match err {
-        Error::DockerResponseServerError {
-            status_code,
-            message,
-        } => classify_message(message, Some(*status_code)),
-        Error::DockerStreamError { error } => classify_message(error, None),
-        other => classify_message(&other.to_string(), None),
+        RuntimeError::Status { code, message } => classify_message(message, Some(*code)),
+        RuntimeError::Stream(error) => classify_message(error, None),
+        RuntimeError::Other(other) => classify_message(other, None),
     }
 }
 
@@ -388,25 +386,27 @@ mod tests {
     use super::*;
     use bollard::errors::Error;
 
-    fn server(status_code: u16, message: &str) -> Error {
+    fn server(status_code: u16, message: &str) -> RuntimeError {
         Error::DockerResponseServerError {
             status_code,
             message: message.into(),
         }
+        .into()
     }
 
-    fn stream(error: &str) -> Error {
+    fn stream(error: &str) -> RuntimeError {
         Error::DockerStreamError {
             error: error.into(),
         }
+        .into()
     }
 
-    fn permanent(err: &Error) {
+    fn permanent(err: &RuntimeError) {
         let f = classify(err);
         assert!(f.is_permanent(), "{err:?} classified as {f:?}");
     }
 
-    fn transient(err: &Error) {
+    fn transient(err: &RuntimeError) {
         let f = classify(err);
         assert!(!f.is_permanent(), "{err:?} classified as {f:?}");
     }
@@ -546,10 +546,10 @@ mod tests {
     fn unknown_errors_are_transient() {
         transient(&server(500, "something odd happened"));
         transient(&stream("failed to register layer: some local trouble"));
-        transient(&Error::RequestTimeoutError);
-        transient(&Error::IOError {
+        transient(&Error::RequestTimeoutError.into());
+        transient(&RuntimeError::from(Error::IOError {
             err: std::io::Error::other("socket closed"),
-        });
+        }));
     }
 
     #[test]
@@ -586,7 +586,7 @@ mod tests {
         );
         assert_eq!(f.to_string(), f.message());
         assert_eq!(
-            classify(&Error::RequestTimeoutError).message(),
+            classify(&Error::RequestTimeoutError.into()).message(),
             "Timeout error"
         );
     }

@@ -29,8 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::auth::DockerCredentials;
-use bollard::query_parameters::{ImportImageOptionsBuilder, TagImageOptionsBuilder};
-use bollard::Docker;
 use futures::StreamExt;
 use rand::seq::SliceRandom;
 use skein_protocol::api::{EventKind, PullProgress};
@@ -41,6 +39,7 @@ use tracing::{info, warn};
 use crate::events::{EventLog, NewEvent};
 use crate::membership::Membership;
 use crate::metrics::{ImagePullLabels, ImageSourceLabels, Metrics};
+use crate::runtime::Runtime;
 use crate::secrets::SecretBox;
 use crate::state::{NodeId, StoredCredential};
 use failure::PullFailure;
@@ -156,7 +155,7 @@ pub struct Images {
 }
 
 pub(crate) struct Inner {
-    pub(crate) docker: Docker,
+    pub(crate) docker: Runtime,
     pub(crate) streams: libp2p_stream::Control,
     pub(crate) uploads: Arc<Semaphore>,
     pub(crate) corrupt_uploads: AtomicU32,
@@ -174,8 +173,8 @@ pub(crate) struct Inner {
 
 /// The parts [`Images::new`] needs.
 pub struct ImagesParts {
-    /// Local Docker.
-    pub docker: Docker,
+    /// The local container runtime.
+    pub docker: Runtime,
     /// Mesh streams (copies to and from peers).
     pub streams: libp2p_stream::Control,
     /// This node (id, name).
@@ -557,7 +556,7 @@ impl Inner {
             stall: self.cfg.stall,
             total: self.cfg.pull_timeout,
         };
-        let bytes = pull::pull(&self.docker, &image, creds, tracker, limits, |p| {
+        let bytes = pull::pull(&*self.docker, &image, creds, tracker, limits, |p| {
             self.set_progress(&want.key, p)
         })
         .await?;
@@ -711,14 +710,10 @@ impl Inner {
             .await
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-        let mut load = self.docker.import_image_stream(
-            ImportImageOptionsBuilder::default().quiet(true).build(),
-            body,
-            None,
-        );
-        while let Some(r) = load.next().await {
-            r.map_err(|e| format!("docker load: {}", crate::executor::docker_message(&e)))?;
-        }
+        self.docker
+            .load_image(body.boxed())
+            .await
+            .map_err(|e| format!("docker load: {}", crate::executor::docker_message(&e)))?;
         match self.docker.inspect_image(id).await {
             Ok(i) if i.id.as_deref() == Some(id) => {}
             _ => return Err(format!("docker load did not produce image {id}")),
@@ -735,11 +730,7 @@ impl Inner {
                 continue;
             };
             let Some(t) = &r.tag else { continue };
-            let opts = TagImageOptionsBuilder::default()
-                .repo(&r.repository())
-                .tag(t)
-                .build();
-            if let Err(e) = self.docker.tag_image(id, Some(opts)).await {
+            if let Err(e) = self.docker.tag_image(id, &r.repository(), t).await {
                 return Err(format!(
                     "cannot tag {id} as {tag}: {}",
                     crate::executor::docker_message(&e)

@@ -4,14 +4,13 @@
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
-use bollard::query_parameters::CreateImageOptionsBuilder;
-use bollard::Docker;
 use futures::StreamExt;
 use skein_protocol::api::PullProgress;
 use skein_protocol::image::ImageRef;
 
 use super::failure::{classify, PullFailure};
 use super::progress::PullTracker;
+use crate::runtime::ContainerRuntime;
 
 /// Limits of one pull.
 #[derive(Debug, Clone, Copy)]
@@ -25,18 +24,14 @@ pub struct PullLimits {
 /// Pulls `image`, reporting progress through `report`; returns the bytes
 /// downloaded (the sum of the layer sizes Docker announced).
 pub async fn pull(
-    docker: &Docker,
+    docker: &dyn ContainerRuntime,
     image: &ImageRef,
     credentials: Option<DockerCredentials>,
     mut tracker: PullTracker,
     limits: PullLimits,
     mut report: impl FnMut(PullProgress),
 ) -> Result<u64, PullFailure> {
-    let opts = CreateImageOptionsBuilder::new()
-        .from_image(&image.repository())
-        .tag(&image.tag_or_digest())
-        .build();
-    let mut stream = docker.create_image(Some(opts), None, credentials);
+    let mut stream = docker.pull_image(&image.repository(), &image.tag_or_digest(), credentials);
     let deadline = tokio::time::Instant::now() + limits.total;
     loop {
         let next = tokio::time::timeout(limits.stall, stream.next());

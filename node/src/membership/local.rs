@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-use bollard::query_parameters::ListImagesOptionsBuilder;
-use bollard::Docker;
+use crate::runtime::{ContainerRuntime, RuntimeError};
 use skein_protocol::api::NodeHealth;
 use skein_protocol::spec::ResourceVec;
 
@@ -41,18 +40,16 @@ pub struct LocalNode {
 
 impl LocalNode {
     /// Reads capacity and images from Docker and builds the record.
-    pub async fn read(&self, docker: &Docker) -> Result<NodeRecord, bollard::errors::Error> {
+    pub async fn read(&self, runtime: &dyn ContainerRuntime) -> Result<NodeRecord, RuntimeError> {
         let capacity = match self.capacity_override {
             Some(c) => c,
             None => {
-                let info = docker.info().await?;
-                let cpus = u64::try_from(info.ncpu.unwrap_or(1)).unwrap_or(1);
-                let mem = u64::try_from(info.mem_total.unwrap_or(0)).unwrap_or(0);
-                ResourceVec::new(cpus.saturating_mul(1000), mem)
+                let info = runtime.info().await?;
+                ResourceVec::new(info.cpus.saturating_mul(1000), info.memory_bytes)
             }
         };
-        let images: Vec<ImageInfo> = docker
-            .list_images(Some(ListImagesOptionsBuilder::new().build()))
+        let images: Vec<ImageInfo> = runtime
+            .list_images()
             .await?
             .into_iter()
             .filter_map(|i| {
