@@ -575,9 +575,8 @@ struct Stopping {
 }
 
 impl Stopping {
-    /// Refuses new writes, lets the admitted ones commit, steps down from
-    /// Raft (a leader stops its heartbeats, so the others elect one within
-    /// an election timeout; openraft 0.9 has no leadership transfer), stops
+    /// Refuses new writes, lets the admitted ones commit, hands leadership
+    /// to a caught-up voter if it leads (`control::handover`), stops
     /// the loops, leaves the mesh and closes the API. Containers are left
     /// alone: the executor only removes what its assignments no longer
     /// hold, and it is stopped, not told that nothing is assigned.
@@ -599,7 +598,13 @@ impl Stopping {
             warn!(waited = ?LAST_WRITES, "writes still running: stepping down without them");
         }
         if ctx.is_leader() {
-            info!("this node leads: stepping down so that the others elect a new leader");
+            info!("this node leads: handing leadership over");
+            if crate::control::handover::hand_over(&ctx.raft, &ctx.membership, &ctx.mesh)
+                .await
+                .is_none()
+            {
+                info!("no voter could take over at once: the others elect a new leader");
+            }
         }
         let runtime = ctx.raft.runtime_config();
         runtime.heartbeat(false);

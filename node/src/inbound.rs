@@ -12,7 +12,7 @@ use axum::Router;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 use tower::ServiceExt;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::api::forward::Forwarded;
 use crate::assignments;
@@ -21,7 +21,7 @@ use crate::events::{Filter, MAX_PAGE};
 use crate::membership::gossip;
 use crate::rpc::{self, ApiCall, ApiReply, PeerError, PeerReply, PeerRequest, PeerResponse};
 use crate::rpc::{RaftRequest, RaftResponse};
-use crate::state::NodeId;
+use crate::state::{node_id_str, NodeId};
 use crate::wire::NodeStatus;
 use skein_protocol::api::MAX_BODY_BYTES;
 
@@ -124,6 +124,34 @@ async fn answer(ctx: &NodeCtx, router: Router, from: PeerId, request: PeerReques
             Ok(PeerResponse::Events(
                 page.events.into_iter().map(|e| e.event).collect(),
             ))
+        }
+        PeerRequest::TakeLeadership { from } => {
+            let m = ctx.raft.metrics().borrow().clone();
+            let voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == ctx.id());
+            // Only the leader may ask, or anyone while there is none (the
+            // stopping leader repeats itself after stepping down).
+            let from_leader = m.current_leader.is_none_or(|l| l == from);
+            if !from_leader || !voter {
+                return Err(PeerError::Refused {
+                    reason: format!(
+                        "{} is not this node's leader, or this node is not a voter",
+                        node_id_str(from)
+                    ),
+                });
+            }
+            info!(leader = %node_id_str(from), "the leader is stopping: starting an election");
+            ctx.raft
+                .trigger()
+                .elect()
+                .await
+                .map_err(|e| PeerError::Unavailable {
+                    reason: format!("raft: {e}"),
+                })?;
+            Ok(PeerResponse::Electing)
         }
     }
 }

@@ -351,3 +351,87 @@ async fn an_exited_container_is_restarted_by_its_node() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_leader_hands_over_to_a_voter_at_once() {
+    if std::env::var_os("SKEIN_TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("SKEIN_TEST_LOG").unwrap_or_default())
+            .try_init();
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut nodes = cluster(root.path(), 2).await;
+    until("three voters", || async {
+        let (code, body) = http(nodes[0].api, "GET", "/v1/nodes", None).await?;
+        let v: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+        let voters = v
+            .iter()
+            .filter(|n| n["role"] == "leader" || n["role"] == "voter")
+            .count();
+        (code == 200 && voters == 3).then_some(())
+    })
+    .await;
+    // A joint configuration settles a moment after `node ls` shows three.
+    until("a write through the leader", || async {
+        let (code, _) = http(
+            nodes[0].api,
+            "POST",
+            "/v1/registries",
+            Some(r#"{"server":"r.test:5000","username":"u","password":"p"}"#),
+        )
+        .await?;
+        (code == 200).then_some(())
+    })
+    .await;
+    // A leader grants a higher term only once its own lease (1.2 s since it
+    // was elected) has run out, which is what a handover relies on: a
+    // leader as young as this test's must first be that old. A wait on
+    // time itself, not on another task.
+    let since = tokio::time::Instant::now();
+    until("the leader's lease run out", || async {
+        (since.elapsed() > Duration::from_millis(1300)).then_some(())
+    })
+    .await;
+    let leader_id = nodes[0]
+        .status()
+        .await
+        .and_then(|s| s.leader_id)
+        .expect("leader");
+    let mut at = None;
+    for (i, n) in nodes.iter().enumerate() {
+        if n.status().await.map(|s| s.node_id) == Some(leader_id.clone()) {
+            at = Some(i);
+        }
+    }
+    let mut leader = nodes.remove(at.expect("the leader is one of ours"));
+    let t0 = tokio::time::Instant::now();
+    leader.shutdown().await;
+    let stopped = t0.elapsed();
+    let nodes_ref = &nodes;
+    let old = leader_id.clone();
+    until("a new leader on both survivors", || async {
+        let mut seen = Vec::new();
+        for n in nodes_ref {
+            seen.push(n.status().await?.leader_id?);
+        }
+        (seen.windows(2).all(|w| w[0] == w[1]) && seen[0] != old).then_some(())
+    })
+    .await;
+    let elected = t0.elapsed();
+    eprintln!(
+        "leader stopped in {:.2}s, new leader after {:.2}s",
+        stopped.as_secs_f64(),
+        elected.as_secs_f64()
+    );
+    // Without a handover the survivors wait out the leader lease (1.2 s)
+    // and an election timeout (0.6–1.2 s) after the shutdown ends.
+    assert!(
+        elected < stopped + Duration::from_millis(900),
+        "a new leader {:.2}s after the stop began (the stop took {:.2}s): no handover",
+        elected.as_secs_f64(),
+        stopped.as_secs_f64()
+    );
+    for mut n in nodes {
+        n.shutdown().await;
+    }
+}

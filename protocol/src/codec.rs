@@ -52,8 +52,12 @@ pub const HEADER_LEN: usize = 4;
 pub const MAJOR: u8 = 1;
 /// Compatible revisions within [`MAJOR`]: each adds fields (with defaults)
 /// or enum variants. Bump it with every such change of a wire or disk
-/// type, and gate writing a new variant on the cluster's schema.
-pub const MINOR: u8 = 0;
+/// type, and gate writing a new variant on the cluster's schema (or, for
+/// a request to one peer, on the schema that peer gossips).
+///
+/// - 1.0 (Skein 0.2.0): the first versioned schema.
+/// - 1.1: `PeerRequest::TakeLeadership` (a stopping leader hands over).
+pub const MINOR: u8 = 1;
 
 /// Deepest nesting a decoded value may have (Skein's types nest about 12
 /// deep; the decoder recurses once per level).
@@ -263,7 +267,7 @@ mod tests {
     fn round_trip_and_rejects_garbage() {
         let v = (7u64, "x".to_string(), vec![1u8, 2, 3]);
         let bytes = encode(&v).unwrap();
-        assert_eq!(&bytes[..4], b"SK\x01\x00");
+        assert_eq!(&bytes[..4], [b'S', b'K', MAJOR, MINOR]);
         let back: (u64, String, Vec<u8>) = decode(&bytes).unwrap();
         assert_eq!(back, v);
         assert!(decode::<(u64, String, Vec<u8>)>(&bytes[..bytes.len() - 1]).is_err());

@@ -1,7 +1,7 @@
 //! Graceful shutdown (issue "supervised tasks"): SIGTERM stops an agent
 //! with exit 0 within its 5 s bound, leaves its containers running for the
-//! next start to adopt, and a leader that stops lets the others elect a new
-//! one. Real `skein agent` processes on loopback, sharing this machine's
+//! next start to adopt, and a leader that stops hands leadership to a
+//! voter. Real `skein agent` processes on loopback, sharing this machine's
 //! Docker daemon.
 
 use std::time::{Duration, Instant};
@@ -120,6 +120,11 @@ fn sigterm_to_the_leader_lets_the_others_elect_one_and_take_writes() {
         status.success(),
         "leader exit {status}\n{}",
         agents[leader].log_tail(40)
+    );
+    let log = agents[leader].log_tail(60);
+    assert!(
+        log.contains("handed leadership over"),
+        "the stopping leader hands over to a voter: {log}"
     );
     let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let new_leader = poll_until("a new leader on both survivors", WAIT, || {

@@ -22,6 +22,7 @@
 //! takes effect once: the state machine deduplicates
 //! ([`crate::state::requests`]).
 
+pub mod handover;
 pub mod planner;
 pub mod publish;
 pub mod rollout;

@@ -89,6 +89,15 @@ pub enum PeerRequest {
         /// Most events wanted (the peer caps it at its page size).
         limit: u32,
     },
+    /// From a leader that is stopping, to the voter it picked (one with
+    /// its whole log): start an election now. The stopping leader votes
+    /// for it, so the cluster has a leader again within a round trip or
+    /// two instead of a leader lease plus an election timeout. Schema 1.1;
+    /// only sent to a node gossiping it.
+    TakeLeadership {
+        /// The stopping leader; honoured only while it is our leader.
+        from: NodeId,
+    },
 }
 
 impl PeerRequest {
@@ -101,6 +110,7 @@ impl PeerRequest {
             PeerRequest::FetchImage { .. } => "fetch-image",
             PeerRequest::RegisterBootstrapToken { .. } => "register-bootstrap-token",
             PeerRequest::Events { .. } => "events",
+            PeerRequest::TakeLeadership { .. } => "take-leadership",
         }
     }
 }
@@ -123,6 +133,8 @@ pub enum PeerResponse {
     TokenRegistered(String),
     /// Answer to [`PeerRequest::Events`], oldest first.
     Events(Vec<Event>),
+    /// Answer to [`PeerRequest::TakeLeadership`]: the election started.
+    Electing,
 }
 
 /// What goes back on the wire.
@@ -313,6 +325,7 @@ pub fn unexpected(req: &'static str, got: &PeerResponse) -> CallError {
         PeerResponse::FetchImage(_) => "fetch-image",
         PeerResponse::TokenRegistered(_) => "token-registered",
         PeerResponse::Events(_) => "events",
+        PeerResponse::Electing => "electing",
     };
     CallError::BadAnswer(format!("a {got} answer to a {req} request"))
 }
