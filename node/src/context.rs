@@ -1,6 +1,8 @@
-//! The handles every part of a running node shares, and the questions
-//! several of them ask: who leads, am I a Raft member, how do I reach a
-//! node over the mesh.
+//! The handles the API and `inbound` share (`agent` builds it), and the
+//! questions they ask: who leads, am I a Raft member, how do I reach a
+//! node over the mesh (answered by [`crate::peers`]). Loops get only the
+//! handles they use; no module this holds imports it (see
+//! node/tests/architecture.rs).
 
 use std::sync::Arc;
 
