@@ -422,7 +422,12 @@ pub async fn run_with(
     });
     // The mesh hands its event receiver out once: neither the guard in
     // front of `inbound` nor `inbound` itself can be started again.
-    let (admit, mesh_events) = guard::guard_inbound(ctx.clone(), mesh_events, fatal.clone());
+    let door = guard::Door {
+        local: ctx.local.clone(),
+        membership: ctx.membership.clone(),
+        events: ctx.events.clone(),
+    };
+    let (admit, mesh_events) = guard::guard_inbound(door, mesh_events, fatal.clone());
     loops.essential("mesh guard", admit);
     loops.essential(
         "inbound",
@@ -439,18 +444,28 @@ pub async fn run_with(
         });
     }
     {
-        let (ctx, fatal) = (ctx.clone(), fatal.clone());
+        let (raft, fatal) = (ctx.raft.clone(), fatal.clone());
         loops.restart("raft watch", move || {
-            guard::watch_raft(ctx.clone(), fatal.clone())
+            guard::watch_raft(raft.clone(), fatal.clone())
         });
     }
     {
-        let (ctx, fatal) = (ctx.clone(), fatal.clone());
+        let (state, desired, fatal) = (ctx.state.clone(), ctx.desired.clone(), fatal.clone());
         loops.restart("schema watch", move || {
-            guard::watch_schema(ctx.clone(), fatal.clone())
+            guard::watch_schema(state.clone(), desired.clone(), fatal.clone())
         });
     }
-    restart_with_ctx(&mut loops, &ctx, "storage watch", guard::watch_storage);
+    {
+        let (storage, raft, me, events) = (
+            ctx.storage.clone(),
+            ctx.raft.clone(),
+            (id, ctx.local.name.clone()),
+            ctx.events.clone(),
+        );
+        loops.restart("storage watch", move || {
+            guard::watch_storage(storage.clone(), raft.clone(), me.clone(), events.clone())
+        });
+    }
     // The mesh accepts the image protocol once per node life.
     let images = ctx.images.clone();
     loops.essential("image copies", async move { images.serve().await });
@@ -458,13 +473,16 @@ pub async fn run_with(
         let ctx = ctx.clone();
         loops.restart("publish", move || publish_loop(ctx.clone(), endpoint_ip));
     }
-    restart_with_ctx(
-        &mut loops,
-        &ctx,
-        "cluster events",
-        crate::events::watch_cluster,
+    {
+        let (peers, name, events) = (ctx.peers(), ctx.local.name.clone(), ctx.events.clone());
+        loops.restart("cluster events", move || {
+            crate::events::watch_cluster(peers.clone(), name.clone(), events.clone())
+        });
+    }
+    loops.once(
+        "event backfill",
+        crate::events::backfill(ctx.peers(), ctx.mesh.clone(), ctx.events.clone()),
     );
-    loops.once("event backfill", crate::events::backfill(ctx.clone()));
     {
         let (docker, usage, interval) =
             (ctx.runtime.clone(), ctx.usage.clone(), cfg.stats_interval);
@@ -472,11 +490,22 @@ pub async fn run_with(
             crate::executor::stats::run(docker.clone(), id, usage.clone(), interval)
         });
     }
-    restart_with_ctx(&mut loops, &ctx, "health", health_loop);
     {
-        let (ctx, dir) = (ctx.clone(), cfg.data_dir.clone());
+        let membership = ctx.membership.clone();
+        loops.restart("health", move || health_loop(membership.clone()));
+    }
+    {
+        let (handles, dir) = (
+            assignments::Handles {
+                peers: ctx.peers(),
+                mesh: ctx.mesh.clone(),
+                state: ctx.state.clone(),
+                desired: ctx.desired.clone(),
+            },
+            cfg.data_dir.clone(),
+        );
         loops.restart("assignments", move || {
-            assignments::run(ctx.clone(), dir.clone(), synced_tx.clone())
+            assignments::run(handles.clone(), dir.clone(), synced_tx.clone())
         });
     }
     let executor_cfg = ExecutorConfig {
@@ -487,20 +516,45 @@ pub async fn run_with(
         ..cfg.executor.clone()
     };
     {
-        let ctx = ctx.clone();
+        let (runtime, name, desired) = (
+            ctx.runtime.clone(),
+            ctx.local.name.clone(),
+            ctx.desired.clone(),
+        );
+        let (board, events, images) = (ctx.board.clone(), ctx.events.clone(), ctx.images.clone());
         loops.restart("executor", move || {
-            executor_when_synced(ctx.clone(), synced_rx.clone(), executor_cfg.clone())
+            let executor = Executor::new(
+                runtime.clone(),
+                (id, name.clone()),
+                desired.clone(),
+                (board.clone(), events.clone()),
+                images.clone(),
+                executor_cfg.clone(),
+            );
+            executor_when_synced(executor, synced_rx.clone())
         });
     }
     {
-        let ctx = ctx.clone();
+        let (membership, raft, board) =
+            (ctx.membership.clone(), ctx.raft.clone(), ctx.board.clone());
         loops.restart("healing", move || {
-            heal_loop(ctx.clone(), control.clone(), id)
+            heal_loop(
+                (membership.clone(), raft.clone(), board.clone()),
+                control.clone(),
+                id,
+            )
         });
     }
     {
-        let (ctx, grace) = (ctx.clone(), cfg.voter_grace);
-        loops.restart("voters", move || voters::run(ctx.clone(), grace));
+        let (peers, state, control, grace) = (
+            ctx.peers(),
+            ctx.state.clone(),
+            ctx.control.clone(),
+            cfg.voter_grace,
+        );
+        loops.restart("voters", move || {
+            voters::run(peers.clone(), state.clone(), control.clone(), grace)
+        });
     }
 
     write_atomically(&cfg.data_dir.join(API_ADDR_FILE), &api_addr.to_string())?;
@@ -624,19 +678,6 @@ impl Stopping {
             }
         }
     }
-}
-
-/// Supervises `f(ctx)` as a restartable loop.
-fn restart_with_ctx<Fut>(
-    loops: &mut Supervisor,
-    ctx: &Arc<NodeCtx>,
-    name: &str,
-    f: fn(Arc<NodeCtx>) -> Fut,
-) where
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let ctx = ctx.clone();
-    loops.restart(name, move || f(ctx.clone()));
 }
 
 fn load_cluster_key(cfg: &AgentConfig) -> Result<libp2p::pnet::PreSharedKey> {
@@ -779,42 +820,33 @@ async fn publish_loop(ctx: Arc<NodeCtx>, endpoint_ip: IpAddr) {
     }
 }
 
-async fn health_loop(ctx: Arc<NodeCtx>) {
+async fn health_loop(membership: Arc<Membership>) {
     loop {
         tokio::time::sleep(HEALTH_CHECK_INTERVAL).await;
-        ctx.membership.check_health().await;
+        membership.check_health().await;
     }
 }
 
 /// Starts the executor once this node knows what it should run, so that
 /// it never removes containers only because nobody told it about them yet.
-async fn executor_when_synced(
-    ctx: Arc<NodeCtx>,
-    mut synced: watch::Receiver<bool>,
-    cfg: ExecutorConfig,
-) {
+async fn executor_when_synced(executor: Executor, mut synced: watch::Receiver<bool>) {
     if synced.wait_for(|s| *s).await.is_err() {
         return;
     }
-    Executor::new(
-        ctx.runtime.clone(),
-        (ctx.id(), ctx.local.name.clone()),
-        ctx.desired.clone(),
-        (ctx.board.clone(), ctx.events.clone()),
-        ctx.images.clone(),
-        cfg,
-    )
-    .run()
-    .await;
+    executor.run().await;
 }
 
 /// On the leader: re-place replicas that are missing or lost with a dead
 /// node and step rollouts and drains, right after membership changes,
 /// after status changes while a rollout moves, and periodically.
-async fn heal_loop(ctx: Arc<NodeCtx>, control: Arc<Control>, id: NodeId) {
-    let mut changes = ctx.membership.subscribe();
-    let mut metrics = ctx.raft.metrics();
-    let mut statuses = ctx.board.subscribe();
+async fn heal_loop(
+    (membership, raft, board): (Arc<Membership>, SkeinRaft, StatusBoard),
+    control: Arc<Control>,
+    id: NodeId,
+) {
+    let mut changes = membership.subscribe();
+    let mut metrics = raft.metrics();
+    let mut statuses = board.subscribe();
     // An interval, not a sleep per turn: frequent wake-ups (metrics change
     // on every heartbeat) must not keep postponing the periodic pass.
     let mut tick = tokio::time::interval(HEAL_INTERVAL);
@@ -840,7 +872,7 @@ async fn heal_loop(ctx: Arc<NodeCtx>, control: Arc<Control>, id: NodeId) {
             },
             _ = tick.tick() => {},
         }
-        if ctx.raft.metrics().borrow().current_leader != Some(id) {
+        if raft.metrics().borrow().current_leader != Some(id) {
             continue;
         }
         if let Err(e) = control.reconcile().await {

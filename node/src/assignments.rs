@@ -14,7 +14,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::context::NodeCtx;
+use crate::mesh::Mesh;
+use crate::peers::Peers;
 use crate::raft::StateHandle;
 use crate::rpc::{self, CallError, PeerRequest, PeerResponse};
 use crate::state::{node_id_str, ClusterState, NodeId};
@@ -127,12 +128,25 @@ fn save(data_dir: &Path, state: &ClusterState) {
     }
 }
 
-/// Keeps `ctx.desired` equal to what the leader assigned to this node.
+/// What the assignments loop uses.
+#[derive(Clone)]
+pub struct Handles {
+    /// Who leads and how to reach it.
+    pub peers: Peers,
+    /// Where the poll goes.
+    pub mesh: Mesh,
+    /// State applied by this node's Raft (served from here when it leads).
+    pub state: Arc<StateHandle>,
+    /// What this node must run: kept equal to the leader's answer.
+    pub desired: Arc<StateHandle>,
+}
+
+/// Keeps `handles.desired` equal to what the leader assigned to this node.
 /// Sets `synced` once a first answer arrived.
-pub async fn run(ctx: Arc<NodeCtx>, data_dir: PathBuf, synced: watch::Sender<bool>) {
-    let me = ctx.id();
+pub async fn run(handles: Handles, data_dir: PathBuf, synced: watch::Sender<bool>) {
+    let me = handles.peers.id;
     let mut known = if *synced.borrow() {
-        ctx.desired.read(|s| s.version).await
+        handles.desired.read(|s| s.version).await
     } else {
         KNOWS_NOTHING
     };
@@ -140,7 +154,7 @@ pub async fn run(ctx: Arc<NodeCtx>, data_dir: PathBuf, synced: watch::Sender<boo
     // No leader for the first moments after start is normal, not news.
     let quiet_until = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let answer = fetch(&ctx, me, known).await;
+        let answer = fetch(&handles, me, known).await;
         match answer {
             Ok(a) => {
                 if !last_error.is_empty() {
@@ -148,7 +162,7 @@ pub async fn run(ctx: Arc<NodeCtx>, data_dir: PathBuf, synced: watch::Sender<boo
                     last_error.clear();
                 }
                 let fresh = to_state(a);
-                let changed = ctx.desired.read(|s| *s != fresh).await;
+                let changed = handles.desired.read(|s| *s != fresh).await;
                 known = fresh.version;
                 if changed {
                     debug!(
@@ -157,7 +171,7 @@ pub async fn run(ctx: Arc<NodeCtx>, data_dir: PathBuf, synced: watch::Sender<boo
                         "assignments changed"
                     );
                     save(&data_dir, &fresh);
-                    ctx.desired.replace(fresh).await;
+                    handles.desired.replace(fresh).await;
                 }
                 synced.send_replace(true);
             }
@@ -172,15 +186,16 @@ pub async fn run(ctx: Arc<NodeCtx>, data_dir: PathBuf, synced: watch::Sender<boo
     }
 }
 
-async fn fetch(ctx: &NodeCtx, me: NodeId, known: u64) -> Result<Assignments, String> {
-    let leader = ctx.leader().await.ok_or("no leader known")?;
+async fn fetch(handles: &Handles, me: NodeId, known: u64) -> Result<Assignments, String> {
+    let leader = handles.peers.leader().await.ok_or("no leader known")?;
     if leader == me {
-        if !ctx.is_leader() {
+        if !handles.peers.is_leader() {
             return Err("leadership is changing".into());
         }
-        return Ok(serve(&ctx.state, me, known).await);
+        return Ok(serve(&handles.state, me, known).await);
     }
-    let peer = ctx
+    let peer = handles
+        .peers
         .peer_of(leader)
         .await
         .ok_or_else(|| format!("no address for leader {}", node_id_str(leader)))?;
@@ -188,7 +203,7 @@ async fn fetch(ctx: &NodeCtx, me: NodeId, known: u64) -> Result<Assignments, Str
         node: me,
         known_version: known,
     };
-    match rpc::call(&ctx.mesh, peer, &req).await {
+    match rpc::call(&handles.mesh, peer, &req).await {
         Ok(PeerResponse::Assignments(a)) => Ok(a),
         Ok(other) => Err(rpc::unexpected("assignments", &other).to_string()),
         Err(e @ (CallError::Transport(_) | CallError::Peer(_))) => {

@@ -1,6 +1,8 @@
-//! The handles every part of a running node shares, and the questions
-//! several of them ask: who leads, am I a Raft member, how do I reach a
-//! node over the mesh.
+//! The handles the API and `inbound` share (`agent` builds it), and the
+//! questions they ask: who leads, am I a Raft member, how do I reach a
+//! node over the mesh (answered by [`crate::peers`]). Loops get only the
+//! handles they use; no module this holds imports it (see
+//! node/tests/architecture.rs).
 
 use std::sync::Arc;
 
@@ -14,7 +16,8 @@ use crate::images::Images;
 use crate::membership::local::LocalNode;
 use crate::membership::{Membership, NodeRecord};
 use crate::mesh::Mesh;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, MetricsSources};
+use crate::peers::{self, Peers};
 use crate::raft::storage::Storage;
 use crate::raft::{RaftPeer, SkeinRaft, StateHandle};
 use crate::rpc::{self, ApiCall, ApiReply, Credential, PeerRequest, PeerResponse};
@@ -63,38 +66,35 @@ impl NodeCtx {
         self.local.id
     }
 
+    /// Raft and the node table, for loops that ask who leads and how to
+    /// reach a node (cheap clones).
+    pub fn peers(&self) -> Peers {
+        Peers {
+            id: self.id(),
+            raft: self.raft.clone(),
+            membership: self.membership.clone(),
+        }
+    }
+
     /// Whether this node currently leads.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.id())
+        peers::leads(&self.raft, self.id())
     }
 
     /// Whether this node is in the Raft membership (voter or learner), so
     /// that its applied state is a full replica.
     pub fn is_member(&self) -> bool {
-        let m = self.raft.metrics().borrow().membership_config.clone();
-        m.membership().get_node(&self.id()).is_some()
+        peers::is_member(&self.raft, self.id())
     }
 
     /// The leader: from Raft if this node is a member, else from gossip.
     pub async fn leader(&self) -> Option<NodeId> {
-        let from_raft = self.raft.metrics().borrow().current_leader;
-        match from_raft {
-            Some(l) => Some(l),
-            None => self.membership.leader_hint().await,
-        }
+        peers::leader(&self.raft, &self.membership).await
     }
 
     /// The mesh peer id of `node`.
     pub async fn peer_of(&self, node: NodeId) -> Option<PeerId> {
-        if let Some(r) = self.membership.get(node).await {
-            if let Ok(p) = r.peer_id.parse() {
-                return Some(p);
-            }
-        }
-        let m = self.raft.metrics().borrow().membership_config.clone();
-        m.membership()
-            .get_node(&node)
-            .and_then(|n| n.peer_id.parse().ok())
+        peers::peer_of(&self.raft, &self.membership, node).await
     }
 
     /// This node's Raft view, as gossiped.
@@ -188,12 +188,21 @@ impl NodeCtx {
 
     /// What Raft needs to reach `node`, from its gossiped record.
     pub async fn raft_peer(&self, node: NodeId) -> Option<RaftPeer> {
-        let r = self.membership.get(node).await?;
-        Some(RaftPeer {
-            name: r.name,
-            addr: r.addr,
-            peer_id: r.peer_id,
-            mesh_addrs: r.mesh_addrs,
-        })
+        peers::raft_peer(&self.membership, node).await
+    }
+
+    /// What a scrape of `GET /metrics` reads.
+    pub fn metrics_sources(&self) -> MetricsSources<'_> {
+        MetricsSources {
+            id: self.id(),
+            raft: &self.raft,
+            state: &self.state,
+            desired: &self.desired,
+            board: &self.board,
+            membership: &self.membership,
+            usage: &self.usage,
+            storage: &self.storage,
+            metrics: &self.metrics,
+        }
     }
 }

@@ -21,7 +21,9 @@ use skein_protocol::api::{Event, EventEntry, EventKind, EventsResponse, NodeHeal
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::context::NodeCtx;
+use crate::membership::Membership;
+use crate::mesh::Mesh;
+use crate::peers::Peers;
 use crate::state::{node_id_str, NodeId};
 
 /// Events a node keeps (older ones are dropped first).
@@ -346,8 +348,10 @@ pub fn health_events(
 }
 
 /// Every known node's name and health.
-async fn health_table(ctx: &NodeCtx) -> std::collections::BTreeMap<NodeId, (String, NodeHealth)> {
-    ctx.membership
+async fn health_table(
+    membership: &Membership,
+) -> std::collections::BTreeMap<NodeId, (String, NodeHealth)> {
+    membership
         .all()
         .await
         .into_iter()
@@ -364,39 +368,39 @@ const CARRY_OVER: Duration = Duration::from_secs(15);
 /// leader elections. Every node tracks them, only the leader reports
 /// health (one report per change, not one per node), and a new leader
 /// reports its own election and the changes of the last [`CARRY_OVER`].
-pub async fn watch_cluster(ctx: Arc<NodeCtx>) {
-    let mut members = ctx.membership.subscribe();
-    let mut metrics = ctx.raft.metrics();
+pub async fn watch_cluster(peers: Peers, name: String, events: Arc<EventLog>) {
+    let mut members = peers.membership.subscribe();
+    let mut metrics = peers.raft.metrics();
     // What the node knows when it starts is not news.
-    let mut known = health_table(&ctx).await;
+    let mut known = health_table(&peers.membership).await;
     let mut reported_term = None;
     let mut pending: VecDeque<(Instant, NewEvent)> = VecDeque::new();
     // The first pass runs at once: a single node may have been elected
     // before this task started, and its metrics may not change again.
     loop {
-        let now = health_table(&ctx).await;
+        let now = health_table(&peers.membership).await;
         let (leader, term) = {
             let m = metrics.borrow_and_update();
             (m.current_leader, m.current_term)
         };
-        let leading = leader == Some(ctx.id());
+        let leading = leader == Some(peers.id);
         if leading && reported_term != Some(term) {
             reported_term = Some(term);
-            ctx.events.emit(
+            events.emit(
                 NewEvent::new(
                     EventKind::LeaderElected,
-                    format!("{} leads the cluster (term {term})", ctx.local.name),
+                    format!("{} leads the cluster (term {term})", name),
                 )
-                .node(ctx.local.name.clone()),
+                .node(name.clone()),
             );
         }
         let changes = health_events(&known, &now);
         if leading {
             for (_, e) in pending.drain(..) {
-                ctx.events.emit(e);
+                events.emit(e);
             }
             for e in changes {
-                ctx.events.emit(e);
+                events.emit(e);
             }
         } else {
             // Only losses: a node a follower sees appear is news to it,
@@ -446,31 +450,31 @@ const BACKFILL_PATIENCE: Duration = Duration::from_secs(60);
 /// Copies a peer's recent events into this node's fresh journal: the
 /// leader's if one is known, else any ready node's. Gives up quietly after
 /// [`BACKFILL_PATIENCE`] (a lone first node has nobody to ask).
-pub async fn backfill(ctx: Arc<NodeCtx>) {
+pub async fn backfill(peers: Peers, mesh: Mesh, events: Arc<EventLog>) {
     let deadline = Instant::now() + BACKFILL_PATIENCE;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let leader = ctx.leader().await.filter(|l| *l != ctx.id());
-        let ready = ctx
+        let leader = peers.leader().await.filter(|l| *l != peers.id);
+        let ready = peers
             .membership
             .all()
             .await
             .into_iter()
-            .find(|n| n.id != ctx.id() && n.health == NodeHealth::Ready)
+            .find(|n| n.id != peers.id && n.health == NodeHealth::Ready)
             .map(|n| n.id);
         let Some(peer) = leader.or(ready) else {
             continue;
         };
-        let Some(mesh_peer) = ctx.peer_of(peer).await else {
+        let Some(mesh_peer) = peers.peer_of(peer).await else {
             continue;
         };
         let req = crate::rpc::PeerRequest::Events {
             after: 0,
             limit: u32::try_from(BACKFILL).unwrap_or(u32::MAX),
         };
-        match crate::rpc::call(&ctx.mesh, mesh_peer, &req).await {
-            Ok(crate::rpc::PeerResponse::Events(events)) => {
-                let n = ctx.events.backfill(events);
+        match crate::rpc::call(&mesh, mesh_peer, &req).await {
+            Ok(crate::rpc::PeerResponse::Events(history)) => {
+                let n = events.backfill(history);
                 tracing::info!(events = n, from = %node_id_str(peer), "event history copied");
                 return;
             }

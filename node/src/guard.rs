@@ -16,12 +16,14 @@ use skein_protocol::codec::Schema;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::context::NodeCtx;
-use crate::events::NewEvent;
+use crate::events::{EventLog, NewEvent};
 use crate::inbound::Inbound;
-use crate::membership::Admission;
+use crate::membership::local::LocalNode;
+use crate::membership::{Admission, Membership};
 use crate::mesh::MeshEvent;
-use crate::state::node_id_str;
+use crate::raft::storage::Storage;
+use crate::raft::{SkeinRaft, StateHandle};
+use crate::state::{node_id_str, NodeId};
 use crate::wire::NodeStatus;
 
 /// How often the data dir is checked.
@@ -128,8 +130,8 @@ pub async fn watch_data_dir(mark: DataDirMark, fatal: Fatal) {
 
 /// Raises `fatal` if openraft stops on an error (it does not restart by
 /// itself; a node whose Raft is gone must not keep serving as if it led).
-pub async fn watch_raft(ctx: Arc<NodeCtx>, fatal: Fatal) {
-    let mut metrics = ctx.raft.metrics();
+pub async fn watch_raft(raft: SkeinRaft, fatal: Fatal) {
+    let mut metrics = raft.metrics();
     loop {
         let stopped = match &metrics.borrow_and_update().running_state {
             Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
@@ -149,15 +151,14 @@ pub async fn watch_raft(ctx: Arc<NodeCtx>, fatal: Fatal) {
 /// or for a worker its assignments) is newer than this build's: the
 /// others now write what this node cannot read (a downgrade past a
 /// schema change). Checked at every state change.
-pub async fn watch_schema(ctx: Arc<NodeCtx>, fatal: Fatal) {
-    let mut state = ctx.state.subscribe();
-    let mut desired = ctx.desired.subscribe();
+pub async fn watch_schema(state: Arc<StateHandle>, desired: Arc<StateHandle>, fatal: Fatal) {
+    let mut state_changes = state.subscribe();
+    let mut desired_changes = desired.subscribe();
     loop {
-        let cluster = ctx
-            .state
+        let cluster = state
             .read(|s| s.schema)
             .await
-            .max(ctx.desired.read(|s| s.schema).await);
+            .max(desired.read(|s| s.schema).await);
         if cluster > Schema::CURRENT {
             fatal.raise(format!(
                 "the cluster runs schema {cluster}, newer than this build's {} (Skein {}): \
@@ -168,8 +169,8 @@ pub async fn watch_schema(ctx: Arc<NodeCtx>, fatal: Fatal) {
             return;
         }
         tokio::select! {
-            r = state.changed() => if r.is_err() { return },
-            r = desired.changed() => if r.is_err() { return },
+            r = state_changes.changed() => if r.is_err() { return },
+            r = desired_changes.changed() => if r.is_err() { return },
         }
     }
 }
@@ -177,21 +178,26 @@ pub async fn watch_schema(ctx: Arc<NodeCtx>, fatal: Fatal) {
 /// Reacts to storage health changes: reports them (event, log), and while
 /// degraded keeps this node from leading (no heartbeats: followers elect
 /// another leader; no elections of its own), restoring both on recovery.
-pub async fn watch_storage(ctx: Arc<NodeCtx>) {
-    let mut rx = ctx.storage.subscribe();
+pub async fn watch_storage(
+    storage: Arc<Storage>,
+    raft: SkeinRaft,
+    (id, name): (NodeId, String),
+    events: Arc<EventLog>,
+) {
+    let mut rx = storage.subscribe();
     let mut degraded = false;
     loop {
         let health = rx.borrow_and_update().clone();
         if health.degraded != degraded {
             degraded = health.degraded;
-            let runtime = ctx.raft.runtime_config();
+            let runtime = raft.runtime_config();
             runtime.heartbeat(!degraded);
             runtime.elect(!degraded);
-            let name = ctx.local.name.clone();
+            let name = name.clone();
             if degraded {
                 let why = health.error.unwrap_or_default();
-                warn!(error = %why, leader = ctx.is_leader(), "storage degraded: refusing writes and handing leadership over");
-                ctx.events.emit(
+                warn!(error = %why, leader = crate::peers::leads(&raft, id), "storage degraded: refusing writes and handing leadership over");
+                events.emit(
                     NewEvent::new(
                         EventKind::StorageDegraded,
                         format!("raft storage failing: {why}"),
@@ -200,7 +206,7 @@ pub async fn watch_storage(ctx: Arc<NodeCtx>) {
                 );
             } else {
                 info!("storage recovered: taking writes again");
-                ctx.events.emit(
+                events.emit(
                     NewEvent::new(EventKind::StorageRecovered, "raft storage works again")
                         .node(name),
                 );
@@ -212,6 +218,19 @@ pub async fn watch_storage(ctx: Arc<NodeCtx>) {
     }
 }
 
+/// What the door in front of `inbound` checks statuses against: this
+/// node's own identity, the node table (admission) and the journal it
+/// reports duplicates into.
+#[derive(Clone)]
+pub struct Door {
+    /// This node's static facts (id, peer id, API address, name).
+    pub local: LocalNode,
+    /// Node table.
+    pub membership: Arc<Membership>,
+    /// Where duplicates are reported.
+    pub events: Arc<EventLog>,
+}
+
 /// Passes mesh events on to `inbound`: gossip is decoded here (small,
 /// bounded by the mesh) and dropped when it is garbage, claims another
 /// peer's identity or a node id that another identity holds (the
@@ -221,7 +240,7 @@ pub async fn watch_storage(ctx: Arc<NodeCtx>) {
 /// id are refused ([`raft_impostor`]). Returns the filtering loop (for the
 /// caller to supervise) and the receiver of what passes.
 pub fn guard_inbound(
-    ctx: Arc<NodeCtx>,
+    door: Door,
     mut events: mpsc::Receiver<MeshEvent>,
     fatal: Fatal,
 ) -> (
@@ -234,7 +253,7 @@ pub fn guard_inbound(
             let pass = match ev {
                 MeshEvent::Gossip { from, bytes } => match status_of(from, &bytes) {
                     Ok(status) => {
-                        admit_status(&ctx, &status, &fatal)
+                        admit_status(&door, &status, &fatal)
                             .await
                             .then(|| Inbound::Status {
                                 from,
@@ -282,13 +301,13 @@ fn status_of(from: PeerId, bytes: &[u8]) -> Result<NodeStatus, String> {
 }
 
 /// Whether a status may reach gossip.
-async fn admit_status(ctx: &NodeCtx, status: &NodeStatus, fatal: &Fatal) -> bool {
-    if status.node_id == ctx.id() {
-        if status.peer_id != ctx.local.peer_id || status.api_addr != ctx.local.addr {
-            let older = status.seq > ctx.membership.local_seq();
+async fn admit_status(door: &Door, status: &NodeStatus, fatal: &Fatal) -> bool {
+    if status.node_id == door.local.id {
+        if status.peer_id != door.local.peer_id || status.api_addr != door.local.addr {
+            let older = status.seq > door.membership.local_seq();
             let msg = format!(
                 "another process gossips this node's id {} (peer {}, api {}): a copied or restored data dir",
-                node_id_str(ctx.id()),
+                node_id_str(door.local.id),
                 status.peer_id,
                 status.api_addr
             );
@@ -296,17 +315,17 @@ async fn admit_status(ctx: &NodeCtx, status: &NodeStatus, fatal: &Fatal) -> bool
                 fatal.raise(format!(
                     "{msg}; it has been running longer, so this one stops: give the copy a fresh data dir"
                 ));
-            } else if ctx.membership.note_self_duplicate() {
+            } else if door.membership.note_self_duplicate() {
                 warn!("{msg}; it is the newcomer and is refused");
-                ctx.events.emit(
-                    NewEvent::new(EventKind::DuplicateNode, msg).node(ctx.local.name.clone()),
+                door.events.emit(
+                    NewEvent::new(EventKind::DuplicateNode, msg).node(door.local.name.clone()),
                 );
             }
         }
         // Gossip drops statuses claiming our own id anyway.
         return true;
     }
-    if let Some(other) = ctx
+    if let Some(other) = door
         .membership
         .name_clash(status.node_id, &status.name)
         .await
@@ -319,10 +338,10 @@ async fn admit_status(ctx: &NodeCtx, status: &NodeStatus, fatal: &Fatal) -> bool
             node_id_str(status.node_id)
         );
         warn!("{msg}");
-        ctx.events
+        door.events
             .emit(NewEvent::new(EventKind::DuplicateNode, msg).node(status.name.clone()));
     }
-    match ctx
+    match door
         .membership
         .admit(status.node_id, &status.peer_id, &status.api_addr)
         .await
@@ -337,7 +356,7 @@ async fn admit_status(ctx: &NodeCtx, status: &NodeStatus, fatal: &Fatal) -> bool
                 status.peer_id
             );
             warn!("{msg}");
-            ctx.events
+            door.events
                 .emit(NewEvent::new(EventKind::DuplicateNode, msg).node(status.name.clone()));
             true
         }
@@ -347,14 +366,19 @@ async fn admit_status(ctx: &NodeCtx, status: &NodeStatus, fatal: &Fatal) -> bool
 /// Why a Raft RPC from `peer` claiming node `sender` is refused: the Raft
 /// membership (or, for others, the node table) binds `sender` to another
 /// peer id.
-pub(crate) async fn raft_impostor(ctx: &NodeCtx, peer: PeerId, sender: u64) -> Option<String> {
+pub(crate) async fn raft_impostor(
+    raft: &SkeinRaft,
+    membership: &Membership,
+    peer: PeerId,
+    sender: u64,
+) -> Option<String> {
     let bound = {
-        let m = ctx.raft.metrics().borrow().membership_config.clone();
+        let m = raft.metrics().borrow().membership_config.clone();
         m.membership().get_node(&sender).map(|n| n.peer_id.clone())
     };
     let bound = match bound.filter(|p| !p.is_empty()) {
         Some(p) => p,
-        None => ctx.membership.get(sender).await?.peer_id,
+        None => membership.get(sender).await?.peer_id,
     };
     let peer = peer.to_base58();
     if bound.is_empty() || bound == peer {

@@ -174,7 +174,7 @@ async fn raft(
     sender: NodeId,
     rpc: RaftRequest,
 ) -> Result<RaftResponse, PeerError> {
-    if let Some(why) = crate::guard::raft_impostor(ctx, peer, sender).await {
+    if let Some(why) = crate::guard::raft_impostor(&ctx.raft, &ctx.membership, peer, sender).await {
         return Err(PeerError::Refused { reason: why });
     }
     let membership = ctx.raft.metrics().borrow().membership_config.clone();

@@ -23,6 +23,7 @@ pub mod membership;
 pub mod mesh;
 pub mod metrics;
 pub mod migrate;
+pub mod peers;
 pub mod raft;
 pub mod routing;
 pub mod rpc;

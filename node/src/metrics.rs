@@ -18,8 +18,12 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use skein_protocol::api::{AllocState, NodeHealth};
 
-use crate::context::NodeCtx;
-use crate::state::node_id_str;
+use crate::executor::stats::UsageBoard;
+use crate::executor::StatusBoard;
+use crate::membership::Membership;
+use crate::raft::storage::Storage;
+use crate::raft::{SkeinRaft, StateHandle};
+use crate::state::{node_id_str, NodeId};
 
 /// Metrics counted as things happen, in the registry libp2p's metrics
 /// were registered into when the mesh started.
@@ -168,8 +172,40 @@ fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// What a scrape reads: the node's state, gossip, boards and counters.
+pub struct MetricsSources<'a> {
+    /// This node's id.
+    pub id: NodeId,
+    /// Raft, for its view (term, leader, voters, indexes).
+    pub raft: &'a SkeinRaft,
+    /// State applied by this node's Raft (jobs, its size).
+    pub state: &'a StateHandle,
+    /// What this node must run.
+    pub desired: &'a StateHandle,
+    /// Allocation statuses of every node.
+    pub board: &'a StatusBoard,
+    /// Node table.
+    pub membership: &'a Membership,
+    /// Measured usage of this node's containers.
+    pub usage: &'a UsageBoard,
+    /// Raft storage health.
+    pub storage: &'a Storage,
+    /// The counters kept for the node's life.
+    pub metrics: &'a Metrics,
+}
+
+impl MetricsSources<'_> {
+    fn id(&self) -> NodeId {
+        self.id
+    }
+
+    fn is_member(&self) -> bool {
+        crate::peers::is_member(self.raft, self.id)
+    }
+}
+
 /// The node's metrics in OpenMetrics text format.
-pub async fn render(ctx: &NodeCtx) -> Result<String, std::fmt::Error> {
+pub async fn render(ctx: &MetricsSources<'_>) -> Result<String, std::fmt::Error> {
     let mut r = Registry::with_prefix("skein");
 
     // Jobs: only Raft members hold the whole state.
@@ -391,7 +427,7 @@ pub async fn render(ctx: &NodeCtx) -> Result<String, std::fmt::Error> {
 }
 
 /// This node's containers, from their last Docker stats sample.
-async fn container_usage(r: &mut Registry, ctx: &NodeCtx) {
+async fn container_usage(r: &mut Registry, ctx: &MetricsSources<'_>) {
     let cpu = family::<AllocLabels>(
         r,
         "container_cpu_millicores",

@@ -252,7 +252,7 @@ async fn restart_job(
 }
 
 async fn metrics(State(ctx): Ctx) -> Result<Response, ApiErr> {
-    let text = crate::metrics::render(&ctx)
+    let text = crate::metrics::render(&ctx.metrics_sources())
         .await
         .map_err(|e| ApiErr::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok((

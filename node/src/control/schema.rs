@@ -15,7 +15,9 @@ use skein_protocol::api::NodeHealth;
 use skein_protocol::codec::Schema;
 use tracing::warn;
 
-use crate::context::NodeCtx;
+use super::Control;
+use crate::membership::Membership;
+use crate::raft::StateHandle;
 
 /// The schema to raise the cluster's to, if any: the lowest schema of the
 /// nodes not dead, when above `current` and not above this build's.
@@ -33,13 +35,13 @@ pub fn next(
 }
 
 /// On the leader: raises the cluster's schema when every node is there.
-pub async fn raise(ctx: &NodeCtx) {
-    let current = ctx.state.read(|s| s.schema).await;
-    let nodes = ctx.membership.all().await;
+pub async fn raise(state: &StateHandle, membership: &Membership, control: &Control) {
+    let current = state.read(|s| s.schema).await;
+    let nodes = membership.all().await;
     let Some(to) = next(current, nodes.iter().map(|n| (n.health, n.schema))) else {
         return;
     };
-    if let Err(e) = ctx.control.raise_schema(to).await {
+    if let Err(e) = control.raise_schema(to).await {
         warn!(error = %e, %to, "cannot raise the cluster schema; will retry");
     }
 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 use skein_protocol::api::NodeHealth;
 use tracing::{info, warn};
 
-use crate::context::NodeCtx;
+use super::Control;
+use crate::peers::Peers;
+use crate::raft::StateHandle;
 use crate::state::{node_id_str, NodeId};
 
 /// What the decision needs to know about one node.
@@ -90,28 +92,29 @@ pub fn plan(
 }
 
 /// On the leader: re-plans the voter set whenever membership changes (and
-/// every few seconds) and applies the plan.
-pub async fn run(ctx: Arc<NodeCtx>, grace: Duration) {
-    let mut changes = ctx.membership.subscribe();
+/// every few seconds) and applies the plan; raises the cluster's schema
+/// (through `control`, from the applied `state`) on the same cadence.
+pub async fn run(peers: Peers, state: Arc<StateHandle>, control: Arc<Control>, grace: Duration) {
+    let mut changes = peers.membership.subscribe();
     loop {
         tokio::select! {
             _ = changes.changed() => {},
             _ = tokio::time::sleep(Duration::from_secs(1)) => {},
         }
-        if !ctx.is_leader() {
+        if !peers.is_leader() {
             continue;
         }
-        if let Err(e) = step(&ctx, grace).await {
+        if let Err(e) = step(&peers, grace).await {
             warn!(error = %e, "voter change failed; will retry");
         }
         // The same cadence and trigger suit the cluster's schema: it moves
         // when a node's build does, which is a membership change.
-        super::schema::raise(&ctx).await;
+        super::schema::raise(&state, &peers.membership, &control).await;
     }
 }
 
-async fn step(ctx: &NodeCtx, grace: Duration) -> Result<(), String> {
-    let metrics = ctx.raft.metrics().borrow().clone();
+async fn step(peers: &Peers, grace: Duration) -> Result<(), String> {
+    let metrics = peers.raft.metrics().borrow().clone();
     let config = metrics.membership_config.membership().clone();
     // A joint configuration is still in flight: wait for it to settle.
     if config.get_joint_config().len() > 1 {
@@ -119,7 +122,7 @@ async fn step(ctx: &NodeCtx, grace: Duration) -> Result<(), String> {
     }
     let current: BTreeSet<NodeId> = config.voter_ids().collect();
     let now = tokio::time::Instant::now();
-    let nodes: BTreeMap<NodeId, Candidate> = ctx
+    let nodes: BTreeMap<NodeId, Candidate> = peers
         .membership
         .all()
         .await
@@ -142,14 +145,14 @@ async fn step(ctx: &NodeCtx, grace: Duration) -> Result<(), String> {
         if config.get_node(id).is_some() {
             continue;
         }
-        let peer = ctx
+        let peer = peers
             .raft_peer(*id)
             .await
             .ok_or_else(|| format!("no record of node {}", node_id_str(*id)))?;
         info!(node = %node_id_str(*id), name = %peer.name, "adding raft learner");
         tokio::time::timeout(
             Duration::from_secs(15),
-            ctx.raft.add_learner(*id, peer, true),
+            peers.raft.add_learner(*id, peer, true),
         )
         .await
         .map_err(|_| format!("learner {} did not catch up in 15s", node_id_str(*id)))?
@@ -165,7 +168,7 @@ async fn step(ctx: &NodeCtx, grace: Duration) -> Result<(), String> {
     info!(from = %show(&current), to = %to, "changing raft voters");
     tokio::time::timeout(
         Duration::from_secs(15),
-        ctx.raft.change_membership(next, false),
+        peers.raft.change_membership(next, false),
     )
     .await
     .map_err(|_| "membership change did not commit in 15s".to_string())?
