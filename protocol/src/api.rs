@@ -597,6 +597,13 @@ pub struct StatusView {
     /// This node's Raft storage.
     #[serde(default)]
     pub storage: StorageView,
+    /// The encoding schema this build speaks (`1.1`).
+    #[serde(default)]
+    pub schema: String,
+    /// The cluster's schema: the newest every node reads, what is written
+    /// (it moves once every node is upgraded).
+    #[serde(default)]
+    pub cluster_schema: String,
 }
 
 /// What happened, in a cluster event.

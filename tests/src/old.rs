@@ -13,9 +13,9 @@ use std::time::Duration;
 /// The last commit of Skein 0.1.0 (positional bincode, no versions).
 pub const V0_1_0: &str = "0ffaab6";
 
-/// The commit of the previous release, 0.2.0 (the first with versioned
-/// encodings): rolling upgrades start from there.
-pub const PREVIOUS: &str = "0ffaab6";
+/// The commit of the previous release, 0.2.0 (schema 1.0, the first with
+/// versioned encodings): rolling upgrades start from there.
+pub const PREVIOUS: &str = "4766277";
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -85,6 +85,13 @@ async fn status(State(ctx): Ctx) -> Json<StatusView> {
         last_applied: m.last_applied.map_or(0, |l| l.index),
         version: env!("CARGO_PKG_VERSION").to_string(),
         storage: ctx.storage.health().view(),
+        schema: skein_protocol::codec::Schema::CURRENT.to_string(),
+        cluster_schema: ctx
+            .state
+            .read(|s| s.schema)
+            .await
+            .max(ctx.desired.read(|s| s.schema).await)
+            .to_string(),
     })
 }
 

@@ -637,7 +637,10 @@ impl Control {
             self.ensure_leader().await?;
             let state = self.state.snapshot().await;
             let nodes = self.membership.candidates(&state).await;
-            let alive: BTreeSet<NodeId> = self.membership.alive_ids().await;
+            let alive: BTreeSet<NodeId> = self
+                .membership
+                .alive_ids_for(state.allocs.values().map(|a| a.node))
+                .await;
             let statuses = self.board.all().await;
             let input = Input {
                 state: &state,

@@ -143,6 +143,9 @@ pub struct Membership {
     local_seq: std::sync::atomic::AtomicU64,
     /// When a copy of this node was last reported.
     self_duplicate: std::sync::Mutex<Option<Instant>>,
+    /// When this table started: a node not heard from yet is not dead
+    /// before `dead_after` has passed since.
+    started: tokio::time::Instant,
 }
 
 /// Another process claiming a node id whose owner still speaks.
@@ -186,6 +189,7 @@ impl Membership {
             name_clashes: std::sync::Mutex::new(BTreeMap::new()),
             local_seq: std::sync::atomic::AtomicU64::new(0),
             self_duplicate: std::sync::Mutex::new(None),
+            started: tokio::time::Instant::now(),
         }
     }
 
@@ -405,6 +409,23 @@ impl Membership {
             .collect()
     }
 
+    /// [`Membership::alive_ids`], plus those of `holders` (nodes the state
+    /// places work on) this table has not heard from yet while it is
+    /// younger than `dead_after`: a node that has just started (a new
+    /// leader after a restart, say) has not heard everyone yet, and must
+    /// not take silence it did not wait out for death and move their work.
+    pub async fn alive_ids_for(
+        &self,
+        holders: impl IntoIterator<Item = NodeId>,
+    ) -> BTreeSet<NodeId> {
+        let mut alive = self.alive_ids().await;
+        if self.started.elapsed() < self.timing.dead_after {
+            let nodes = self.nodes.read().await;
+            alive.extend(holders.into_iter().filter(|id| !nodes.contains_key(id)));
+        }
+        alive
+    }
+
     /// The leader as gossip tells it: the view reported with the highest
     /// term. Used by nodes outside the Raft voter set.
     pub async fn leader_hint(&self) -> Option<NodeId> {
@@ -587,5 +608,16 @@ mod tests {
         m.observe(a).await;
         m.observe(b).await;
         assert_eq!(m.leader_hint().await, Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unheard_holders_count_as_alive_until_dead_after_has_passed_since_start() {
+        let m = Membership::new(1, HealthTiming::default());
+        m.observe(record(2)).await;
+        let alive = m.alive_ids_for([2, 3]).await;
+        assert!(alive.contains(&2) && alive.contains(&3), "{alive:?}");
+        tokio::time::advance(HealthTiming::default().dead_after + Duration::from_millis(1)).await;
+        let alive = m.alive_ids_for([3]).await;
+        assert!(!alive.contains(&3), "never heard after dead_after: dead");
     }
 }
