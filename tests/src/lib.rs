@@ -953,6 +953,18 @@ impl AgentOpts {
         }
     }
 
+    /// A node of a multi-node test on one loaded machine: no resolver for
+    /// containers, and failure detection slow enough (`--suspect-after
+    /// 5s --dead-after 20s`) that a busy host does not declare a node dead.
+    pub fn steady(self) -> Self {
+        self.arg("--container-dns")
+            .arg("none")
+            .arg("--suspect-after")
+            .arg("5s")
+            .arg("--dead-after")
+            .arg("20s")
+    }
+
     /// Runs this `skein` binary instead of the workspace's (an older
     /// release, say).
     pub fn bin(mut self, bin: PathBuf) -> Self {

@@ -20,19 +20,14 @@ const WAIT: Duration = Duration::from_secs(120);
 /// Node `a` (host engine, bootstraps) and node `b` (`engine`, joins `a`).
 fn pair(engine: &Engine, a_env: &[(&str, &str)]) -> LoopbackPair {
     require_demo_image();
-    let common = |o: AgentOpts| {
-        o.arg("--container-dns")
-            .arg("none")
-            .arg("--suspect-after")
-            .arg("5s")
-            .arg("--dead-after")
-            .arg("20s")
-    };
-    let mut a = common(AgentOpts::named("a").label("node", "a"));
+    let mut a = AgentOpts::named("a").label("node", "a").steady();
     for (k, v) in a_env {
         a = a.env(k, v);
     }
-    let b = common(AgentOpts::named("b").label("node", "b")).docker_host(&engine.host());
+    let b = AgentOpts::named("b")
+        .label("node", "b")
+        .steady()
+        .docker_host(&engine.host());
     let p = LoopbackPair::start(a, b);
     p.wait_joined(WAIT);
     p

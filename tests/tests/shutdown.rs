@@ -78,17 +78,11 @@ fn leader_of(agents: &[&mut Agent], on: usize) -> Option<usize> {
 #[test]
 fn sigterm_to_the_leader_lets_the_others_elect_one_and_take_writes() {
     require_demo_image();
-    let common = |o: AgentOpts| {
-        o.arg("--container-dns")
-            .arg("none")
-            .arg("--suspect-after")
-            .arg("5s")
-            .arg("--dead-after")
-            .arg("20s")
-    };
-    let mut pair =
-        LoopbackPair::start(common(AgentOpts::named("a")), common(AgentOpts::named("b")));
-    let mut third = pair.join(common(AgentOpts::named("c")));
+    let mut pair = LoopbackPair::start(
+        AgentOpts::named("a").steady(),
+        AgentOpts::named("b").steady(),
+    );
+    let mut third = pair.join(AgentOpts::named("c").steady());
     let mut agents: Vec<&mut Agent> = vec![&mut pair.a, &mut pair.b, &mut third];
     poll_until("three voters, one leader", WAIT, || {
         let nodes = agents[0].cli_json(&["node", "ls"]);

@@ -121,15 +121,7 @@ fn wait_whole(agent: &Agent, what: &str) {
 fn rolling_upgrade_from_the_previous_release_then_a_downgrade() {
     require_demo_image();
     let previous = skein_at(PREVIOUS);
-    let common = |o: AgentOpts| {
-        o.arg("--container-dns")
-            .arg("none")
-            .arg("--suspect-after")
-            .arg("5s")
-            .arg("--dead-after")
-            .arg("20s")
-            .bin(previous.clone())
-    };
+    let common = |o: AgentOpts| o.steady().bin(previous.clone());
     let mut pair =
         LoopbackPair::start(common(AgentOpts::named("a")), common(AgentOpts::named("b")));
     let mut third = pair.join(common(AgentOpts::named("c")));
