@@ -37,7 +37,7 @@ use super::ApiErr;
 use crate::context::NodeCtx;
 use crate::control::as_request;
 use crate::mesh::MeshError;
-use crate::rpc::{self, ApiCall, CallError, Credential, PeerRequest, PeerResponse};
+use crate::rpc::{self, ApiCall, CallError, Credential, PeerError, PeerRequest, PeerResponse};
 use crate::state::{node_id_str, RequestId};
 
 /// Marks a call that arrived over the mesh (already forwarded once): it is
@@ -62,6 +62,8 @@ const LEADER_WAIT: Duration = Duration::from_secs(8);
 const READ_LEADER_WAIT: Duration = Duration::from_secs(2);
 /// Pause between attempts.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How many times one call follows a refusing node's leader hint at once.
+const MAX_HOPS: u32 = 3;
 
 /// The id of a call entering here: its `Idempotency-Key`, else random.
 fn request_id(headers: &HeaderMap) -> Result<RequestId, ApiErr> {
@@ -157,8 +159,19 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
     let deadline = Instant::now() + if read { READ_LEADER_WAIT } else { LEADER_WAIT };
     let mut last = "no leader is known yet".to_string();
     let mut maybe_applied = false;
+    // The leader a refusing node named: its Raft knows before our gossip
+    // does, so the next attempt goes there at once.
+    // Followed without a pause a few times per call only: two nodes that
+    // name each other must not make this spin.
+    let mut hint: Option<u64> = None;
+    let mut hops = 0u32;
     loop {
-        match ctx.leader().await {
+        let target = match hint.take() {
+            Some(h) => Some(h),
+            None => ctx.leader().await,
+        };
+        let mut hinted = false;
+        match target {
             Some(l) if l == ctx.id() && ctx.is_leader() => {
                 let req = Request::from_parts(parts, Body::from(body));
                 return as_request(id, next.run(req)).await;
@@ -170,6 +183,16 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
                         Verdict::Done => return answer(l, result),
                         Verdict::Retry { maybe_applied: m } => {
                             maybe_applied |= m && !read;
+                            if let Err(CallError::Peer(PeerError::NotLeader {
+                                leader: Some(next),
+                            })) = &result
+                            {
+                                if *next != l && *next != ctx.id() && hops < MAX_HOPS {
+                                    hops += 1;
+                                    hint = Some(*next);
+                                    hinted = true;
+                                }
+                            }
                             if let Err(e) = result {
                                 last = format!("leader {}: {e}", node_id_str(l));
                             }
@@ -186,7 +209,9 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
             }
             return given_up(&last, maybe_applied).into_response();
         }
-        tokio::time::sleep(RETRY_PAUSE).await;
+        if !hinted {
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
     }
 }
 
@@ -243,7 +268,7 @@ fn given_up(last: &str, maybe_applied: bool) -> ApiErr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::{ApiReply, PeerError};
+    use crate::rpc::ApiReply;
 
     #[test]
     fn retries_follow_the_error_type() {
