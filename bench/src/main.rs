@@ -17,8 +17,14 @@
 //! `cargo run -p skein-bench -- images [TRIALS]`: an image of about 50 MB
 //! to 3 nodes with separate Docker Engines — registry pull vs mesh copy vs
 //! `docker save | docker load` by hand (see [`images`]).
+//!
+//! `cargo run --release -p skein-bench -- fuzz [CASES]`: every decoder of
+//! outside bytes on CASES mutated inputs (default 1,000,000 each), no
+//! panic and no allocation beyond its limit (see [`fuzz`]); needs neither
+//! root nor Docker.
 
 mod doc;
+mod fuzz;
 mod images;
 
 use std::fmt::Write as _;
@@ -41,6 +47,10 @@ fn main() {
     };
     match args.first().map(String::as_str) {
         Some("images") => images::run(trials_arg(1)),
+        Some("fuzz") => fuzz::run(match args.get(1) {
+            None => 1_000_000,
+            Some(a) => a.parse().unwrap_or_else(|_| usage(a)),
+        }),
         Some("failover") => failover(trials_arg(1)),
         _ => failover(trials_arg(0)),
     }
@@ -49,7 +59,7 @@ fn main() {
 fn usage(bad: &str) -> ! {
     eprintln!(
         "skein-bench: unexpected argument {bad:?}\n\
-         usage: skein-bench [failover] [TRIALS] | skein-bench images [TRIALS]"
+         usage: skein-bench [failover] [TRIALS] | skein-bench images [TRIALS] | skein-bench fuzz [CASES]"
     );
     std::process::exit(2)
 }

@@ -12,6 +12,7 @@ pub mod assignments;
 pub mod clock;
 pub mod context;
 pub mod control;
+pub mod decoders;
 pub mod dns;
 pub mod events;
 pub mod executor;

@@ -242,8 +242,35 @@ impl std::io::Write for Counter {
 /// Decodes the positional bincode of Skein 0.1.0 (bincode 2, standard
 /// configuration), bounded like stored values. `T` must be a frozen copy
 /// of the 0.1.0 type: positional encodings carry no field names.
+///
+/// bincode allocates a string's announced length before reading it, up to
+/// its configured limit on the bytes it claims for the value (a string's
+/// length, and each integer's in-memory size: at most 16 per input byte).
+/// That limit is the smallest of 64 KiB, 256 KiB, 1 MiB, 4 MiB, 16 MiB
+/// and [`MAX_STORED_BYTES`] at or above 16 times the input's length, so a
+/// valid value always fits and a length in the input allocates at most
+/// 64 times the input (or 64 KiB), never [`MAX_STORED_BYTES`] for a few
+/// bytes.
 pub fn decode_v0_1<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let config = bincode::config::standard().with_limit::<MAX_STORED_BYTES>();
+    const KIB: usize = 1024;
+    match bytes.len().saturating_mul(16) {
+        _ if bytes.len() > MAX_STORED_BYTES => Err(CodecError::TooLarge {
+            len: bytes.len(),
+            limit: MAX_STORED_BYTES,
+        }),
+        n if n <= 64 * KIB => decode_v0_1_within::<T, { 64 * KIB }>(bytes),
+        n if n <= 256 * KIB => decode_v0_1_within::<T, { 256 * KIB }>(bytes),
+        n if n <= 1024 * KIB => decode_v0_1_within::<T, { 1024 * KIB }>(bytes),
+        n if n <= 4096 * KIB => decode_v0_1_within::<T, { 4096 * KIB }>(bytes),
+        n if n <= 16384 * KIB => decode_v0_1_within::<T, { 16384 * KIB }>(bytes),
+        _ => decode_v0_1_within::<T, MAX_STORED_BYTES>(bytes),
+    }
+}
+
+fn decode_v0_1_within<T: DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+) -> Result<T, CodecError> {
+    let config = bincode::config::standard().with_limit::<LIMIT>();
     let (value, used) = bincode::serde::decode_from_slice(bytes, config)
         .map_err(|e| CodecError::Legacy(e.to_string()))?;
     if used != bytes.len() {
@@ -380,5 +407,27 @@ mod tests {
         let bytes = encode_v0_1(&v).unwrap();
         assert_eq!(decode_v0_1::<(u64, String)>(&bytes).unwrap(), v);
         assert!(decode_v0_1::<(u64, String)>(&bytes[..2]).is_err());
+    }
+
+    #[test]
+    fn a_0_1_0_length_is_bounded_by_the_input_not_the_stored_limit() {
+        // Found by the decoder fuzzing (`skein_node::decoders`): a map of
+        // one entry whose key announces 32 MiB (varint 0xfc, u32 LE), in 6
+        // bytes, made bincode allocate 32 MiB before finding the end.
+        let bytes = [0x01, 0xfc, 0x00, 0x00, 0x00, 0x02];
+        let e = decode_v0_1::<std::collections::BTreeMap<String, u8>>(&bytes).unwrap_err();
+        assert!(e.to_string().contains("LimitExceeded"), "{e}");
+        // Values at and around each tier still read, integers too (bincode
+        // counts 8 bytes for each u64, even of one byte).
+        let ints: Vec<u64> = vec![1; 4000];
+        assert_eq!(
+            decode_v0_1::<Vec<u64>>(&encode_v0_1(&ints).unwrap()).unwrap(),
+            ints
+        );
+        for len in [0, 4093, 4096, 65_530, 70_000, (1 << 20) + 1, 17 << 20] {
+            let v = (len as u64, "s".repeat(len));
+            let bytes = encode_v0_1(&v).unwrap();
+            assert_eq!(decode_v0_1::<(u64, String)>(&bytes).unwrap(), v, "{len}");
+        }
     }
 }

@@ -81,14 +81,16 @@ async fn write_frame<T: Serialize>(s: &mut Stream, v: &T) -> std::io::Result<()>
     s.write_all(&bytes).await
 }
 
-async fn read_len(s: &mut Stream) -> std::io::Result<u32> {
+/// Reads a frame's or chunk's length.
+pub(crate) async fn read_len(s: &mut (impl futures::AsyncRead + Unpin)) -> std::io::Result<u32> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await?;
     Ok(u32::from_be_bytes(len))
 }
 
-async fn read_frame<T: serde::de::DeserializeOwned>(
-    s: &mut Stream,
+/// Reads and decodes a control frame of `len` bytes (at most [`MAX_FRAME`]).
+pub(crate) async fn read_frame<T: serde::de::DeserializeOwned>(
+    s: &mut (impl futures::AsyncRead + Unpin),
     len: u32,
 ) -> std::io::Result<T> {
     let len = usize::try_from(len).unwrap_or(usize::MAX);

@@ -35,7 +35,7 @@
 
 pub mod key;
 
-mod codec;
+pub(crate) mod codec;
 mod swarm;
 mod transport;
 

@@ -144,7 +144,7 @@ fn stamp(db: &Database) -> Result<(), DbError> {
 
 /// Re-encodes a 0.1.0 value `Old` (frozen type) and checks that the live
 /// type `New` reads the result.
-fn convert<Old, New>(what: &str, bytes: &[u8]) -> Result<Vec<u8>, DbError>
+pub(crate) fn convert<Old, New>(what: &str, bytes: &[u8]) -> Result<Vec<u8>, DbError>
 where
     Old: DeserializeOwned + Serialize,
     New: DeserializeOwned,
