@@ -494,6 +494,7 @@ pub fn seeds(fixture: &Path) -> anyhow::Result<BTreeMap<&'static str, Vec<Vec<u8
             after: 12,
             limit: 500,
         },
+        PeerRequest::TakeLeadership { from: 7 },
     ];
     for r in &requests {
         let bytes = enc(r);
@@ -555,6 +556,7 @@ pub fn seeds(fixture: &Path) -> anyhow::Result<BTreeMap<&'static str, Vec<Vec<u8
             "bootstrap-edge-1".into(),
         )),
         Ok(rpc::PeerResponse::Events(events.clone())),
+        Ok(rpc::PeerResponse::Electing),
         Err(PeerError::NotLeader { leader: Some(3) }),
         Err(PeerError::Unavailable {
             reason: "no quorum".into(),

@@ -3,8 +3,9 @@
 //! Each direction of a stream carries one frame: a big-endian `u32` length,
 //! then that many bytes of [`skein_protocol::codec`] output. The length is
 //! checked against [`MAX_MESSAGE_BYTES`] before anything is allocated, and
-//! the body buffer grows only as bytes actually arrive, so a peer that
-//! announces 16 MiB and sends three bytes costs three bytes.
+//! the body buffer starts at 64 KiB at most and grows only as bytes
+//! actually arrive, so a peer that announces 16 MiB and sends three bytes
+//! costs 64 KiB, not 16 MiB.
 //!
 //! The mesh never looks inside a frame: requests and responses are opaque
 //! bytes, encoded and decoded by the application (`crate::rpc`) in its own
