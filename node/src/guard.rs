@@ -155,10 +155,7 @@ pub async fn watch_schema(state: Arc<StateHandle>, desired: Arc<StateHandle>, fa
     let mut state_changes = state.subscribe();
     let mut desired_changes = desired.subscribe();
     loop {
-        let cluster = state
-            .read(|s| s.schema)
-            .await
-            .max(desired.read(|s| s.schema).await);
+        let cluster = crate::control::schema::of_cluster(&state, &desired).await;
         if cluster > Schema::CURRENT {
             fatal.raise(format!(
                 "the cluster runs schema {cluster}, newer than this build's {} (Skein {}): \

@@ -86,11 +86,8 @@ async fn status(State(ctx): Ctx) -> Json<StatusView> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         storage: ctx.storage.health().view(),
         schema: skein_protocol::codec::Schema::CURRENT.to_string(),
-        cluster_schema: ctx
-            .state
-            .read(|s| s.schema)
+        cluster_schema: crate::control::schema::of_cluster(&ctx.state, &ctx.desired)
             .await
-            .max(ctx.desired.read(|s| s.schema).await)
             .to_string(),
     })
 }

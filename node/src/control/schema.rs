@@ -19,6 +19,15 @@ use super::Control;
 use crate::membership::Membership;
 use crate::raft::StateHandle;
 
+/// The cluster's schema as this node knows it: from its Raft state, or for
+/// a worker from its assignments (the leader sends it), whichever is newer.
+pub async fn of_cluster(state: &StateHandle, desired: &StateHandle) -> Schema {
+    state
+        .read(|s| s.schema)
+        .await
+        .max(desired.read(|s| s.schema).await)
+}
+
 /// The schema to raise the cluster's to, if any: the lowest schema of the
 /// nodes not dead, when above `current` and not above this build's.
 pub fn next(
@@ -37,6 +46,11 @@ pub fn next(
 /// On the leader: raises the cluster's schema when every node is there.
 pub async fn raise(state: &StateHandle, membership: &Membership, control: &Control) {
     let current = state.read(|s| s.schema).await;
+    // Never past this build's: once there, the node table (copied on every
+    // call, once a second) need not be read.
+    if current >= Schema::CURRENT {
+        return;
+    }
     let nodes = membership.all().await;
     let Some(to) = next(current, nodes.iter().map(|n| (n.health, n.schema))) else {
         return;

@@ -127,19 +127,22 @@ pub(crate) fn upgrade(db: &Database, path: &Path) -> Result<Opened, DbError> {
 }
 
 fn stamp(db: &Database) -> Result<(), DbError> {
-    write_durably(db, |txn| {
-        let mut t = txn.open_table(FORMAT)?;
-        let current = [Schema::CURRENT.major, Schema::CURRENT.minor];
-        let recorded = t.get(SCHEMA)?.map(|v| v.value().to_vec());
-        // The record keeps the newest schema that wrote here.
-        let keep = match recorded.as_deref() {
-            Some([major, minor]) if [*major, *minor] > current => [*major, *minor],
-            _ => current,
-        };
-        t.insert(SCHEMA, keep.as_slice())?;
-        t.insert(WRITTEN_BY, env!("CARGO_PKG_VERSION").as_bytes())?;
-        Ok(())
-    })
+    write_durably(db, stamp_in)
+}
+
+/// Writes the format record in `txn`: this build as the last writer, and
+/// the newest schema that wrote here.
+fn stamp_in(txn: &redb::WriteTransaction) -> Result<(), DbError> {
+    let mut t = txn.open_table(FORMAT)?;
+    let current = [Schema::CURRENT.major, Schema::CURRENT.minor];
+    let recorded = t.get(SCHEMA)?.map(|v| v.value().to_vec());
+    let keep = match recorded.as_deref() {
+        Some([major, minor]) if [*major, *minor] > current => [*major, *minor],
+        _ => current,
+    };
+    t.insert(SCHEMA, keep.as_slice())?;
+    t.insert(WRITTEN_BY, env!("CARGO_PKG_VERSION").as_bytes())?;
+    Ok(())
 }
 
 /// Re-encodes a 0.1.0 value `Old` (frozen type) and checks that the live
@@ -190,12 +193,7 @@ fn from_v0_1(db: &Database) -> Result<u64, DbError> {
             )?;
             rewrite::<v0_1::AppliedState, AppliedState>(&mut sm, "snapshot_data")?;
         }
-        let mut t = txn.open_table(FORMAT)?;
-        t.insert(
-            SCHEMA,
-            [Schema::CURRENT.major, Schema::CURRENT.minor].as_slice(),
-        )?;
-        t.insert(WRITTEN_BY, env!("CARGO_PKG_VERSION").as_bytes())?;
+        stamp_in(txn)?;
         Ok(entries)
     })
 }
