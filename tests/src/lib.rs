@@ -1396,6 +1396,53 @@ impl Agent {
         try_run_with_timeout(&mut self.cli_command(args), timeout).ok()
     }
 
+    /// `skein apply -f FILE --detach` through this node, again (15 s per
+    /// attempt) until it succeeds or `timeout` passes, as a client does
+    /// across a leader change: the attempts it took, or `Err` with them
+    /// and the last error.
+    pub fn apply_until_accepted(
+        &self,
+        file: &str,
+        timeout: Duration,
+    ) -> Result<u32, (u32, String)> {
+        let mut attempts = 0;
+        let mut last = String::new();
+        let done = try_poll_until(timeout, || {
+            attempts += 1;
+            match self.try_cli_timeout(Duration::from_secs(15), &["apply", "-f", file, "--detach"])
+            {
+                Some(o) if o.success() => Some(()),
+                Some(o) => {
+                    last = o.to_string();
+                    None
+                }
+                None => {
+                    last = "apply timed out after 15s".into();
+                    None
+                }
+            }
+        });
+        match done {
+            Some(()) => Ok(attempts),
+            None => Err((attempts, last)),
+        }
+    }
+
+    /// Polls `node ls` here until `count` nodes are voters (role leader or
+    /// voter) and every node is ready.
+    #[track_caller]
+    pub fn wait_ready_voters(&self, count: usize, timeout: Duration) {
+        poll_until(&format!("{count} ready voters"), timeout, || {
+            let nodes = self.cli_json(&["node", "ls"]);
+            let nodes = nodes.as_array()?;
+            let voters = nodes
+                .iter()
+                .filter(|n| n["role"] == "leader" || n["role"] == "voter")
+                .count();
+            (voters == count && nodes.iter().all(|n| n["health"] == "ready")).then_some(())
+        });
+    }
+
     /// The options it was started with.
     pub fn opts(&self) -> &AgentOpts {
         &self.opts

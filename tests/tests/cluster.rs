@@ -403,31 +403,16 @@ fn killed_leader_is_replaced_and_writes_succeed() {
     let b = unique_name("after");
     let file = manifest(&c, &b, 2);
     let file = file.to_str().unwrap();
-    let mut attempts = 0;
-    let mut last = String::new();
-    let written = try_poll_until(Duration::from_secs(30), || {
-        attempts += 1;
-        match c
-            .node(writer)
-            .try_cli_timeout(Duration::from_secs(15), &["apply", "-f", file, "--detach"])
-        {
-            Some(o) if o.success() => Some(o),
-            Some(o) => {
-                last = o.to_string();
-                None
-            }
-            None => {
-                last = "apply timed out after 15s".into();
-                None
-            }
-        }
-    });
+    let written = c
+        .node(writer)
+        .apply_until_accepted(file, Duration::from_secs(30));
     let write_time = t0.elapsed();
-    assert!(
-        written.is_some(),
-        "no write succeeded through node{writer} within 30s of the leader's death \
-         ({attempts} attempts); last: {last}"
-    );
+    let attempts = written.unwrap_or_else(|(attempts, last)| {
+        panic!(
+            "no write succeeded through node{writer} within 30s of the leader's death \
+             ({attempts} attempts); last: {last}"
+        )
+    });
     eprintln!(
         "LEADER FAILOVER: node{leader} (leader) killed; node{new_leader} elected after {:.1}s; \
          first write through node{writer} committed after {:.1}s ({attempts} attempt(s))",

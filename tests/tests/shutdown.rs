@@ -84,15 +84,7 @@ fn sigterm_to_the_leader_lets_the_others_elect_one_and_take_writes() {
     );
     let mut third = pair.join(AgentOpts::named("c").steady());
     let mut agents: Vec<&mut Agent> = vec![&mut pair.a, &mut pair.b, &mut third];
-    poll_until("three voters, one leader", WAIT, || {
-        let nodes = agents[0].cli_json(&["node", "ls"]);
-        let nodes = nodes.as_array()?;
-        let voters = nodes
-            .iter()
-            .filter(|n| n["role"] == "leader" || n["role"] == "voter")
-            .count();
-        (voters == 3 && nodes.iter().all(|n| n["health"] == "ready")).then_some(())
-    });
+    agents[0].wait_ready_voters(3, WAIT);
     let leader = poll_until("a leader", WAIT, || leader_of(&agents, 0));
     // `node ls` counts the voters of a joint configuration too: stopping the
     // only old voter then would leave the others unable to elect. The
@@ -140,23 +132,9 @@ fn sigterm_to_the_leader_lets_the_others_elect_one_and_take_writes() {
     let job = unique_name("after");
     let file = agents[writer].write_manifest("after.yaml", &job_yaml(&job, 1));
     let file = file.to_str().expect("utf-8 path").to_string();
-    let mut last = String::new();
-    let written = try_poll_until(WAIT, || {
-        match agents[writer]
-            .try_cli_timeout(Duration::from_secs(15), &["apply", "-f", &file, "--detach"])
-        {
-            Some(o) if o.success() => Some(()),
-            Some(o) => {
-                last = o.to_string();
-                None
-            }
-            None => {
-                last = "apply timed out after 15s".into();
-                None
-            }
-        }
-    });
-    assert!(written.is_some(), "write after the leader stopped: {last}");
+    if let Err((_, last)) = agents[writer].apply_until_accepted(&file, WAIT) {
+        panic!("write after the leader stopped: {last}");
+    }
     let wrote = t0.elapsed();
     eprintln!(
         "leader SIGTERM: exited after {:.2}s, new leader seen after {:.2}s, write committed after {:.2}s",

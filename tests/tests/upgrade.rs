@@ -125,15 +125,7 @@ fn rolling_upgrade_from_the_previous_release_then_a_downgrade() {
     let mut pair =
         LoopbackPair::start(common(AgentOpts::named("a")), common(AgentOpts::named("b")));
     let mut third = pair.join(common(AgentOpts::named("c")));
-    poll_until("three ready voters", WAIT, || {
-        let nodes = pair.a.cli_json(&["node", "ls"]);
-        let nodes = nodes.as_array()?;
-        let voters = nodes
-            .iter()
-            .filter(|n| n["role"] == "leader" || n["role"] == "voter")
-            .count();
-        (voters == 3 && nodes.iter().all(|n| n["health"] == "ready")).then_some(())
-    });
+    pair.a.wait_ready_voters(3, WAIT);
     let name = unique_name("roll");
     let file = pair.a.write_manifest("job.yaml", &job_yaml(&name, 6));
     pair.a
@@ -181,7 +173,8 @@ fn rolling_upgrade_from_the_previous_release_then_a_downgrade() {
     }
     // Every node runs this build: the cluster's schema moves up.
     poll_until("cluster schema raised", WAIT, || {
-        (pair.a.status()["cluster_schema"] == skein_protocol_schema()).then_some(())
+        let current = skein_protocol::codec::Schema::CURRENT.to_string();
+        (pair.a.status()["cluster_schema"] == current.as_str()).then_some(())
     });
     let n = acked.lock().expect("lock").len();
     poll_until("writes after the upgrade", WAIT, || {
@@ -266,9 +259,4 @@ fn rolling_upgrade_from_the_previous_release_then_a_downgrade() {
     }
     // The rest keeps running the job.
     assert_eq!(all_running([&pair.a, &pair.b, &third]), before);
-}
-
-/// This build's schema as `/v1/status` shows it.
-fn skein_protocol_schema() -> String {
-    skein_protocol::codec::Schema::CURRENT.to_string()
 }
