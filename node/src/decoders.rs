@@ -527,9 +527,9 @@ pub fn seeds(fixture: &Path) -> anyhow::Result<BTreeMap<&'static str, Vec<Vec<u8
         jobs: state.jobs.values().cloned().collect(),
         allocs: state.allocs.values().cloned().collect(),
         drained: BTreeSet::from([3]),
-        registries: state.registries.clone(),
-        pull_secrets: state.pull_secrets.clone(),
-        tokens: state.tokens.clone(),
+        registries: state.registries.to_map(),
+        pull_secrets: state.pull_secrets.to_map(),
+        tokens: state.tokens.to_map(),
         revoked_tokens: BTreeSet::from([[5; 32]]),
         schema: Schema::CURRENT,
     };

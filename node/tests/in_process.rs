@@ -435,3 +435,83 @@ async fn a_stopping_leader_hands_over_to_a_voter_at_once() {
         n.shutdown().await;
     }
 }
+
+/// The node's `raft_last_log_index` metric.
+async fn last_log_index(node: &Node) -> Option<u64> {
+    let (code, body) = http(node.api, "GET", "/metrics", None).await?;
+    if code != 200 {
+        return None;
+    }
+    body.lines()
+        .find(|l| l.starts_with("skein_raft_last_log_index"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// Names of the jobs a node serves.
+async fn job_names(node: &Node) -> Option<Vec<String>> {
+    let (code, body) = http(node.api, "GET", "/v1/jobs", None).await?;
+    let v: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+    let mut names: Vec<String> = v
+        .iter()
+        .filter_map(|j| Some(j["spec"]["name"].as_str()?.to_string()))
+        .collect();
+    names.sort();
+    (code == 200).then_some(names)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_share_entries_and_survive_a_restart_without_a_snapshot() {
+    if std::env::var_os("SKEIN_TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("SKEIN_TEST_LOG").unwrap_or_default())
+            .try_init();
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut nodes = cluster(root.path(), 0).await;
+    let node = &nodes[0];
+    // Batches are proposed once every node reads them (schema 1.2).
+    let current = skein_protocol::codec::Schema::CURRENT.to_string();
+    until("the cluster at this build's schema", || async {
+        (node.status().await?.cluster_schema == current).then_some(())
+    })
+    .await;
+    let before = until("the log index", || last_log_index(node)).await;
+    const WRITES: usize = 48;
+    let writes = (0..WRITES).map(|i| {
+        let yaml = format!(
+            "name: w{i:02}\nimage: {IMAGE}\nreplicas: 1\nresources:\n  requests: {{ cpu: 1m, memory: 1Mi }}\n"
+        );
+        async move { apply(node, &yaml).await }
+    });
+    futures::future::join_all(writes).await;
+    let after = until("the log index", || last_log_index(node)).await;
+    let entries = after - before;
+    eprintln!("{WRITES} concurrent writes took {entries} log entries");
+    assert!(
+        entries < WRITES as u64 / 2,
+        "{WRITES} concurrent writes took {entries} log entries: not grouped"
+    );
+    let expected: Vec<String> = (0..WRITES).map(|i| format!("w{i:02}")).collect();
+    assert_eq!(job_names(node).await.as_deref(), Some(&expected[..]));
+    // Far fewer entries than a snapshot needs: the restarted node rebuilds
+    // its state from the log alone.
+    let dir = nodes[0].dir.clone();
+    let mesh = free_port();
+    nodes[0].shutdown().await;
+    nodes.clear();
+    // The API address file names the old (now closed) port until the new
+    // process writes its own.
+    std::fs::remove_file(dir.join(agent::API_ADDR_FILE)).expect("address file");
+    let node = Node::start("n1", &dir, mesh, None).await;
+    let names = until("the jobs after a restart", || async {
+        let names = job_names(&node).await?;
+        (names.len() == WRITES).then_some(names)
+    })
+    .await;
+    assert_eq!(names, expected);
+    let mut node = node;
+    node.shutdown().await;
+}

@@ -57,7 +57,10 @@ pub const MAJOR: u8 = 1;
 ///
 /// - 1.0 (Skein 0.2.0): the first versioned schema.
 /// - 1.1: `PeerRequest::TakeLeadership` (a stopping leader hands over).
-pub const MINOR: u8 = 1;
+/// - 1.2: the state machine's size limit counts the state's weight, kept
+///   up to date per entry, instead of encoding the whole state per write
+///   (replicated logic: every voter must count the same way).
+pub const MINOR: u8 = 2;
 
 /// Deepest nesting a decoded value may have (Skein's types nest about 12
 /// deep; the decoder recurses once per level).

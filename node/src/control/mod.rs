@@ -1,10 +1,13 @@
 //! The write path of the control plane: turns user intents (apply, scale,
 //! stop, restart, undo, drain) into plans and commits them through Raft.
 //!
-//! Only the leader plans. Plans are computed under one lock from an
-//! up-to-date (linearizable) state and carry its version, so a plan that
-//! raced with another write is rejected by the state machine and simply
-//! recomputed. A call returns only after its command is committed. The
+//! Only the leader plans. Plans are computed under one lock against the
+//! state they will meet (the applied state, confirmed by a quorum once per
+//! term, plus the writes queued before them) and carry its version, so a
+//! plan computed from a wrong state is rejected by the state machine and
+//! recomputed from the applied state. Queued writes are committed many to
+//! one Raft entry (`commit.rs`). A call returns only after its command is
+//! committed. The
 //! leader's reconcile pass also drives rollouts (`rollout.rs`): it steps
 //! rolling updates as replicas become ready and rolls back failed ones.
 //!
@@ -22,6 +25,7 @@
 //! takes effect once: the state machine deduplicates
 //! ([`crate::state::requests`]).
 
+mod commit;
 pub mod handover;
 pub mod planner;
 pub mod publish;
@@ -34,7 +38,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use rand::Rng;
 use skein_protocol::api::{
     ApplyResponse, ChangeKind, EventKind, JobApplyResult, MAX_JOB_SPEC_BYTES, STATE_QUOTA_BYTES,
@@ -53,8 +57,21 @@ use crate::state::{
     node_id_str, request_ids_enabled, ApiToken, ClusterState, Command, CommandResult, NodeId, Plan,
     RequestId, RequestKey, SecretCredentials, StoredCredential, TokenHash, TokenSource,
 };
+use commit::GroupCommit;
 pub use planner::PlanError;
 use planner::{Input, RolloutEvent};
+
+/// What the leader plans its next write against.
+#[derive(Default)]
+struct Lane {
+    /// The term in which this node last confirmed its leadership with a
+    /// quorum (and so applied everything committed before it): within it,
+    /// only this node's own writes change the state.
+    confirmed_term: Option<u64>,
+    /// The applied state plus every write queued or in flight, in order:
+    /// the state the next write will meet.
+    projected: Option<ClusterState>,
+}
 
 tokio::task_local! {
     /// The API call being served, set by [`as_request`]. A task-local
@@ -148,8 +165,13 @@ pub fn check_spec_size(spec: &JobSpec) -> Result<(), String> {
 
 /// Checks that applying `cmd` to `state` keeps the state within the user
 /// quota (or shrinks it); consumes the copy of the state it tries it on.
+/// Far from the quota it only adds up what the command inserts; near it,
+/// it applies the command to the copy (cheap: the tables are shared).
 fn check_quota(mut state: ClusterState, cmd: &Command) -> Result<(), ControlError> {
-    let before = state.encoded_len();
+    let before = state.weight();
+    if before.saturating_add(cmd.growth_bound()) <= STATE_QUOTA_BYTES {
+        return Ok(());
+    }
     if let CommandResult::Rejected {
         reason,
         stale: false,
@@ -157,7 +179,7 @@ fn check_quota(mut state: ClusterState, cmd: &Command) -> Result<(), ControlErro
     {
         return Err(ControlError::TooLarge(reason));
     }
-    let after = state.encoded_len();
+    let after = state.weight();
     if after > STATE_QUOTA_BYTES && after > before {
         return Err(ControlError::TooLarge(format!(
             "the cluster state would grow to {after} bytes encoded, over its quota of \
@@ -184,7 +206,11 @@ pub struct Control {
     state: Arc<StateHandle>,
     membership: Arc<Membership>,
     board: StatusBoard,
-    plan_lock: Mutex<()>,
+    /// Held while a write is planned and queued, so that writes queue in
+    /// the order they were planned, each against the state the ones
+    /// before it leave.
+    plan_lock: Mutex<Lane>,
+    commits: GroupCommit,
     /// Jobs the last pass could not place, and why: warned once per change.
     stuck: Mutex<BTreeMap<String, String>>,
     events: Arc<EventLog>,
@@ -213,11 +239,12 @@ impl Control {
         storage: Arc<Storage>,
     ) -> Self {
         Self {
-            raft,
-            state,
             membership,
             board,
-            plan_lock: Mutex::new(()),
+            plan_lock: Mutex::new(Lane::default()),
+            commits: GroupCommit::new(raft.clone(), state.clone()),
+            raft,
+            state,
             stuck: Mutex::new(BTreeMap::new()),
             events,
             metrics,
@@ -496,13 +523,15 @@ impl Control {
     /// state (its containers are stopped by their nodes). Always allowed,
     /// even over the quota: it is how room is made.
     pub async fn delete(&self, job: &str) -> Result<(), ControlError> {
-        let _guard = self.plan_lock.lock().await;
-        self.ensure_leader().await?;
-        if !self.state.read(|s| s.jobs.contains_key(job)).await {
-            return Err(PlanError::UnknownJob(job.to_string()).into());
-        }
-        self.write(Command::DeleteJob {
+        let cmd = Command::DeleteJob {
             job: job.to_string(),
+        };
+        self.write_if(cmd, |state| {
+            if state.jobs.contains_key(job) {
+                Ok(())
+            } else {
+                Err(PlanError::UnknownJob(job.to_string()).into())
+            }
         })
         .await?;
         info!(job, "job deleted");
@@ -623,19 +652,19 @@ impl Control {
         Ok(wrote)
     }
 
-    /// Computes a plan from fresh state and commits it, retrying when it
-    /// lost a race with another write.
+    /// Computes a plan from the state it will meet and commits it,
+    /// retrying (from the applied state) when it lost a race.
     async fn planned<T>(
         &self,
         quota: Quota,
         mut f: impl FnMut(&Input<'_>) -> Result<(Plan, T), PlanError>,
     ) -> Result<T, ControlError> {
-        let _guard = self.plan_lock.lock().await;
         let mut last = String::new();
+        let mut fresh = false;
         for _ in 0..MAX_PLAN_ATTEMPTS {
             let started = std::time::Instant::now();
-            self.ensure_leader().await?;
-            let state = self.state.snapshot().await;
+            let mut lane = self.plan_lock.lock().await;
+            let state = self.base(&mut lane, fresh).await?;
             let nodes = self.membership.candidates(&state).await;
             let alive: BTreeSet<NodeId> = self
                 .membership
@@ -661,9 +690,11 @@ impl Control {
                 .collect();
             let cmd = Command::Plan(plan);
             if quota == Quota::User {
-                check_quota(state, &cmd)?;
+                check_quota(state.clone(), &cmd)?;
             }
-            match self.write(cmd).await? {
+            let queued = self.enqueue(&mut lane, state, cmd)?;
+            drop(lane);
+            match self.wait(queued).await? {
                 CommandResult::Applied { .. } => {
                     self.metrics.plans.inc();
                     self.metrics
@@ -684,15 +715,88 @@ impl Control {
                 CommandResult::Rejected {
                     stale: true,
                     reason,
-                } => last = reason,
+                } => {
+                    last = reason;
+                    fresh = true;
+                }
                 CommandResult::Rejected { reason, .. } => {
                     return Err(ControlError::Rejected(reason))
+                }
+                other => {
+                    return Err(ControlError::OutcomeUnknown(format!(
+                        "unexpected result {other:?}"
+                    )))
                 }
             }
         }
         Err(ControlError::Rejected(format!(
             "state kept changing while planning: {last}"
         )))
+    }
+
+    /// The state the next write will meet. Confirms leadership with a
+    /// quorum (and waits until everything committed is applied) once per
+    /// term, or again when `fresh` is asked for or a queued write failed;
+    /// otherwise it is the applied state plus the writes still queued.
+    async fn base(&self, lane: &mut Lane, fresh: bool) -> Result<ClusterState, ControlError> {
+        self.ensure_storage()?;
+        let term = self.leading_term()?;
+        let invalid = self.commits.take_invalid();
+        if fresh || invalid || lane.confirmed_term != Some(term) {
+            lane.projected = None;
+            lane.confirmed_term = None;
+            self.ensure_leader().await?;
+            lane.confirmed_term = Some(self.leading_term()?);
+        }
+        if self.commits.outstanding() == 0 {
+            lane.projected = None;
+        }
+        Ok(match &lane.projected {
+            Some(projected) => projected.clone(),
+            None => self.state.snapshot().await,
+        })
+    }
+
+    /// This node's term if it believes it leads, else who does.
+    fn leading_term(&self) -> Result<u64, ControlError> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        if m.current_leader == Some(m.id) {
+            return Ok(m.current_term);
+        }
+        let leader = m.current_leader.and_then(|id| {
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|peer| (id, peer.clone()))
+        });
+        Err(ControlError::NotLeader { leader })
+    }
+
+    /// Queues `cmd` (as the current call's next request, if a call is
+    /// served), planned against `base`, and makes what it leaves the
+    /// base of the next write. Call it under the plan lock.
+    fn enqueue(
+        &self,
+        lane: &mut Lane,
+        mut base: ClusterState,
+        cmd: Command,
+    ) -> Result<tokio::sync::oneshot::Receiver<commit::Answer>, ControlError> {
+        let key = match next_key() {
+            Some(key) if request_ids_enabled(&base) => Some(key),
+            _ => None,
+        };
+        let cmd = match key {
+            Some(key) => Command::Request {
+                key,
+                command: Box::new(cmd),
+            },
+            None => cmd,
+        };
+        // The same deterministic apply the state machine will run.
+        base.apply(&cmd);
+        lane.projected = Some(base);
+        Ok(self.commits.enqueue(cmd))
     }
 
     /// Waits until this node is a confirmed leader with everything
@@ -745,67 +849,61 @@ impl Control {
     }
 
     /// Commits one command; returns after it is applied on this node.
+    async fn write(&self, cmd: Command) -> Result<CommandResult, ControlError> {
+        self.write_if(cmd, |_| Ok(())).await
+    }
+
+    /// Commits `cmd` if `check` passes on the state it will meet.
     /// Refused before proposing while this node's storage is degraded;
     /// once proposed, a commit that cannot be confirmed (storage failure,
     /// [`COMMIT_WAIT`] passed, Raft stopped) is of unknown outcome.
-    async fn write(&self, cmd: Command) -> Result<CommandResult, ControlError> {
-        self.ensure_storage()?;
-        let key = match next_key() {
-            Some(key) if self.state.read(request_ids_enabled).await => Some(key),
-            _ => None,
-        };
-        let cmd = match key {
-            Some(key) => Command::Request {
-                key,
-                command: Box::new(cmd),
-            },
-            None => cmd,
-        };
-        let result = self.commit(cmd).await;
-        // A stale plan changed nothing and is recomputed under the same
-        // number; anything else used it up (a retry of the whole call on
-        // another leader numbers its writes the same way).
-        if !matches!(result, Ok(CommandResult::Rejected { stale: true, .. })) {
-            advance_key();
-        }
-        result
+    async fn write_if(
+        &self,
+        cmd: Command,
+        check: impl FnOnce(&ClusterState) -> Result<(), ControlError>,
+    ) -> Result<CommandResult, ControlError> {
+        let mut lane = self.plan_lock.lock().await;
+        let base = self.base(&mut lane, false).await?;
+        check(&base)?;
+        let queued = self.enqueue(&mut lane, base, cmd)?;
+        drop(lane);
+        self.wait(queued).await
     }
 
-    async fn commit(&self, cmd: Command) -> Result<CommandResult, ControlError> {
+    /// Waits for a queued write's answer. A stale plan changed nothing and
+    /// is recomputed under the same request number; any other answer used
+    /// the number up (a retry of the whole call on another leader numbers
+    /// its writes the same way).
+    async fn wait(
+        &self,
+        queued: tokio::sync::oneshot::Receiver<commit::Answer>,
+    ) -> Result<CommandResult, ControlError> {
         let mut storage = self.storage.subscribe();
         let result = tokio::select! {
-            r = self.raft.client_write(cmd) => r,
+            r = self.commits.wait(queued) => r,
             _ = storage.wait_for(|h| h.degraded) => {
                 let why = self.storage.health().error.unwrap_or_default();
                 warn!(error = %why, "storage failed while a write was being committed");
-                return Err(ControlError::OutcomeUnknown(format!(
+                Err(ControlError::OutcomeUnknown(format!(
                     "this node's raft storage failed meanwhile: {why}"
-                )));
+                )))
             }
             () = tokio::time::sleep(COMMIT_WAIT) => {
                 warn!(wait = ?COMMIT_WAIT, "write not committed in time");
-                return Err(ControlError::OutcomeUnknown(format!(
+                Err(ControlError::OutcomeUnknown(format!(
                     "not committed within {COMMIT_WAIT:?}"
-                )));
+                )))
             }
         };
-        match result {
-            Ok(resp) => match resp.data {
-                CommandResult::Rejected {
-                    reason,
-                    stale: false,
-                } => Err(ControlError::Rejected(reason)),
-                other => Ok(other),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ControlError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                })
-            }
-            Err(RaftError::Fatal(e)) => Err(ControlError::OutcomeUnknown(format!(
-                "raft stopped during the write: {e}"
-            ))),
-            Err(e) => Err(ControlError::Unavailable(e.to_string())),
+        if !matches!(result, Ok(CommandResult::Rejected { stale: true, .. })) {
+            advance_key();
+        }
+        match result? {
+            CommandResult::Rejected {
+                reason,
+                stale: false,
+            } => Err(ControlError::Rejected(reason)),
+            other => Ok(other),
         }
     }
 }

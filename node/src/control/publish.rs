@@ -133,9 +133,7 @@ mod tests {
         assert_eq!(check(&[spec("web", Some(30080))], &state, &nodes), Ok(()));
         let e = check(&[spec("api", Some(30080))], &state, &nodes).unwrap_err();
         assert!(e.contains("job web publishes it already"), "{e}");
-        if let Some(j) = state.jobs.get_mut("web") {
-            j.stopped = true;
-        }
+        state.jobs.update("web", |j| j.stopped = true);
         assert_eq!(check(&[spec("api", Some(30080))], &state, &nodes), Ok(()));
     }
 

@@ -348,8 +348,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
-        self.write_meta(COMMITTED, committed, StorageIOError::write)
-            .await
+        // Not fsynced on its own: the next durable commit (the next append)
+        // carries it. A crash may lose the newest value, which only means
+        // openraft re-applies fewer entries at start and the rest once the
+        // leader's commit index arrives; it never claims too much.
+        let value = committed;
+        blocking(&self.db, StorageIOError::write, move |db| {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::None)?;
+            write_value(&txn, RAFT_META, COMMITTED, &value)?;
+            txn.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {

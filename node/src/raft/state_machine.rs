@@ -2,11 +2,16 @@
 //! [`StateHandle`] and keeps the applied state and the current snapshot
 //! durable in the same redb file as the log.
 //!
-//! After every applied batch the whole applied state (last applied log id,
-//! membership and [`ClusterState`]) is written in one transaction, so a
-//! restarted node serves its state at once and openraft only re-applies
-//! entries after `last_applied`. That record has exactly the encoding of a
-//! snapshot's data, which lets an installed snapshot be stored verbatim.
+//! Applying a batch changes memory only: the log is the durable record of
+//! every command, so a write costs its log entry, not a copy of the whole
+//! state. The applied state (last applied log id, membership and
+//! [`ClusterState`]) is written when a snapshot is built or installed,
+//! as the `applied` record and as the snapshot's data (the same bytes). At
+//! start the node restores that record and openraft re-applies the
+//! committed entries after it (`read_committed`), before the node serves:
+//! the log after a snapshot is only purged once the snapshot is durable.
+//! Earlier builds wrote the record after every batch; a record of theirs
+//! is read the same way, and a node of theirs reads one of ours.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -32,7 +37,8 @@ use crate::state::{ClusterState, CommandResult, NodeId};
 pub(crate) const STATE_MACHINE: TableDefinition<&str, &[u8]> =
     TableDefinition::new("state_machine");
 
-/// Encoded [`AppliedState`] as of the last applied batch.
+/// Encoded [`AppliedState`] as of the last snapshot built or installed
+/// (earlier builds: as of the last applied batch).
 const APPLIED: &str = "applied";
 /// Encoded `(sequence, SnapshotMeta)` of the current snapshot.
 const SNAPSHOT_META: &str = "snapshot_meta";
@@ -59,14 +65,19 @@ struct Progress {
 
 /// The applied state, durable in the shared redb database.
 ///
-/// Clones (the snapshot builder is one) share the state; a lock makes
-/// applying, building and installing snapshots mutually exclusive, so a
-/// snapshot always pairs a `ClusterState` with its own `last_applied`.
+/// Clones (the snapshot builder is one) share the state. The progress
+/// lock pairs a `ClusterState` with its own `last_applied` (a snapshot
+/// copies both under it, then encodes and writes without it, so applying
+/// goes on meanwhile).
 #[derive(Clone)]
 pub struct StateMachineStore {
     db: Arc<Storage>,
     handle: Arc<StateHandle>,
     progress: Arc<Mutex<Progress>>,
+    /// Held while a snapshot is built or installed: the two never
+    /// interleave, so the stored snapshot and `applied` record always
+    /// come from one of them whole.
+    snapshots: Arc<Mutex<()>>,
 }
 
 impl StateMachineStore {
@@ -98,6 +109,7 @@ impl StateMachineStore {
                 membership: applied.membership,
                 snapshot_seq,
             })),
+            snapshots: Arc::new(Mutex::new(())),
         })
     }
 
@@ -111,13 +123,18 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
-        let mut progress = self.progress.lock().await;
-        let applied = AppliedState {
-            last_applied: progress.last_applied,
-            membership: progress.membership.clone(),
-            state: self.handle.snapshot().await,
+        let _building = self.snapshots.lock().await;
+        // Applying goes on while the copy (shared tables, O(1)) is encoded
+        // and written: only the copy is taken under the progress lock.
+        let (applied, seq) = {
+            let progress = self.progress.lock().await;
+            let applied = AppliedState {
+                last_applied: progress.last_applied,
+                membership: progress.membership.clone(),
+                state: self.handle.snapshot().await,
+            };
+            (applied, progress.snapshot_seq + 1)
         };
-        let seq = progress.snapshot_seq + 1;
         let snapshot_id = match applied.last_applied {
             Some(id) => format!("{}-{}-{seq}", id.leader_id.term, id.index),
             None => format!("0-none-{seq}"),
@@ -128,21 +145,22 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             snapshot_id,
         };
         let stored_meta = (seq, meta.clone());
-        let on_err = |e| StorageIOError::write_snapshot(Some(meta.signature()), e);
-        let data = codec::encode(&applied).map_err(|e| on_err(AnyError::new(&e)))?;
-        let written = Arc::new(data);
-        let to_write = written.clone();
-        blocking(&self.db, on_err, move |db| {
+        let signature = meta.signature();
+        let on_err = move |e| StorageIOError::write_snapshot(Some(signature), e);
+        let data = blocking(&self.db, on_err, move |db| {
+            let data = codec::encode(&applied).map_err(|e| DbError::Corrupt(e.to_string()))?;
             write_durably(db, |txn| {
                 write_value(txn, STATE_MACHINE, SNAPSHOT_META, &stored_meta)?;
-                txn.open_table(STATE_MACHINE)?
-                    .insert(SNAPSHOT_DATA, to_write.as_slice())?;
+                let mut table = txn.open_table(STATE_MACHINE)?;
+                table.insert(SNAPSHOT_DATA, data.as_slice())?;
+                // The restart point: entries up to here need no replay.
+                table.insert(APPLIED, data.as_slice())?;
                 Ok(())
-            })
+            })?;
+            Ok(data)
         })
         .await?;
-        let data = Arc::try_unwrap(written).unwrap_or_else(|shared| (*shared).clone());
-        progress.snapshot_seq = seq;
+        self.progress.lock().await.snapshot_seq = seq;
         tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "built raft snapshot");
         Ok(Snapshot {
             meta,
@@ -182,18 +200,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             results.push(result);
         }
-        if results.is_empty() {
-            return Ok(results);
-        }
-        let record = AppliedState {
-            last_applied,
-            membership: membership.clone(),
-            state: self.handle.snapshot().await,
-        };
-        blocking(&self.db, StorageIOError::write_state_machine, move |db| {
-            write_durably(db, |txn| write_value(txn, STATE_MACHINE, APPLIED, &record))
-        })
-        .await?;
         progress.last_applied = last_applied;
         progress.membership = membership;
         Ok(results)
@@ -225,6 +231,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Err(StorageIOError::read_snapshot(Some(signature), e).into());
         }
 
+        let _installing = self.snapshots.lock().await;
         let mut progress = self.progress.lock().await;
         let stored_meta = (progress.snapshot_seq, meta.clone());
         let on_err = |e| StorageIOError::write_snapshot(Some(signature), e);

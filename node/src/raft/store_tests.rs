@@ -158,6 +158,57 @@ async fn restart_restores_log_vote_and_state() {
     assert_ne!(next.meta.snapshot_id, snapshot_meta.snapshot_id);
 }
 
+/// Applying writes nothing: a restarted node starts from its last
+/// snapshot and openraft replays the committed entries after it (a write
+/// costs its log entry, not a copy of the state).
+#[tokio::test]
+async fn the_last_snapshot_is_the_restart_point_and_the_log_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft.redb");
+    let first = vec![
+        entry(1, 1, EntryPayload::Membership(membership())),
+        entry(1, 2, EntryPayload::Normal(plan())),
+    ];
+    let restart = Command::Restart {
+        allocs: vec!["web-0-a".into()],
+    };
+    let later = vec![entry(1, 3, EntryPayload::Normal(restart))];
+    let at_snapshot = {
+        let (mut log, mut sm, handle) = open(&path).await;
+        log.blocking_append(first.clone()).await.unwrap();
+        sm.apply(first.clone()).await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let at_snapshot = handle.snapshot().await;
+        log.blocking_append(later.clone()).await.unwrap();
+        log.save_committed(Some(log_id(1, 3))).await.unwrap();
+        sm.apply(later.clone()).await.unwrap();
+        assert_eq!(handle.snapshot().await.version, 2);
+        at_snapshot
+    };
+    let (mut log, mut sm, handle) = open(&path).await;
+    let (last_applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(
+        last_applied,
+        Some(log_id(1, 2)),
+        "restarts from the snapshot"
+    );
+    assert_eq!(handle.snapshot().await, at_snapshot);
+    // What openraft replays at start: the committed entries after it.
+    let rest = log.try_get_log_entries(3..4).await.unwrap();
+    assert_eq!(rest, later);
+    sm.apply(rest).await.unwrap();
+    let state = handle.snapshot().await;
+    assert_eq!(state.version, 2);
+    assert_eq!(
+        state.allocs.get("web-0-a").map(|a| a.restart_epoch),
+        Some(1)
+    );
+}
+
 #[tokio::test]
 async fn purge_and_truncate_survive_restart() {
     let dir = tempfile::tempdir().unwrap();

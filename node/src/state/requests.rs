@@ -8,7 +8,7 @@
 //! and changes nothing, however many times and through whichever leader it
 //! arrives.
 
-use std::collections::{BTreeMap, VecDeque};
+use imbl::{OrdMap, Vector};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -85,10 +85,12 @@ pub struct RequestKey {
 
 /// The results of the last [`KEPT_REQUESTS`] applied requests, evicted
 /// oldest first (deterministic: every replica keeps the same ones).
+/// Persistent collections, encoded as the map and sequence they replace:
+/// a copy of the state shares them instead of copying 4096 entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedRequests {
-    results: BTreeMap<RequestKey, CommandResult>,
-    order: VecDeque<RequestKey>,
+    results: OrdMap<RequestKey, CommandResult>,
+    order: Vector<RequestKey>,
 }
 
 impl AppliedRequests {
