@@ -45,6 +45,10 @@ use crate::state::{node_id_str, ClusterState, NodeId};
 use crate::supervise::Supervisor;
 use crate::{api, assignments, inbound};
 
+/// Shortest election timeout a node runs with: below it a busy host's
+/// heartbeats arrive late often enough to cause needless elections.
+pub const MIN_ELECTION_TIMEOUT_MS: u64 = 100;
+
 /// Everything `skein agent` can be told.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -74,6 +78,9 @@ pub struct AgentConfig {
     pub health: HealthTiming,
     /// How long a voter may be dead before it is replaced.
     pub voter_grace: Duration,
+    /// Raft's election timeout: a voter that hears no leader for this long
+    /// (randomised up to twice it) stands; heartbeats go at a quarter of it.
+    pub election_timeout: Duration,
     /// Executor timing.
     pub executor: ExecutorConfig,
     /// Addresses the DNS server listens on.
@@ -202,11 +209,14 @@ pub async fn run_with(
     let sm = StateMachineStore::new(db, state.clone())
         .await
         .context("cannot restore state machine")?;
+    let election_ms = u64::try_from(cfg.election_timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(MIN_ELECTION_TIMEOUT_MS);
     let raft_config = openraft::Config {
         cluster_name: "skein".into(),
-        heartbeat_interval: 150,
-        election_timeout_min: 600,
-        election_timeout_max: 1200,
+        heartbeat_interval: election_ms / 4,
+        election_timeout_min: election_ms,
+        election_timeout_max: election_ms * 2,
         install_snapshot_timeout: 2000,
         ..Default::default()
     }

@@ -133,6 +133,7 @@ fn config(
             dead_after: Duration::from_millis(1000),
         },
         voter_grace: Duration::from_secs(30),
+        election_timeout: Duration::from_millis(200),
         executor: ExecutorConfig {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),

@@ -62,6 +62,15 @@ pub struct AgentArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     voter_grace: Duration,
 
+    /// Raft election timeout: a voter that hears no leader for this long
+    /// (randomised up to twice it) stands for election; the leader's
+    /// heartbeats go out at a quarter of it. The default suits a LAN (a
+    /// leader that dies is replaced in about half a second); across a WAN,
+    /// or on hosts so loaded that heartbeats arrive late, use 1s to 2s.
+    /// Every voter should use the same value. At least 100ms.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    election_timeout: Duration,
+
     /// Address the DNS server (NAME.service.skein) listens on, UDP and
     /// TCP; repeatable.
     #[arg(long = "dns", value_name = "ADDR", default_values_t = [SocketAddr::from(([127, 0, 0, 1], 5354))])]
@@ -236,6 +245,13 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         (None, None) => crate::default_data_dir(),
     };
     let name = args.name.unwrap_or_else(hostname);
+    if args.election_timeout < Duration::from_millis(skein_node::agent::MIN_ELECTION_TIMEOUT_MS) {
+        bail!(
+            "--election-timeout must be at least {}ms (it was {:?})",
+            skein_node::agent::MIN_ELECTION_TIMEOUT_MS,
+            args.election_timeout
+        );
+    }
     if args.dead_after <= args.suspect_after {
         bail!("--dead-after must be longer than --suspect-after");
     }
@@ -259,6 +275,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             dead_after: args.dead_after,
         },
         voter_grace: args.voter_grace,
+        election_timeout: args.election_timeout,
         dns: args.dns,
         dns_relay_for: args
             .dns_relay_for

@@ -210,7 +210,13 @@ pub async fn forward(State(ctx): State<Arc<NodeCtx>>, req: Request, next: Next) 
             return given_up(&last, maybe_applied).into_response();
         }
         if !hinted {
-            tokio::time::sleep(RETRY_PAUSE).await;
+            // Raft names a new leader the moment it is elected: go there
+            // then rather than at the end of a fixed pause.
+            let mut metrics = ctx.raft.metrics();
+            let known = metrics.borrow().current_leader;
+            let elected =
+                metrics.wait_for(|m| m.current_leader.is_some() && m.current_leader != known);
+            let _ = tokio::time::timeout(RETRY_PAUSE, elected).await;
         }
     }
 }
