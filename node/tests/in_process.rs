@@ -42,6 +42,40 @@ impl Node {
         mesh: SocketAddr,
         seed: Option<(SocketAddr, &Path)>,
     ) -> Self {
+        match Self::try_start(name, dir, mesh, seed).await {
+            Ok(node) => node,
+            Err(e) => panic!("{name} stopped before its API listened: {e}"),
+        }
+    }
+
+    /// Starts node `name` again on its data dir, once the stopped
+    /// instance's last tasks have let go of its database (in one process
+    /// they may outlive its stop by a moment; a new process never waits).
+    async fn restart(name: &str, dir: &Path, mesh: SocketAddr) -> Self {
+        let end = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            // The address file names the old port until the new instance
+            // writes its own.
+            let _ = std::fs::remove_file(dir.join(agent::API_ADDR_FILE));
+            match Self::try_start(name, dir, mesh, None).await {
+                Ok(node) => return node,
+                Err(e) if e.contains("cannot open raft storage") => {
+                    assert!(tokio::time::Instant::now() < end, "{name}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{name} stopped before its API listened: {e}"),
+            }
+        }
+    }
+
+    /// Starts node `name`; the agent's error if it stops before its API
+    /// listens.
+    async fn try_start(
+        name: &str,
+        dir: &Path,
+        mesh: SocketAddr,
+        seed: Option<(SocketAddr, &Path)>,
+    ) -> Result<Self, String> {
         let runtime = FakeRuntime::new();
         runtime.add_image(IMAGE);
         let cfg = config(name, dir, mesh, seed);
@@ -51,22 +85,33 @@ impl Node {
         };
         let task = tokio::spawn(agent::run_with(cfg, Arc::new(runtime.clone()), shutdown));
         let addr_file = dir.join(agent::API_ADDR_FILE);
+        let task_ref = &task;
         let api = until(&format!("{name} api address"), || async {
-            std::fs::read_to_string(&addr_file)
+            if task_ref.is_finished() {
+                return Some(None);
+            }
+            let addr = std::fs::read_to_string(&addr_file)
                 .ok()?
                 .trim()
                 .parse()
-                .ok()
+                .ok()?;
+            Some(Some(addr))
         })
         .await;
-        Node {
+        let Some(api) = api else {
+            return Err(match task.await {
+                Ok(Err(e)) => format!("{e:#}"),
+                other => format!("{other:?}"),
+            });
+        };
+        Ok(Node {
             name: name.to_string(),
             dir: dir.to_path_buf(),
             runtime,
             stop: Some(stop),
             task: Some(task),
             api,
-        }
+        })
     }
 
     /// Asks the node to stop and waits until it has.
@@ -503,10 +548,7 @@ async fn concurrent_writes_share_entries_and_survive_a_restart_without_a_snapsho
     let mesh = free_port();
     nodes[0].shutdown().await;
     nodes.clear();
-    // The API address file names the old (now closed) port until the new
-    // process writes its own.
-    std::fs::remove_file(dir.join(agent::API_ADDR_FILE)).expect("address file");
-    let node = Node::start("n1", &dir, mesh, None).await;
+    let node = Node::restart("n1", &dir, mesh).await;
     let names = until("the jobs after a restart", || async {
         let names = job_names(&node).await?;
         (names.len() == WRITES).then_some(names)

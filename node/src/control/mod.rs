@@ -666,10 +666,7 @@ impl Control {
             let mut lane = self.plan_lock.lock().await;
             let state = self.base(&mut lane, fresh).await?;
             let nodes = self.membership.candidates(&state).await;
-            let alive: BTreeSet<NodeId> = self
-                .membership
-                .alive_ids_for(state.allocs.values().map(|a| a.node))
-                .await;
+            let alive: BTreeSet<NodeId> = self.membership.alive_ids_for(state.alloc_nodes()).await;
             let statuses = self.board.all().await;
             let input = Input {
                 state: &state,

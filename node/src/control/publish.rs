@@ -36,10 +36,12 @@ pub fn check(
     let updated: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     // Ports taken by jobs this request does not replace.
     let mut taken: BTreeMap<u16, String> = state
-        .jobs
-        .values()
-        .filter(|j| !j.stopped && !updated.contains(&j.spec.name.as_str()))
-        .filter_map(|j| Some((j.spec.service.as_ref()?.publish?, j.spec.name.clone())))
+        .published_ports()
+        .iter()
+        .filter_map(|(port, jobs)| {
+            let other = jobs.iter().find(|j| !updated.contains(&j.as_str()))?;
+            Some((*port, other.clone()))
+        })
         .collect();
     for spec in specs {
         let Some(port) = spec.service.as_ref().and_then(|s| s.publish) else {

@@ -391,11 +391,16 @@ impl Membership {
     /// the committed `state` (not from gossip) so the leader never counts
     /// on a report that lags its own placements.
     pub async fn candidates(&self, state: &ClusterState) -> Vec<NodeCandidate> {
+        let published: BTreeSet<_> = state
+            .published_ports()
+            .keys()
+            .map(|p| (*p, skein_protocol::spec::PortProtocol::Tcp))
+            .collect();
         let nodes = self.nodes.read().await;
         nodes
             .values()
             .filter(|n| n.health == NodeHealth::Ready)
-            .map(|n| candidate(n, state))
+            .map(|n| candidate(n, state, &published))
             .collect()
     }
 
@@ -438,26 +443,26 @@ impl Membership {
     }
 }
 
-fn candidate(n: &NodeRecord, state: &ClusterState) -> NodeCandidate {
+fn candidate(
+    n: &NodeRecord,
+    state: &ClusterState,
+    published: &BTreeSet<(u16, skein_protocol::spec::PortProtocol)>,
+) -> NodeCandidate {
     // Published ports are open on every node: never a container's host port.
-    let mut used_ports: BTreeSet<(u16, skein_protocol::spec::PortProtocol)> = state
-        .jobs
-        .values()
-        .filter(|j| !j.stopped)
-        .filter_map(|j| j.spec.service.as_ref()?.publish)
-        .map(|p| (p, skein_protocol::spec::PortProtocol::Tcp))
-        .collect();
+    let mut used_ports = published.clone();
     let mut job_replicas = BTreeMap::new();
-    for a in state.allocs_on(n.id) {
-        *job_replicas.entry(a.job.clone()).or_insert(0) += 1;
-        used_ports.extend(a.ports.iter().map(|p| (p.host_port, p.protocol)));
+    let mut allocated = ResourceVec::default();
+    if let Some(load) = state.load_on(n.id) {
+        job_replicas.extend(load.jobs.iter().map(|(j, c)| (j.clone(), *c)));
+        used_ports.extend(load.ports.keys().copied());
+        allocated = load.allocated();
     }
     NodeCandidate {
         id: n.id,
         name: n.name.clone(),
         labels: n.labels.clone(),
         capacity: n.capacity,
-        allocated: state.allocated_on(n.id),
+        allocated,
         used_ports,
         port_range: n.port_range.clone(),
         images: Some(n.image_tags()),

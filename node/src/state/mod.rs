@@ -17,6 +17,7 @@
 //! ([`Command::Request`]); the state remembers the last applied ones
 //! ([`requests`]), so a call retried after a lost answer takes effect once.
 
+pub mod index;
 pub mod requests;
 pub mod table;
 
@@ -740,21 +741,49 @@ impl ClusterState {
 
     /// Allocations of `job`, in replica-index order.
     pub fn allocs_of<'a>(&'a self, job: &'a str) -> impl Iterator<Item = &'a Allocation> + 'a {
-        let mut v: Vec<_> = self.allocs.values().filter(move |a| a.job == job).collect();
-        v.sort_by_key(|a| (a.index, a.id.clone()));
+        let mut v: Vec<&Allocation> = self
+            .allocs
+            .index()
+            .by_job
+            .get(job)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.allocs.get(id))
+            .collect();
+        v.sort_by(|a, b| (a.index, &a.id).cmp(&(b.index, &b.id)));
         v.into_iter()
     }
 
     /// Allocations placed on `node`.
     pub fn allocs_on(&self, node: NodeId) -> impl Iterator<Item = &Allocation> + '_ {
-        self.allocs.values().filter(move |a| a.node == node)
+        self.allocs
+            .index()
+            .by_node
+            .get(&node)
+            .into_iter()
+            .flat_map(|load| load.allocs.iter())
+            .filter_map(|id| self.allocs.get(id))
+    }
+
+    /// What is placed on `node` (none: an empty load).
+    pub fn load_on(&self, node: NodeId) -> Option<&index::NodeLoad> {
+        self.allocs.index().by_node.get(&node)
     }
 
     /// Sum of the requests of allocations placed on `node`.
     pub fn allocated_on(&self, node: NodeId) -> ResourceVec {
-        self.allocs_on(node).fold(ResourceVec::default(), |acc, a| {
-            acc.saturating_add(a.resources)
-        })
+        self.load_on(node)
+            .map_or_else(ResourceVec::default, index::NodeLoad::allocated)
+    }
+
+    /// Nodes holding at least one allocation.
+    pub fn alloc_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.allocs.index().by_node.keys().copied()
+    }
+
+    /// Ports published by jobs that are not stopped, with who publishes.
+    pub fn published_ports(&self) -> &imbl::OrdMap<u16, imbl::OrdSet<String>> {
+        &self.jobs.index().published
     }
 }
 
@@ -1070,6 +1099,15 @@ mod tests {
             let name = format!("job{}", i % 37);
             let mut a = alloc(&format!("{name}-{i}"), &name);
             a.index = i;
+            a.node = u64::from(i % 7);
+            if i % 4 == 0 {
+                a.ports = vec![PortMapping {
+                    name: None,
+                    container_port: 80,
+                    host_port: 20000 + (i % 5) as u16,
+                    protocol: skein_protocol::spec::PortProtocol::Tcp,
+                }];
+            }
             let r = s.apply(&Command::Plan(Plan {
                 base_version: s.version,
                 put_jobs: vec![big_job(&name, (i as usize * 97) % 3000)],

@@ -17,15 +17,31 @@ use imbl::OrdMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use skein_protocol::codec;
 
-/// Entries by name, with their total encoded size.
+/// What a table keeps up to date about its entries besides their size:
+/// a derived index (allocations by node and by job, say), so that
+/// questions a planner asks per write do not scan the table.
+pub trait Entry: Clone + Serialize {
+    /// The index (`()` for none). Persistent too: clones share it.
+    type Index: Clone + Default;
+
+    /// Counts `value`, stored under `key`, into `index`.
+    fn added(index: &mut Self::Index, key: &str, value: &Self);
+
+    /// Takes `value`, stored under `key`, out of `index`.
+    fn removed(index: &mut Self::Index, key: &str, value: &Self);
+}
+
+/// Entries by name, with their total encoded size and their index.
 ///
 /// Reads go through `Deref` to the map; writes through [`Table::insert`],
 /// [`Table::remove`], [`Table::update`] and [`Table::retain`], which keep
-/// the size right.
+/// the size and the index right: no other path changes an entry, so a
+/// table built any way (decoded, collected, applied) has the same index.
 #[derive(Clone)]
-pub struct Table<V: Clone> {
+pub struct Table<V: Entry> {
     map: OrdMap<String, V>,
     bytes: usize,
+    index: V::Index,
 }
 
 /// Encoded size of one entry: its key and its value. An entry that cannot
@@ -37,18 +53,25 @@ pub(crate) fn entry_bytes<V: Serialize>(key: &str, value: &V) -> usize {
     len(codec::encoded_len(&key)) + len(codec::encoded_len(value))
 }
 
-impl<V: Clone + Serialize> Table<V> {
+impl<V: Entry> Table<V> {
     /// Sum of the entries' encoded sizes ([`entry_bytes`]).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
+    /// The entries' index.
+    pub fn index(&self) -> &V::Index {
+        &self.index
+    }
+
     /// Inserts or replaces the entry under `key`; returns the old value.
     pub fn insert(&mut self, key: String, value: V) -> Option<V> {
         self.bytes += entry_bytes(&key, &value);
+        V::added(&mut self.index, &key, &value);
         let old = self.map.insert(key.clone(), value);
         if let Some(old) = &old {
             self.bytes = self.bytes.saturating_sub(entry_bytes(&key, old));
+            V::removed(&mut self.index, &key, old);
         }
         old
     }
@@ -57,6 +80,7 @@ impl<V: Clone + Serialize> Table<V> {
     pub fn remove(&mut self, key: &str) -> Option<V> {
         let old = self.map.remove(key)?;
         self.bytes = self.bytes.saturating_sub(entry_bytes(key, &old));
+        V::removed(&mut self.index, key, &old);
         Some(old)
     }
 
@@ -67,7 +91,9 @@ impl<V: Clone + Serialize> Table<V> {
             return false;
         };
         let before = entry_bytes(key, value);
+        V::removed(&mut self.index, key, value);
         f(value);
+        V::added(&mut self.index, key, value);
         let after = entry_bytes(key, value);
         self.bytes = self.bytes.saturating_sub(before) + after;
         true
@@ -95,16 +121,17 @@ impl<V: Clone + Serialize> Table<V> {
     }
 }
 
-impl<V: Clone> Default for Table<V> {
+impl<V: Entry> Default for Table<V> {
     fn default() -> Self {
         Self {
             map: OrdMap::new(),
             bytes: 0,
+            index: V::Index::default(),
         }
     }
 }
 
-impl<V: Clone> std::ops::Deref for Table<V> {
+impl<V: Entry> std::ops::Deref for Table<V> {
     type Target = OrdMap<String, V>;
 
     fn deref(&self) -> &Self::Target {
@@ -112,7 +139,7 @@ impl<V: Clone> std::ops::Deref for Table<V> {
     }
 }
 
-impl<'a, V: Clone> IntoIterator for &'a Table<V> {
+impl<'a, V: Entry> IntoIterator for &'a Table<V> {
     type Item = (&'a String, &'a V);
     type IntoIter = imbl::ordmap::Iter<'a, String, V, imbl::shared_ptr::DefaultSharedPtr>;
 
@@ -121,7 +148,7 @@ impl<'a, V: Clone> IntoIterator for &'a Table<V> {
     }
 }
 
-impl<V: Clone + Serialize> FromIterator<(String, V)> for Table<V> {
+impl<V: Entry> FromIterator<(String, V)> for Table<V> {
     fn from_iter<I: IntoIterator<Item = (String, V)>>(iter: I) -> Self {
         let mut table = Self::default();
         for (key, value) in iter {
@@ -131,27 +158,27 @@ impl<V: Clone + Serialize> FromIterator<(String, V)> for Table<V> {
     }
 }
 
-impl<V: Clone + PartialEq> PartialEq for Table<V> {
+impl<V: Entry + PartialEq> PartialEq for Table<V> {
     fn eq(&self, other: &Self) -> bool {
         self.map == other.map
     }
 }
 
-impl<V: Clone + Eq> Eq for Table<V> {}
+impl<V: Entry + Eq> Eq for Table<V> {}
 
-impl<V: Clone + fmt::Debug> fmt::Debug for Table<V> {
+impl<V: Entry + fmt::Debug> fmt::Debug for Table<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.map.iter()).finish()
     }
 }
 
-impl<V: Clone + Serialize> Serialize for Table<V> {
+impl<V: Entry> Serialize for Table<V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_map(self.map.iter())
     }
 }
 
-impl<'de, V: Clone + Serialize + Deserialize<'de>> Deserialize<'de> for Table<V> {
+impl<'de, V: Entry + Deserialize<'de>> Deserialize<'de> for Table<V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // Through a BTreeMap: the decoder's bounds (lengths, depth) apply
         // as to any map, and a repeated key keeps the last value as before.
@@ -160,10 +187,24 @@ impl<'de, V: Clone + Serialize + Deserialize<'de>> Deserialize<'de> for Table<V>
     }
 }
 
+/// Entries without an index.
+macro_rules! unindexed {
+    ($($t:ty),* $(,)?) => {$(
+        impl Entry for $t {
+            type Index = ();
+            fn added(_: &mut (), _: &str, _: &Self) {}
+            fn removed(_: &mut (), _: &str, _: &Self) {}
+        }
+    )*};
+}
+pub(crate) use unindexed;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    unindexed!(Vec<u8>);
 
     fn sum(t: &Table<Vec<u8>>) -> usize {
         t.iter().map(|(k, v)| entry_bytes(k, v)).sum()
