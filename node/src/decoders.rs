@@ -365,6 +365,24 @@ pub fn seeds(fixture: &Path) -> anyhow::Result<BTreeMap<&'static str, Vec<Vec<u8
             },
             94,
         ),
+        command(
+            Command::Batch(vec![
+                Command::Drain {
+                    node: 3,
+                    drained: false,
+                },
+                Command::Request {
+                    key: RequestKey {
+                        id: request_id,
+                        seq: 2,
+                    },
+                    command: Box::new(Command::RegistryLogout {
+                        server: "registry.test:5000".into(),
+                    }),
+                },
+            ]),
+            95,
+        ),
     ];
     for e in &hand_entries {
         add("raft log entry (Entry)", enc(e));

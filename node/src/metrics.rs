@@ -402,21 +402,22 @@ pub async fn render(ctx: &MetricsSources<'_>) -> Result<String, std::fmt::Error>
         "Raft storage operations that failed (and were retried) since start",
         int(storage.errors),
     );
-    let state_bytes = ctx
+    // The weight (O(1)), not the encoding: a scrape must not cost O(state).
+    let (state_bytes, quota) = ctx
         .state
-        .read(crate::state::ClusterState::encoded_len)
+        .read(|s| (s.weight(), crate::state::quota_for(s.schema)))
         .await;
     gauge(
         &mut r,
         "state_bytes",
-        "Size of the replicated cluster state, encoded (the quota is skein_state_quota_bytes)",
+        "Size of the replicated cluster state as its quota counts it, about its encoded size (the quota is skein_state_quota_bytes)",
         i64::try_from(state_bytes).unwrap_or(i64::MAX),
     );
     gauge(
         &mut r,
         "state_quota_bytes",
         "Largest state user writes may produce",
-        i64::try_from(skein_protocol::api::STATE_QUOTA_BYTES).unwrap_or(i64::MAX),
+        i64::try_from(quota).unwrap_or(i64::MAX),
     );
 
     let mut out = String::new();

@@ -39,12 +39,17 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// filling the state. etcd allows 1.5 MiB per request, for comparison.
 pub const MAX_JOB_SPEC_BYTES: usize = 256 * 1024;
 
-/// Largest cluster state, encoded, that user writes may produce. Every
-/// write rewrites the whole state on each voter, and a restart must load
-/// it again, so it stays far below what loading accepts
-/// ([`crate::codec::MAX_STORED_BYTES`]). Writes beyond it are refused
-/// (413) before anything is committed; deletes and stops always pass.
-pub const STATE_QUOTA_BYTES: usize = 8 * 1024 * 1024;
+/// Largest cluster state, encoded, that user writes may produce (about
+/// 200,000 allocations). A write costs its change, not the state, but a
+/// snapshot and a restart encode and load the whole state, so it stays
+/// below what loading accepts ([`crate::codec::MAX_STORED_BYTES`]).
+/// Writes beyond it are refused (413) before anything is committed;
+/// deletes and stops always pass.
+pub const STATE_QUOTA_BYTES: usize = 48 * 1024 * 1024;
+
+/// The quota of clusters below schema 1.2, whose nodes rewrote the whole
+/// state on every write.
+pub const STATE_QUOTA_BYTES_1_1: usize = 8 * 1024 * 1024;
 
 /// Body of `POST /v1/jobs`: all jobs of one file, applied atomically.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -37,8 +37,8 @@ use serde::Serialize;
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Largest value read back from a node's own storage (log entries, the
-/// applied state, snapshots, saved assignments). The state quota of the
-/// write side is far below it (8 MiB, `skein_node::state::limits`): a
+/// applied state, snapshots, saved assignments). The state limit of the
+/// write side is below it (54 MiB, `skein_node::state::STATE_LIMIT_BYTES`): a
 /// limit on loading that a write can exceed makes a node that
 /// acknowledged the write unable to restart.
 pub const MAX_STORED_BYTES: usize = 64 * 1024 * 1024;
@@ -57,7 +57,8 @@ pub const MAJOR: u8 = 1;
 ///
 /// - 1.0 (Skein 0.2.0): the first versioned schema.
 /// - 1.1: `PeerRequest::TakeLeadership` (a stopping leader hands over).
-/// - 1.2: the state machine's size limit counts the state's weight, kept
+/// - 1.2 (Skein 0.4.0): `Command::Batch` (group commit); the state
+///   machine's size limit counts the state's weight, kept
 ///   up to date per entry, instead of encoding the whole state per write
 ///   (replicated logic: every voter must count the same way).
 pub const MINOR: u8 = 2;

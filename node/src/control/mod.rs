@@ -41,7 +41,7 @@ use std::sync::Arc;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use rand::Rng;
 use skein_protocol::api::{
-    ApplyResponse, ChangeKind, EventKind, JobApplyResult, MAX_JOB_SPEC_BYTES, STATE_QUOTA_BYTES,
+    ApplyResponse, ChangeKind, EventKind, JobApplyResult, MAX_JOB_SPEC_BYTES,
 };
 use skein_protocol::spec::JobSpec;
 use tokio::sync::Mutex;
@@ -168,8 +168,9 @@ pub fn check_spec_size(spec: &JobSpec) -> Result<(), String> {
 /// Far from the quota it only adds up what the command inserts; near it,
 /// it applies the command to the copy (cheap: the tables are shared).
 fn check_quota(mut state: ClusterState, cmd: &Command) -> Result<(), ControlError> {
+    let quota = crate::state::quota_for(state.schema);
     let before = state.weight();
-    if before.saturating_add(cmd.growth_bound()) <= STATE_QUOTA_BYTES {
+    if before.saturating_add(cmd.growth_bound()) <= quota {
         return Ok(());
     }
     if let CommandResult::Rejected {
@@ -180,10 +181,10 @@ fn check_quota(mut state: ClusterState, cmd: &Command) -> Result<(), ControlErro
         return Err(ControlError::TooLarge(reason));
     }
     let after = state.weight();
-    if after > STATE_QUOTA_BYTES && after > before {
+    if after > quota && after > before {
         return Err(ControlError::TooLarge(format!(
             "the cluster state would grow to {after} bytes encoded, over its quota of \
-             {STATE_QUOTA_BYTES} bytes (now {before} bytes): delete jobs (`skein job delete`) \
+             {quota} bytes (now {before} bytes): delete jobs (`skein job delete`) \
              or make their specs smaller"
         )));
     }
@@ -909,6 +910,7 @@ impl Control {
 mod tests {
     use super::*;
     use crate::state::Job;
+    use skein_protocol::api::STATE_QUOTA_BYTES;
 
     fn spec(name: &str, arg_bytes: usize) -> JobSpec {
         serde_json::from_value(serde_json::json!({
@@ -935,7 +937,10 @@ mod tests {
 
     #[test]
     fn user_writes_stop_at_the_quota_but_shrinking_ones_pass() {
-        let mut state = ClusterState::default();
+        let mut state = ClusterState {
+            schema: skein_protocol::codec::Schema::CURRENT,
+            ..ClusterState::default()
+        };
         let mut i = 0;
         let refused = loop {
             let cmd = put(&state, spec(&format!("j{i}"), 200 * 1024));

@@ -24,7 +24,9 @@ pub mod table;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use skein_protocol::api::{PortMapping, RolloutState, TokenRole, STATE_QUOTA_BYTES};
+use skein_protocol::api::{
+    PortMapping, RolloutState, TokenRole, STATE_QUOTA_BYTES, STATE_QUOTA_BYTES_1_1,
+};
 use skein_protocol::codec::Schema;
 use skein_protocol::spec::{JobSpec, ResourceVec};
 
@@ -39,6 +41,21 @@ pub const HISTORY_LIMIT: usize = 10;
 /// the same commands, so a write that bypassed the leader's check still
 /// cannot make the state too large to load.
 pub const STATE_LIMIT_BYTES: usize = STATE_QUOTA_BYTES + STATE_QUOTA_BYTES / 8;
+
+/// The user quota of a cluster at `schema` (smaller below 1.2).
+pub fn quota_for(schema: Schema) -> usize {
+    if schema < WEIGHED {
+        STATE_QUOTA_BYTES_1_1
+    } else {
+        STATE_QUOTA_BYTES
+    }
+}
+
+/// The state machine's limit at `schema`: [`STATE_LIMIT_BYTES`] from 1.2.
+pub fn limit_for(schema: Schema) -> usize {
+    let quota = quota_for(schema);
+    quota + quota / 8
+}
 
 /// Raft and cluster identity of a node. `Copy + Default` as openraft needs;
 /// the human name and addresses live in [`crate::raft::RaftPeer`].
@@ -476,7 +493,7 @@ impl ClusterState {
         if matches!(result, CommandResult::Applied { .. }) {
             let after = next.weight();
             if after > STATE_LIMIT_BYTES && after > before {
-                return too_large(after, before);
+                return too_large(after, before, STATE_LIMIT_BYTES);
             }
         }
         *self = next;
@@ -494,11 +511,12 @@ impl ClusterState {
         let mut next = self.clone();
         let result = next.apply_unchecked(cmd);
         if matches!(result, CommandResult::Applied { .. }) {
+            let limit = limit_for(self.schema);
             let after = next.encoded_len();
-            if after > STATE_LIMIT_BYTES {
+            if after > limit {
                 let before = self.encoded_len();
                 if after > before {
-                    return too_large(after, before);
+                    return too_large(after, before, limit);
                 }
             }
         }
@@ -787,12 +805,11 @@ impl ClusterState {
     }
 }
 
-fn too_large(after: usize, before: usize) -> CommandResult {
+fn too_large(after: usize, before: usize, limit: usize) -> CommandResult {
     reject(
         format!(
             "the cluster state would grow to {after} bytes encoded, over its limit of \
-             {STATE_LIMIT_BYTES} bytes (now {before} bytes); delete jobs (`skein job delete`) \
-             to make room"
+             {limit} bytes (now {before} bytes); delete jobs (`skein job delete`) to make room"
         ),
         false,
     )
@@ -1047,7 +1064,9 @@ mod tests {
                 schema,
                 ..ClusterState::default()
             };
-            let chunk = STATE_LIMIT_BYTES / 4;
+            let limit = limit_for(schema);
+            // Jobs as large as the per-job limit lets through.
+            let chunk = limit / 4;
             for i in 0..3 {
                 let r = s.apply(&Command::Plan(Plan {
                     base_version: s.version,
@@ -1070,7 +1089,7 @@ mod tests {
                 panic!("{schema}: accepted a state over the limit: {r:?}");
             };
             assert!(!stale);
-            assert!(reason.contains(&STATE_LIMIT_BYTES.to_string()), "{reason}");
+            assert!(reason.contains(&limit.to_string()), "{reason}");
             assert_eq!(s, before, "a rejected command changes nothing");
             // Every replica decides the same way, a restarted one too (its
             // tables count their sizes afresh when decoded).
