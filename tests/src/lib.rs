@@ -512,8 +512,11 @@ fn read_response(
 ) -> Result<(u16, String), String> {
     let mut resp = r.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
+    // As large as a state at its quota (`GET /v1/jobs` lists it all).
     let body = resp
         .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
         .read_to_string()
         .map_err(|e| format!("reading the body of a {status} response: {e}"))?;
     Ok((status, body))
