@@ -83,8 +83,7 @@ fn place_each(
     placements: &mut Vec<Placement>,
     undo: &mut Undo,
 ) -> Result<(), PlacementError> {
-    let statics: Vec<Static> = nodes.iter().map(|n| need.static_filter(n, req)).collect();
-    let mut ranking = Ranking::new(nodes, &statics, req, need);
+    let (mut ranking, statics) = Ranking::new(nodes, req, need);
     for replica in 0..count {
         let fail = |why: String| {
             PlacementError(format!(
@@ -442,9 +441,13 @@ pub(super) fn utilisation_ppm(used: ResourceVec, capacity: ResourceVec) -> u64 {
     let frac = |used: u64, cap: u64| match (used, cap) {
         (0, _) => 0,
         (_, 0) => PPM,
-        _ => {
-            u64::try_from(u128::from(used) * u128::from(PPM) / u128::from(cap)).unwrap_or(u64::MAX)
-        }
+        // The same quotient; u128 only when the product needs it, as
+        // every node is scored on every call.
+        _ => match used.checked_mul(PPM) {
+            Some(p) => p / cap,
+            None => u64::try_from(u128::from(used) * u128::from(PPM) / u128::from(cap))
+                .unwrap_or(u64::MAX),
+        },
     };
     frac(used.cpu_millis, capacity.cpu_millis).max(frac(used.memory_bytes, capacity.memory_bytes))
 }

@@ -51,34 +51,45 @@ pub(super) struct Ranking {
 }
 
 impl Ranking {
-    /// Ranks the nodes that pass every filter for one more replica.
+    /// Ranks the nodes that pass every filter for one more replica, in one
+    /// pass over `nodes` (memory, not arithmetic, is what a pass costs),
+    /// and returns with it every node's static filters' outcome.
     pub(super) fn new(
         nodes: &[NodeCandidate],
-        statics: &[Static],
         req: &PlacementRequest<'_>,
         need: &Need,
-    ) -> Self {
+    ) -> (Self, Vec<Static>) {
         let spread = req.strategy == PlacementStrategy::Spread;
+        let mut statics = Vec::with_capacity(nodes.len());
         let mut zone_ids: BTreeMap<&str, usize> = BTreeMap::new();
         let mut members: Vec<Vec<Reverse<Rank>>> = vec![Vec::new()];
         let mut zone_replicas = vec![0u64];
-        for (idx, (n, &st)) in nodes.iter().zip(statics).enumerate() {
-            let group = match n.zone().filter(|_| spread) {
-                None => NO_ZONE,
-                Some(z) => {
-                    let next = members.len();
-                    let g = *zone_ids.entry(z).or_insert(next);
-                    if g == next {
-                        members.push(Vec::new());
-                        zone_replicas.push(0);
+        for (idx, n) in nodes.iter().enumerate() {
+            let st = need.static_filter(n, req);
+            statics.push(st);
+            // Bin-pack needs neither: no zones, no count of the job.
+            let (group, on_node) = if spread {
+                let on_node = job_replicas(n, req);
+                let group = match n.zone() {
+                    None => NO_ZONE,
+                    Some(z) => {
+                        let next = members.len();
+                        let g = *zone_ids.entry(z).or_insert(next);
+                        if g == next {
+                            members.push(Vec::new());
+                            zone_replicas.push(0);
+                        }
+                        if let Some(c) = zone_replicas.get_mut(g) {
+                            *c = c.saturating_add(on_node);
+                        }
+                        g
                     }
-                    if let Some(c) = zone_replicas.get_mut(g) {
-                        *c = c.saturating_add(job_replicas(n, req));
-                    }
-                    g
-                }
+                };
+                (group, on_node)
+            } else {
+                (NO_ZONE, 0)
             };
-            if let Some(rank) = rank(idx, n, st, req, need) {
+            if let Some(rank) = rank(idx, n, st, on_node, req, need) {
                 if let Some(m) = members.get_mut(group) {
                     m.push(Reverse(rank));
                 }
@@ -100,7 +111,7 @@ impl Ranking {
         for g in 0..ranking.groups.len() {
             ranking.push_group(g);
         }
-        ranking
+        (ranking, statics)
     }
 
     /// Removes and returns the best node (its index and group), if any.
@@ -128,7 +139,7 @@ impl Ranking {
         if group != NO_ZONE {
             g.zone_replicas = g.zone_replicas.saturating_add(1);
         }
-        if let Some(rank) = rank(idx, n, st, req, need) {
+        if let Some(rank) = rank(idx, n, st, job_replicas(n, req), req, need) {
             g.nodes.push(Reverse(rank));
         }
         self.push_group(group);
@@ -155,11 +166,13 @@ fn job_replicas(n: &NodeCandidate, req: &PlacementRequest<'_>) -> u64 {
     n.job_replicas.get(req.job).map_or(0, |&c| u64::from(c))
 }
 
-/// `n`'s [`Rank`], or `None` when a filter excludes it.
+/// `n`'s [`Rank`] (`on_node`: the job's replicas on it, for spread), or
+/// `None` when a filter excludes it.
 fn rank(
     idx: usize,
     n: &NodeCandidate,
     st: Static,
+    on_node: u64,
     req: &PlacementRequest<'_>,
     need: &Need,
 ) -> Option<Rank> {
@@ -171,7 +184,7 @@ fn rank(
     let util = utilisation_ppm(n.allocated.saturating_add(req.resources), n.capacity);
     let idx = u64::try_from(idx).ok()?;
     Some(match req.strategy {
-        PlacementStrategy::Spread => [job_replicas(n, req), fetch, util, n.id, idx],
+        PlacementStrategy::Spread => [on_node, fetch, util, n.id, idx],
         PlacementStrategy::Binpack => [u64::MAX - util, fetch, n.id, 0, idx],
     })
 }
