@@ -7,6 +7,8 @@
 
 pub mod exhaustive;
 mod place;
+#[cfg(test)]
+mod quality;
 mod rank;
 
 pub use place::place;
