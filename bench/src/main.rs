@@ -22,10 +22,16 @@
 //! outside bytes on CASES mutated inputs (default 1,000,000 each), no
 //! panic and no allocation beyond its limit (see [`fuzz`]); needs neither
 //! root nor Docker.
+//!
+//! `cargo run --release -p skein-bench -- scheduler`: placements per second
+//! at 500 and 5,000 simulated nodes, ranked against the exhaustive scan, and
+//! the leader's planning time of a 10,000-replica job (see [`scheduler`]);
+//! in process, needs neither root nor Docker.
 
 mod doc;
 mod fuzz;
 mod images;
+mod scheduler;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -51,6 +57,7 @@ fn main() {
             None => 1_000_000,
             Some(a) => a.parse().unwrap_or_else(|_| usage(a)),
         }),
+        Some("scheduler") => scheduler::run(),
         Some("failover") => failover(trials_arg(1)),
         _ => failover(trials_arg(0)),
     }
@@ -59,7 +66,7 @@ fn main() {
 fn usage(bad: &str) -> ! {
     eprintln!(
         "skein-bench: unexpected argument {bad:?}\n\
-         usage: skein-bench [failover] [TRIALS] | skein-bench images [TRIALS] | skein-bench fuzz [CASES]"
+         usage: skein-bench [failover] [TRIALS] | skein-bench images [TRIALS] | skein-bench fuzz [CASES] | skein-bench scheduler"
     );
     std::process::exit(2)
 }

@@ -5,7 +5,11 @@
 //! [`place`] picks a node and host ports per replica, updating the
 //! candidates as it goes so that one call never over-commits a node.
 
+pub mod exhaustive;
 mod place;
+#[cfg(test)]
+mod quality;
+mod rank;
 
 pub use place::place;
 

@@ -1,9 +1,11 @@
 //! The placement algorithm behind [`place`]: filter nodes (constraints,
 //! host access for privileged or host-path containers, image when the pull
-//! policy is `Never`, resources, fixed ports, dynamic ports), score the survivors by strategy (a node that already holds the
-//! image wins ties of spread and bin-pack: no fetch needed), reserve host
-//! ports, and — when nothing fits — explain to the user which filter
-//! stopped the replica, with figures.
+//! policy is `Never`, resources, fixed ports, dynamic ports), score the
+//! survivors by strategy (a node that already holds the image wins ties of
+//! spread and bin-pack: no fetch needed), reserve host ports, and — when
+//! nothing fits — explain to the user which filter stopped the replica,
+//! with figures. The filters and scores are [`choose`]'s; [`Ranking`] keeps
+//! the scored nodes in order so that a replica does not score them again.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use skein_protocol::api::PortMapping;
 use skein_protocol::spec::{PlacementStrategy, PortProtocol, ResourceVec};
 
+use super::rank::Ranking;
 use super::{NodeCandidate, Placement, PlacementError, PlacementRequest};
 
 /// How many nodes a message names before summarising the rest.
@@ -25,6 +28,10 @@ const PPM: u64 = 1_000_000;
 /// All-or-nothing: on error `nodes` is untouched, so the caller can report
 /// the refusal without undoing half a plan. Dynamic host ports derive from
 /// `seed`, so the same inputs always give the same plan.
+///
+/// Chooses exactly the nodes [`super::exhaustive::place`] chooses (every
+/// feasible node scored for every replica), at a cost of one pass over
+/// `nodes` plus O(log N) per replica: see [`Ranking`].
 pub fn place(
     nodes: &mut [NodeCandidate],
     req: &PlacementRequest<'_>,
@@ -34,31 +41,49 @@ pub fn place(
     if count == 0 {
         return Ok(Vec::new());
     }
-    if let Some((port, proto)) = duplicate_fixed_port(req) {
-        return Err(PlacementError(format!(
-            "cannot place job {}: host port {port}/{proto} is listed twice in its ports",
-            req.job
-        )));
+    if let Some(dup) = duplicate_port_error(req) {
+        return Err(dup);
     }
-    let image = skein_protocol::image::canonical(req.image);
-    // Labels and images do not change while placing, so filter them once.
-    let eligible: Vec<Static> = nodes
-        .iter()
-        .map(|n| {
-            if !matches_constraints(n, req.constraints) {
-                Static::Constraints
-            } else if !n.host_access.missing(req.container).is_empty() {
-                Static::Access
-            } else if !has_image(n, &image) {
-                Static::Image
-            } else {
-                Static::Ok
-            }
-        })
-        .collect();
-
-    let mut work = nodes.to_vec();
+    let need = Need::of(req);
     let mut placements = Vec::with_capacity(usize::try_from(count.min(1024)).unwrap_or(0));
+    let mut undo = Vec::with_capacity(placements.capacity());
+    if let Err(e) = place_each(nodes, req, &need, count, seed, &mut placements, &mut undo) {
+        // Newest first, so a node placed on twice ends at its first snapshot.
+        for ((idx, allocated, replicas), p) in undo.into_iter().zip(placements).rev() {
+            if let Some(n) = nodes.get_mut(idx) {
+                n.allocated = allocated;
+                match replicas {
+                    Some(c) => {
+                        n.job_replicas.insert(req.job.to_string(), c);
+                    }
+                    None => {
+                        n.job_replicas.remove(req.job);
+                    }
+                }
+                for m in &p.ports {
+                    n.used_ports.remove(&(m.host_port, m.protocol));
+                }
+            }
+        }
+        return Err(e);
+    }
+    Ok(placements)
+}
+
+/// What [`place`] undoes on failure, per placement (the host ports are the
+/// placement's): the node, its `allocated` and job replica count before.
+type Undo = Vec<(usize, ResourceVec, Option<u32>)>;
+
+fn place_each(
+    nodes: &mut [NodeCandidate],
+    req: &PlacementRequest<'_>,
+    need: &Need,
+    count: u32,
+    seed: u64,
+    placements: &mut Vec<Placement>,
+    undo: &mut Undo,
+) -> Result<(), PlacementError> {
+    let (mut ranking, statics) = Ranking::new(nodes, req, need);
     for replica in 0..count {
         let fail = |why: String| {
             PlacementError(format!(
@@ -67,27 +92,131 @@ pub fn place(
                 req.job
             ))
         };
-        let idx = choose(&work, &eligible, req, &image).map_err(fail)?;
-        let node = work
+        let Some((idx, group)) = ranking.take() else {
+            // The index is empty exactly when the exhaustive filters leave
+            // no node, so they explain why.
+            let why = choose(nodes, &statics, req, &need.image)
+                .err()
+                .unwrap_or_else(|| "internal error: the index lost a feasible node".into());
+            return Err(fail(why));
+        };
+        let node = nodes
             .get_mut(idx)
             .ok_or_else(|| fail("internal error: chosen node vanished".into()))?;
         let ports = reserve_ports(node, req, port_seed(seed, req.job, replica))
             .ok_or_else(|| fail("internal error: port check and reservation disagree".into()))?;
+        let before = node.allocated;
         node.allocated = node.allocated.saturating_add(req.resources);
-        let n = node.job_replicas.entry(req.job.to_string()).or_insert(0);
-        *n = n.saturating_add(1);
+        let replicas = node.job_replicas.get(req.job).copied();
+        match node.job_replicas.get_mut(req.job) {
+            Some(n) => *n = n.saturating_add(1),
+            None => {
+                node.job_replicas.insert(req.job.to_string(), 1);
+            }
+        }
+        undo.push((idx, before, replicas));
         placements.push(Placement {
             node: node.id,
             ports,
         });
+        let st = statics.get(idx).copied().unwrap_or(Static::Constraints);
+        ranking.placed(idx, group, node, st, req, need);
     }
-    nodes.clone_from_slice(&work);
-    Ok(placements)
+    Ok(())
+}
+
+pub(super) fn duplicate_port_error(req: &PlacementRequest<'_>) -> Option<PlacementError> {
+    let (port, proto) = duplicate_fixed_port(req)?;
+    Some(PlacementError(format!(
+        "cannot place job {}: host port {port}/{proto} is listed twice in its ports",
+        req.job
+    )))
+}
+
+/// What one replica of a request needs, worked out once per call rather
+/// than once per node.
+pub(super) struct Need {
+    /// Canonical image reference.
+    pub(super) image: String,
+    /// Fixed host ports, in spec order.
+    fixed: Vec<(u16, PortProtocol)>,
+    /// Dynamic host ports per protocol.
+    dynamic: BTreeMap<PortProtocol, u32>,
+    /// All dynamic ports, for the cheap bound in [`Need::fits`].
+    dynamic_total: usize,
+    /// Whether the container needs privileges or host paths at all: when
+    /// not, the access filter passes every node without asking.
+    access: bool,
+}
+
+impl Need {
+    pub(super) fn of(req: &PlacementRequest<'_>) -> Self {
+        let dynamic = dynamic_need(req);
+        Self {
+            image: skein_protocol::image::canonical(req.image),
+            fixed: fixed_ports(req).collect(),
+            dynamic_total: dynamic.values().map(|&n| n as usize).sum(),
+            dynamic,
+            access: req.container.needs_host_access(),
+        }
+    }
+
+    /// The filters that do not depend on earlier placements, in the order
+    /// [`choose`] applies them.
+    pub(super) fn static_filter(&self, n: &NodeCandidate, req: &PlacementRequest<'_>) -> Static {
+        if !matches_constraints(n, req.constraints) {
+            Static::Constraints
+        } else if self.access && !n.host_access.missing(req.container).is_empty() {
+            Static::Access
+        } else if !has_image(n, &self.image) {
+            Static::Image
+        } else {
+            Static::Ok
+        }
+    }
+
+    /// Whether a node that passed the static filters can take one more
+    /// replica: resources, fixed ports, dynamic ports ([`choose`]'s last
+    /// three filters, without their allocations).
+    pub(super) fn fits(&self, n: &NodeCandidate, req: &PlacementRequest<'_>) -> bool {
+        req.resources.fits_in(n.free())
+            && self.fixed.iter().all(|k| !n.used_ports.contains(k))
+            && self.dynamic_room(n)
+    }
+
+    /// [`dynamic_room`], answering most nodes from their port count alone.
+    fn dynamic_room(&self, n: &NodeCandidate) -> bool {
+        if self.dynamic.is_empty() {
+            return true;
+        }
+        let (lo, hi) = (*n.port_range.start(), *n.port_range.end());
+        if lo > hi {
+            return false;
+        }
+        let len = usize::from(hi - lo) + 1;
+        // Every port counted against the range could be in it, for every
+        // protocol: if even that leaves room, the exact count does too.
+        let bound = n
+            .used_ports
+            .len()
+            .saturating_add(self.fixed.len())
+            .saturating_add(self.dynamic_total);
+        if bound <= len {
+            return true;
+        }
+        self.dynamic.iter().all(|(&proto, &want)| {
+            let in_range = |k: &&(u16, PortProtocol)| k.1 == proto && (lo..=hi).contains(&k.0);
+            let used = n.used_ports.iter().filter(in_range).count();
+            // Fixed ports are free here (checked before), so these never overlap `used`.
+            let own = self.fixed.iter().filter(in_range).count();
+            len.saturating_sub(used.saturating_add(own)) >= want as usize
+        })
+    }
 }
 
 /// Outcome of the filters that do not depend on earlier placements.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Static {
+pub(super) enum Static {
     Ok,
     Constraints,
     /// The node does not allow the container's privileges or host paths.
@@ -95,8 +224,9 @@ enum Static {
     Image,
 }
 
-/// Picks the node for one replica, or says which filter left no node.
-fn choose(
+/// Picks the node for one replica by scoring every feasible node, or says
+/// which filter left no node.
+pub(super) fn choose(
     nodes: &[NodeCandidate],
     eligible: &[Static],
     req: &PlacementRequest<'_>,
@@ -235,23 +365,35 @@ fn dynamic_room(
 }
 
 /// Reserves the replica's host ports on `node`; fixed ports first so a
-/// dynamic pick can never take one of them. `None` only if the feasibility
-/// check was wrong.
-fn reserve_ports(
+/// dynamic pick can never take one of them. `None` (and `node` as it was)
+/// only if the feasibility check was wrong.
+pub(super) fn reserve_ports(
     node: &mut NodeCandidate,
     req: &PlacementRequest<'_>,
     offset: u64,
 ) -> Option<Vec<PortMapping>> {
     node.used_ports.extend(fixed_ports(req));
-    let mut out = Vec::with_capacity(req.ports.len());
+    let mut out: Vec<PortMapping> = Vec::with_capacity(req.ports.len());
     for p in req.ports {
         let host_port = match p.host_port {
             Some(h) => h,
-            None => {
-                let h = free_dynamic_port(node, p.protocol, offset)?;
-                node.used_ports.insert((h, p.protocol));
-                h
-            }
+            None => match free_dynamic_port(node, p.protocol, offset) {
+                Some(h) => {
+                    node.used_ports.insert((h, p.protocol));
+                    h
+                }
+                None => {
+                    // Fixed ports are free before this replica (checked), so
+                    // everything taken here is this replica's to give back.
+                    for k in fixed_ports(req) {
+                        node.used_ports.remove(&k);
+                    }
+                    for m in &out {
+                        node.used_ports.remove(&(m.host_port, m.protocol));
+                    }
+                    return None;
+                }
+            },
         };
         out.push(PortMapping {
             name: p.name.clone(),
@@ -278,7 +420,7 @@ fn free_dynamic_port(node: &NodeCandidate, proto: PortProtocol, offset: u64) -> 
 
 /// Deterministic per-replica offset: FNV-1a over the inputs, then a
 /// splitmix64 finaliser to spread nearby seeds.
-fn port_seed(seed: u64, job: &str, replica: u32) -> u64 {
+pub(super) fn port_seed(seed: u64, job: &str, replica: u32) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let bytes = seed
         .to_le_bytes()
@@ -295,13 +437,17 @@ fn port_seed(seed: u64, job: &str, replica: u32) -> u64 {
 
 /// `used / capacity` in millionths, worst dimension; full capacity-0 nodes
 /// count as 100 % rather than dividing by zero.
-fn utilisation_ppm(used: ResourceVec, capacity: ResourceVec) -> u64 {
+pub(super) fn utilisation_ppm(used: ResourceVec, capacity: ResourceVec) -> u64 {
     let frac = |used: u64, cap: u64| match (used, cap) {
         (0, _) => 0,
         (_, 0) => PPM,
-        _ => {
-            u64::try_from(u128::from(used) * u128::from(PPM) / u128::from(cap)).unwrap_or(u64::MAX)
-        }
+        // The same quotient; u128 only when the product needs it, as
+        // every node is scored on every call.
+        _ => match used.checked_mul(PPM) {
+            Some(p) => p / cap,
+            None => u64::try_from(u128::from(used) * u128::from(PPM) / u128::from(cap))
+                .unwrap_or(u64::MAX),
+        },
     };
     frac(used.cpu_millis, capacity.cpu_millis).max(frac(used.memory_bytes, capacity.memory_bytes))
 }
@@ -854,6 +1000,88 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A node of a mixed cluster: zones, regions, images, earlier replicas
+    /// of the job and of another, used ports, sometimes a full range.
+    fn arb_mixed(id: u64) -> impl Strategy<Value = NodeCandidate> {
+        (
+            // Round figures, so that scores tie and tie-breaks matter.
+            (1u64..5, 0u64..5, 1u64..5, 0u64..5),
+            (0usize..4, 0usize..3, 0u8..4),
+            (
+                0u32..3,
+                0u32..3,
+                prop::collection::btree_set(20000u16..20006, 0..5),
+            ),
+            (any::<bool>(), any::<bool>()),
+        )
+            .prop_map(
+                move |(
+                    (cap_cpu, alloc_cpu, cap_mem, alloc_mem),
+                    (zone, region, images),
+                    (web, other, used),
+                    (narrow, privileged),
+                )| {
+                    let mut n = node(id, cap_cpu * 2000, cap_mem * 2 * GI);
+                    n.allocated = ResourceVec::new(alloc_cpu * 500, alloc_mem * GI / 2);
+                    if zone > 0 {
+                        n.labels
+                            .insert("zone".into(), ["a", "b", "c"][zone - 1].into());
+                    }
+                    n.labels
+                        .insert("region".into(), ["eu", "us", "ap"][region].into());
+                    n.images = match images {
+                        0 => None,
+                        1 => Some(BTreeSet::new()),
+                        _ => Some(BTreeSet::from(["nginx:latest".to_string()])),
+                    };
+                    if web > 0 {
+                        n.job_replicas.insert("web".into(), web);
+                    }
+                    if other > 0 {
+                        n.job_replicas.insert("other".into(), other);
+                    }
+                    n.used_ports = used.into_iter().map(|p| (p, PortProtocol::Tcp)).collect();
+                    n.port_range = if narrow { 20000..=20005 } else { 20000..=20040 };
+                    n.host_access.privileged = privileged;
+                    n
+                },
+            )
+    }
+
+    proptest! {
+        /// The ranked placement chooses what the exhaustive scan chooses,
+        /// fails with the same message, and leaves the same nodes.
+        #[test]
+        fn ranking_chooses_what_the_exhaustive_scan_chooses(
+            nodes in (0u64..40).prop_flat_map(|n| (1..=n).map(arb_mixed).collect::<Vec<_>>()),
+            (cpu, mem) in (0u64..4, 0u64..4),
+            count in 0u32..120,
+            (binpack, required, privileged) in (any::<bool>(), prop::bool::weighted(0.2), prop::bool::weighted(0.2)),
+            (fixed, dynamic) in (prop::option::weighted(0.2, 20000u16..20012), 0usize..3),
+            region in prop::option::weighted(0.3, 0usize..3),
+            seed: u64,
+        ) {
+            let constraints: BTreeMap<String, String> = region
+                .map(|r| ("region".to_string(), ["eu", "us", "ap"][r].to_string()))
+                .into_iter()
+                .collect();
+            let mut ports: Vec<PortSpec> = (0..dynamic).map(|_| port(80, None)).collect();
+            ports.extend(fixed.map(|h| port(81, Some(h))));
+            let container = ContainerSpec { privileged, ..ContainerSpec::default() };
+            let r = PlacementRequest {
+                image_required: required,
+                strategy: if binpack { PlacementStrategy::Binpack } else { PlacementStrategy::Spread },
+                container: &container,
+                ..req(cpu * 250, mem * 256 * MI, &ports, &constraints)
+            };
+            let (mut a, mut b) = (nodes.clone(), nodes);
+            let ranked = place(&mut a, &r, count, seed);
+            let scanned = crate::scheduler::exhaustive::place(&mut b, &r, count, seed);
+            prop_assert_eq!(ranked, scanned);
+            prop_assert_eq!(a, b);
         }
     }
 
