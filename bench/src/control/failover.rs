@@ -1,10 +1,11 @@
 //! Failover under writes: one 3-node cluster in network namespaces
 //! (default flags, as the `failover` mode), a writer thread applying
 //! distinct jobs of 0 replicas through the 3 nodes in turn (at most
-//! [`WRITER_RATE`] a second) and recording each acknowledged one. Then, KILLS
-//! times: SIGKILL the leader, time until a write through a survivor (a
-//! fresh job, `POST /v1/jobs` again until it is answered 200) is
-//! committed; restart the killed node and wait until it has caught up
+//! [`WRITER_RATE`] a second) and recording each acknowledged one. Then,
+//! KILLS times, once the writer has had another second's worth
+//! acknowledged: SIGKILL the leader, time until a write through a
+//! survivor (a fresh job, `POST /v1/jobs` again until it is answered 200)
+//! is committed; restart the killed node and wait until it has caught up
 //! before the next kill. At the end every acknowledged job must be in
 //! the cluster's state (`GET /v1/jobs` through the leader): the ones
 //! missing are acknowledged writes lost.
@@ -39,12 +40,17 @@ fn job(name: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Applies `name` through `api`: whether it was acknowledged (200).
-fn write(api: &str, name: &str) -> bool {
-    matches!(
-        http_post_url(&format!("http://{api}/v1/jobs"), &job(name)),
-        Ok((200, _))
-    )
+/// Applies `name` through `api`: `Ok` when it was acknowledged (200),
+/// else what came back.
+fn write(api: &str, name: &str) -> Result<(), String> {
+    match http_post_url(&format!("http://{api}/v1/jobs"), &job(name)) {
+        Ok((200, _)) => Ok(()),
+        Ok((code, body)) => Err(format!(
+            "{code}: {}",
+            body.chars().take(200).collect::<String>()
+        )),
+        Err(e) => Err(e),
+    }
 }
 
 /// What the run saw.
@@ -53,6 +59,8 @@ struct Outcome {
     /// Seconds from each kill to the committed write.
     times: Vec<f64>,
     acked: usize,
+    /// Writes the writer thread tried.
+    attempts: u64,
     lost: Vec<String>,
     failed: Vec<(String, String)>,
 }
@@ -83,20 +91,26 @@ fn measure(kills: usize, out: &mut Outcome) -> Result<(), String> {
                 let started = Instant::now();
                 seq += 1;
                 let name = format!("{prefix}-w{seq}");
-                if write(&apis[seq as usize % apis.len()], &name) {
-                    acked.lock().unwrap_or_else(|p| p.into_inner()).push(name);
+                match write(&apis[seq as usize % apis.len()], &name) {
+                    Ok(()) => acked.lock().unwrap_or_else(|p| p.into_inner()).push(name),
+                    Err(e) if seq < 20 || seq % 100 == 0 => {
+                        eprintln!("failover: writer: {name}: {e}")
+                    }
+                    Err(_) => {}
                 }
                 // Pacing, not synchronisation.
                 std::thread::sleep(pace.saturating_sub(started.elapsed()));
             }
+            seq
         })
     };
     let result = kill_loop(&mut c, kills, &prefix, &acked, out);
     stop.store(true, Ordering::Relaxed);
-    let _ = writer.join();
+    let attempts = writer.join().unwrap_or(0);
     result?;
     let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
     out.acked = acked.len();
+    out.attempts = attempts;
     let leader = c.wait_for_leader(SETUP);
     let held = jobs(c.node(leader).api())?;
     out.lost = acked.into_iter().filter(|j| !held.contains(j)).collect();
@@ -117,6 +131,13 @@ fn kill_loop(
 ) -> Result<(), String> {
     for k in 1..=kills {
         let leader = c.wait_for_leader(SETUP);
+        // Writes are being acknowledged when the leader dies.
+        let before = acked.lock().unwrap_or_else(|p| p.into_inner()).len();
+        try_poll_until(SETUP, || {
+            let now = acked.lock().unwrap_or_else(|p| p.into_inner()).len();
+            (now >= before + WRITER_RATE as usize).then_some(())
+        })
+        .ok_or_else(|| format!("the writer got no write acknowledged in {SETUP:?}"))?;
         // The two survivors take turns.
         let via = (leader + 1 + k % 2) % 3;
         let api = c.node(via).api().to_string();
@@ -126,7 +147,7 @@ fn kill_loop(
         let done = try_poll_until(LIMIT, || {
             n += 1;
             let name = format!("{prefix}-k{k}-{n}");
-            write(&api, &name).then(|| {
+            write(&api, &name).ok().map(|()| {
                 acked.lock().unwrap_or_else(|p| p.into_inner()).push(name);
                 t0.elapsed()
             })
@@ -174,7 +195,7 @@ fn jobs(api: &str) -> Result<BTreeSet<String>, String> {
     Ok(v.as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|j| j["name"].as_str().map(str::to_string))
+                .filter_map(|j| j["spec"]["name"].as_str().map(str::to_string))
                 .collect()
         })
         .unwrap_or_default())
@@ -193,7 +214,7 @@ fn report(kills: usize, out: &Outcome) -> String {
         "One 3-node cluster in network namespaces (default flags: `--suspect-after 1500ms \
          --dead-after 3s`). A writer applies distinct jobs of 0 replicas through the 3 nodes \
          in turn (at most {WRITER_RATE}/s) and records every acknowledged one. {kills} times: \
-         SIGKILL the leader, then apply a fresh job through a survivor (the two take turns) \
+         once the writer has had another {WRITER_RATE} writes acknowledged, SIGKILL the leader, then apply a fresh job through a survivor (the two take turns) \
          again until it is answered 200; the time is from the kill to that answer. The killed \
          node is restarted and caught up before the next kill. At the end every acknowledged \
          job is looked up in the state the leader serves.\n"
@@ -218,9 +239,11 @@ fn report(kills: usize, out: &Outcome) -> String {
     );
     let _ = writeln!(
         s,
-        "| acknowledged writes lost | 0 | {} of {} |",
+        "| acknowledged writes lost | 0 | {} of {} acknowledged ({} tried by the writer, plus \
+         the timed ones) |",
         out.lost.len(),
-        out.acked
+        out.acked,
+        out.attempts
     );
     if !out.lost.is_empty() {
         let shown: Vec<&str> = out.lost.iter().take(10).map(String::as_str).collect();

@@ -18,7 +18,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use skein_e2e::{http_get_url, http_post_url, run_with_timeout, unique_name, Agent, AgentOpts};
+use skein_e2e::{
+    http_get_url, http_post_url, run_with_timeout, try_poll_until, unique_name, Agent, AgentOpts,
+};
 
 use super::peers::Etcd;
 use super::{attempt, failures, median, ratio, spread};
@@ -29,8 +31,11 @@ const SCRIPT: &str = include_str!("write.lua");
 const DURATION: Duration = Duration::from_secs(10);
 /// Concurrent connections.
 const CONNECTIONS: usize = 16;
-/// Jobs held before the loaded runs.
-const LOADS: &[usize] = &[10_000, 100_000];
+/// Jobs held before the loaded runs, each with its row's key. The state
+/// quota (`STATE_QUOTA_BYTES`, 8 MiB) holds about 8,700 jobs of 0
+/// replicas today (~915 bytes each encoded), so 10,000 is cut short and
+/// 100,000 is out of reach (see the report).
+const LOADS: &[(usize, &str)] = &[(1_000, "skein1_1000"), (10_000, "skein1_10000")];
 /// Jobs per preload request.
 const BATCH: usize = 500;
 /// Limit for set-up steps.
@@ -72,13 +77,13 @@ const ROWS: &[(&str, &str, Option<&str>)] = &[
         None,
     ),
     (
-        "skein1_10000",
-        "Skein, 1 node, holding 10,000 jobs",
+        "skein1_1000",
+        "Skein, 1 node, holding 1,000 jobs",
         Some("skein1"),
     ),
     (
-        "skein1_100000",
-        "Skein, 1 node, holding 100,000 jobs",
+        "skein1_10000",
+        "Skein, 1 node, holding 10,000 jobs (or what the state quota takes)",
         Some("skein1"),
     ),
 ];
@@ -155,7 +160,7 @@ pub fn run(trials: usize, _profile: &str) -> String {
         let url = agent.base_url();
         let r = attempt("skein1", || wrk(&url, "skein", &script, jobs_held(&url)));
         res.record(t, "skein1", r);
-        for (&load, key) in LOADS.iter().zip(["skein1_10000", "skein1_100000"]) {
+        for &(load, key) in LOADS {
             let r = attempt(key, || {
                 let held = jobs_held(&url).ok_or("cannot count the jobs held")?;
                 if let Err((reached, why)) = preload(&url, held, load) {
@@ -178,11 +183,14 @@ fn one_node() -> Agent {
     a
 }
 
-/// How many jobs the node at `url` lists.
+/// How many jobs the node at `url` lists (asked again while it is busy
+/// with the writes a run left in flight).
 fn jobs_held(url: &str) -> Option<usize> {
-    let (code, body) = http_get_url(&format!("{url}/v1/jobs")).ok()?;
-    let v: Value = serde_json::from_str(&body).ok()?;
-    (code == 200).then(|| v.as_array().map_or(0, Vec::len))
+    try_poll_until(SETUP, || {
+        let (code, body) = http_get_url(&format!("{url}/v1/jobs")).ok()?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        (code == 200).then(|| v.as_array().map_or(0, Vec::len))
+    })
 }
 
 /// Applies jobs of 0 replicas in batches until the node holds `target`
@@ -336,10 +344,15 @@ fn report(trials: usize, res: &Results) -> String {
         s,
         "\nGoal: ≥ 1.00× etcd; holding 100,000 entries within 20% of empty (≥ 0.80×). Today: \
          1 node {}× etcd, 3 voters through the leader {}× and through a follower {}× etcd; \
-         holding 10,000 jobs {}× empty.",
+         holding 1,000 jobs {}× empty, holding the most the state quota takes {}× empty. \
+         100,000 jobs cannot be held: the state quota (8 MiB encoded) takes about 8,700 jobs \
+         of 0 replicas (~915 bytes each), and allocations cannot stand in for them (each is a \
+         container on a node). Writes a loaded run makes once the quota is full are answered \
+         413 and not counted.",
         ratio(med("skein1"), med("etcd1")),
         ratio(med("skein3_leader"), med("etcd3_leader")),
         ratio(med("skein3_follower"), med("etcd3_follower")),
+        ratio(med("skein1_1000"), med("skein1")),
         ratio(med("skein1_10000"), med("skein1")),
     );
     for (load, v) in &res.refused_at {
