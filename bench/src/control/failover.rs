@@ -93,7 +93,7 @@ fn measure(kills: usize, out: &mut Outcome) -> Result<(), String> {
                 let name = format!("{prefix}-w{seq}");
                 match write(&apis[seq as usize % apis.len()], &name) {
                     Ok(()) => acked.lock().unwrap_or_else(|p| p.into_inner()).push(name),
-                    Err(e) if seq < 20 || seq % 100 == 0 => {
+                    Err(e) if seq < 20 || seq.is_multiple_of(100) => {
                         eprintln!("failover: writer: {name}: {e}")
                     }
                     Err(_) => {}
