@@ -141,6 +141,14 @@ impl Swarm {
                 }
             }
         }
+        // The swarm removes the tasks' containers itself; sweeping at the
+        // same time only races it. Whatever is left after a minute goes.
+        let _ = try_poll_until(Duration::from_secs(60), || {
+            // Never panics: this runs in `drop` too.
+            try_docker(&["ps", "-aq", "--filter", &filter])
+                .map_or(true, |ids| ids.is_empty())
+                .then_some(())
+        });
         remove_containers_with_label(&self.label);
     }
 }

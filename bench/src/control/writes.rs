@@ -51,8 +51,8 @@ struct Run {
     /// Requests that were not answered 200 (any reason), and a sample.
     errors: u64,
     sample: Option<String>,
-    /// Jobs the target held when the run started (Skein only).
-    held: Option<usize>,
+    /// What the target held when the run started (Skein only).
+    held: Option<Held>,
 }
 
 /// The table's lines: key, target, key of the row it is compared with,
@@ -106,7 +106,7 @@ impl Results {
                     run.p50_ms,
                     run.p99_ms,
                     run.errors,
-                    run.held.map_or(String::new(), |h| format!(", {h} jobs held")),
+                    run.held.map_or(String::new(), |h| format!(", {} held", h.show())),
                 );
                 self.runs.entry(key).or_default().push(run);
             }
@@ -145,8 +145,7 @@ pub fn run(trials: usize, _profile: &str) -> String {
                 let (c, leader) = crate::cluster();
                 let via = if via_leader { leader } else { (leader + 1) % 3 };
                 let url = c.node(via).base_url();
-                let held = jobs_held(&url);
-                wrk(&url, "skein", &script, held)
+                wrk(&url, "skein", &script, held(&url))
             });
             res.record(t, key, r);
         }
@@ -158,16 +157,16 @@ pub fn run(trials: usize, _profile: &str) -> String {
             continue;
         };
         let url = agent.base_url();
-        let r = attempt("skein1", || wrk(&url, "skein", &script, jobs_held(&url)));
+        let r = attempt("skein1", || wrk(&url, "skein", &script, held(&url)));
         res.record(t, "skein1", r);
         for &(load, key) in LOADS {
             let r = attempt(key, || {
-                let held = jobs_held(&url).ok_or("cannot count the jobs held")?;
-                if let Err((reached, why)) = preload(&url, held, load) {
+                let jobs = held(&url).ok_or("cannot count the jobs held")?.jobs;
+                if let Err((reached, why)) = preload(&url, jobs, load) {
                     eprintln!("writes trial {t}: preload to {load} stopped at {reached}: {why}");
                     res.refused_at.entry(load).or_default().push((reached, why));
                 }
-                wrk(&url, "skein", &script, jobs_held(&url))
+                wrk(&url, "skein", &script, held(&url))
             });
             res.record(t, key, r);
         }
@@ -183,13 +182,42 @@ fn one_node() -> Agent {
     a
 }
 
-/// How many jobs the node at `url` lists (asked again while it is busy
-/// with the writes a run left in flight).
-fn jobs_held(url: &str) -> Option<usize> {
+/// What a Skein node holds.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    jobs: usize,
+    /// The state's size, encoded.
+    bytes: u64,
+}
+
+impl Held {
+    fn show(self) -> String {
+        format!("{} ({:.1} MiB)", self.jobs, self.bytes as f64 / 1048576.0)
+    }
+}
+
+/// What the node at `url` holds, from its `/metrics` (one
+/// `skein_job_desired_replicas` line per job, `skein_state_bytes`): much
+/// smaller than `/v1/jobs`, whose body near the quota outgrows the HTTP
+/// client's 10 MB limit. Asked again while the node is busy with the
+/// writes a run left in flight.
+fn held(url: &str) -> Option<Held> {
     try_poll_until(SETUP, || {
-        let (code, body) = http_get_url(&format!("{url}/v1/jobs")).ok()?;
-        let v: Value = serde_json::from_str(&body).ok()?;
-        (code == 200).then(|| v.as_array().map_or(0, Vec::len))
+        let (code, body) = http_get_url(&format!("{url}/metrics")).ok()?;
+        if code != 200 {
+            return None;
+        }
+        let jobs = body
+            .lines()
+            .filter(|l| l.starts_with("skein_job_desired_replicas{"))
+            .count();
+        let bytes = body
+            .lines()
+            .find_map(|l| l.strip_prefix("skein_state_bytes "))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(Held { jobs, bytes })
     })
 }
 
@@ -227,7 +255,7 @@ fn preload(url: &str, mut held: usize, target: usize) -> Result<(), (usize, Stri
 }
 
 /// One wrk run against `url` in `mode` (`skein` or `etcd`).
-fn wrk(url: &str, mode: &str, script: &str, held: Option<usize>) -> Result<Run, String> {
+fn wrk(url: &str, mode: &str, script: &str, held: Option<Held>) -> Result<Run, String> {
     let prefix = unique_name("w");
     let mut cmd = Command::new("wrk");
     cmd.args(["-t2", &format!("-c{CONNECTIONS}")])
@@ -307,7 +335,7 @@ fn report(trials: usize, res: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "| target | writes/s min | median | max | ratio | p50 ms | p99 ms | jobs held at start | not 200 |"
+        "| target | writes/s min | median | max | ratio | p50 ms | p99 ms | jobs held at start (state size) | not 200 |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     for (k, what, vs) in ROWS {
@@ -320,11 +348,7 @@ fn report(trials: usize, res: &Results) -> String {
             None => "-".into(),
         };
         let held = {
-            let h: Vec<String> = runs
-                .iter()
-                .filter_map(|r| r.held)
-                .map(|h| h.to_string())
-                .collect();
+            let h: Vec<String> = runs.iter().filter_map(|r| r.held).map(Held::show).collect();
             if h.is_empty() {
                 "-".into()
             } else {
