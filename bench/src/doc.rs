@@ -20,6 +20,21 @@ pub fn write_section(name: &str, body: &str) {
     std::fs::write(PATH, new).unwrap_or_else(|e| panic!("cannot write {PATH}: {e}"));
 }
 
+/// The body of section `name` of docs/performance.md, if it has one.
+pub fn section(name: &str) -> Option<String> {
+    extract(&std::fs::read_to_string(PATH).ok()?, name)
+}
+
+/// The text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in
+/// `doc`, trimmed; `None` when either marker is missing.
+pub fn extract(doc: &str, name: &str) -> Option<String> {
+    let open = format!("<!-- bench:{name} -->");
+    let close = format!("<!-- /bench:{name} -->");
+    let a = doc.find(&open)? + open.len();
+    let b = a + doc[a..].find(&close)?;
+    Some(doc[a..b].trim().to_string())
+}
+
 /// `doc` with section `name` replaced by `body`, or appended when missing.
 fn splice(doc: &str, name: &str, body: &str) -> String {
     let doc = migrate(doc);
@@ -83,6 +98,17 @@ mod tests {
         );
         assert_eq!(splice(&e, "images", "B2"), e.replace("\nB\n", "\nB2\n"));
         assert_eq!(splice(&e, "images", "B"), e);
+    }
+
+    #[test]
+    fn a_section_is_extracted_and_nested_markers_are_told_apart() {
+        let d = "x\n<!-- bench:control -->\nA\n<!-- bench:control-deploy -->\nB\n\
+                 <!-- /bench:control-deploy -->\n<!-- /bench:control -->\n";
+        assert_eq!(extract(d, "control-deploy").as_deref(), Some("B"));
+        assert!(extract(d, "control").is_some_and(|s| s.starts_with("A\n") && s.contains("B")));
+        assert_eq!(extract(d, "images"), None);
+        let e = splice(d, "control", "C");
+        assert_eq!(e, "x\n<!-- bench:control -->\nC\n<!-- /bench:control -->\n");
     }
 
     #[test]

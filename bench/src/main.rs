@@ -18,6 +18,11 @@
 //! to 3 nodes with separate Docker Engines — registry pull vs mesh copy vs
 //! `docker save | docker load` by hand (see [`images`]).
 //!
+//! `cargo run --release -p skein-bench -- control [deploy|writes|failover]
+//! [TRIALS]`: the control plane side by side with its peers in the same
+//! run — deploys vs `docker run` and Docker Swarm, writes/s vs etcd,
+//! leader failover under writes (see [`control`]).
+//!
 //! `cargo run --release -p skein-bench -- fuzz [CASES]`: every decoder of
 //! outside bytes on CASES mutated inputs (default 1,000,000 each), no
 //! panic and no allocation beyond its limit (see [`fuzz`]); needs neither
@@ -28,6 +33,7 @@
 //! the leader's planning time of a 10,000-replica job (see [`scheduler`]);
 //! in process, needs neither root nor Docker.
 
+mod control;
 mod doc;
 mod fuzz;
 mod images;
@@ -58,6 +64,16 @@ fn main() {
             Some(a) => a.parse().unwrap_or_else(|_| usage(a)),
         }),
         Some("scheduler") => scheduler::run(),
+        Some("control") => {
+            // `control [MEASURE] [TRIALS]`, either may be left out.
+            let (which, trials) = match args.get(1).map(String::as_str) {
+                Some(m @ ("deploy" | "writes" | "failover")) => (Some(m), args.get(2)),
+                Some(_) => (None, args.get(1)),
+                None => (None, None),
+            };
+            let trials = trials.map(|a| a.parse().unwrap_or_else(|_| usage(a)));
+            control::run(which, trials)
+        }
         Some("failover") => failover(trials_arg(1)),
         _ => failover(trials_arg(0)),
     }
@@ -66,7 +82,8 @@ fn main() {
 fn usage(bad: &str) -> ! {
     eprintln!(
         "skein-bench: unexpected argument {bad:?}\n\
-         usage: skein-bench [failover] [TRIALS] | skein-bench images [TRIALS] | skein-bench fuzz [CASES] | skein-bench scheduler"
+         usage: skein-bench [failover] [TRIALS] | skein-bench images [TRIALS] | skein-bench fuzz [CASES]\n       \
+         | skein-bench scheduler | skein-bench control [deploy|writes|failover] [TRIALS]"
     );
     std::process::exit(2)
 }
@@ -89,7 +106,9 @@ fn failover(trials: usize) {
     print!("{table}");
 }
 
-fn cluster() -> (Cluster, usize) {
+/// A 3-node cluster in network namespaces with [`ARGS`], 3 voters agreed
+/// on: it and the leader's index.
+pub(crate) fn cluster() -> (Cluster, usize) {
     let c = Cluster::start(3, ClusterOpts::default().args(ARGS));
     c.wait_for_nodes(3, Duration::from_secs(60));
     let leader = c.wait_for_leader(Duration::from_secs(60));
