@@ -1161,6 +1161,61 @@ mod tests {
             weight <= encoded + encoded / 10,
             "weight {weight} far above {encoded}"
         );
+        // The indexes too, and they answer as a scan would.
+        assert_eq!(fresh.allocs.index(), s.allocs.index());
+        assert_eq!(fresh.jobs.index(), s.jobs.index());
+        for node in 0..8 {
+            let scanned: Vec<&Allocation> = s.allocs.values().filter(|a| a.node == node).collect();
+            let sum = scanned.iter().fold(ResourceVec::default(), |acc, a| {
+                acc.saturating_add(a.resources)
+            });
+            assert_eq!(s.allocated_on(node), sum);
+            assert_eq!(s.allocs_on(node).count(), scanned.len());
+            let ports: BTreeSet<u16> = scanned
+                .iter()
+                .flat_map(|a| a.ports.iter().map(|p| p.host_port))
+                .collect();
+            let indexed: BTreeSet<u16> = s
+                .load_on(node)
+                .map(|l| l.ports.keys().map(|(p, _)| *p).collect())
+                .unwrap_or_default();
+            assert_eq!(indexed, ports, "node {node}");
+        }
+        for j in 0..37 {
+            let job = format!("job{j}");
+            let scanned = s.allocs.values().filter(|a| a.job == job).count();
+            assert_eq!(s.allocs_of(&job).count(), scanned);
+        }
+        // A job replaced under its own name stays in the indexes, and so
+        // does an allocation replaced under its id.
+        let mut web = big_job("web", 10);
+        web.spec.service = Some(skein_protocol::spec::ServiceSpec {
+            name: "web".into(),
+            port: None,
+            publish: Some(30080),
+            balance: Default::default(),
+        });
+        for _ in 0..2 {
+            let r = s.apply(&Command::Plan(Plan {
+                base_version: s.version,
+                put_jobs: vec![web.clone()],
+                ..Plan::default()
+            }));
+            assert!(matches!(r, CommandResult::Applied { .. }), "{r:?}");
+            let publishers: Vec<&String> = s
+                .published_ports()
+                .get(&30080)
+                .into_iter()
+                .flatten()
+                .collect();
+            assert_eq!(publishers, [&"web".to_string()]);
+        }
+        let mut moved = s.allocs.values().next().cloned().expect("an allocation");
+        let id = moved.id.clone();
+        moved.node = 99;
+        s.allocs.insert(id.clone(), moved);
+        let on_99: Vec<String> = s.allocs_on(99).map(|a| a.id.clone()).collect();
+        assert_eq!(on_99, [id]);
     }
 
     #[test]

@@ -66,13 +66,12 @@ impl<V: Entry> Table<V> {
 
     /// Inserts or replaces the entry under `key`; returns the old value.
     pub fn insert(&mut self, key: String, value: V) -> Option<V> {
+        // The old entry leaves the index before the new one enters: an
+        // index keyed by the entry's name would otherwise lose it.
+        let old = self.remove(&key);
         self.bytes += entry_bytes(&key, &value);
         V::added(&mut self.index, &key, &value);
-        let old = self.map.insert(key.clone(), value);
-        if let Some(old) = &old {
-            self.bytes = self.bytes.saturating_sub(entry_bytes(&key, old));
-            V::removed(&mut self.index, &key, old);
-        }
+        self.map.insert(key, value);
         old
     }
 
