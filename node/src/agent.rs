@@ -294,6 +294,7 @@ pub async fn run_with(
         images,
         secrets,
         storage,
+        refreshed: tokio::sync::Mutex::new(None),
     });
     let record = ctx
         .refresh_self()

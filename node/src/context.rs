@@ -58,6 +58,9 @@ pub struct NodeCtx {
     pub secrets: Arc<SecretBox>,
     /// The Raft storage and its health.
     pub storage: Arc<Storage>,
+    /// When the last completed [`NodeCtx::refresh_self_since`] read
+    /// started: held while one reads, so concurrent writes share reads.
+    pub refreshed: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl NodeCtx {
@@ -109,6 +112,20 @@ impl NodeCtx {
 
     /// Re-reads this node's capacity and images from Docker into its own
     /// membership record; returns the record.
+    /// [`NodeCtx::refresh_self`] unless a read that started at or after
+    /// `asked` has completed meanwhile: concurrent writes (each wants
+    /// images built a moment before it to count) share one Docker
+    /// inventory read instead of queueing one each.
+    pub async fn refresh_self_since(&self, asked: std::time::Instant) {
+        let mut last = self.refreshed.lock().await;
+        if last.is_some_and(|started| started >= asked) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        self.refresh_self().await;
+        *last = Some(started);
+    }
+
     pub async fn refresh_self(&self) -> Option<NodeRecord> {
         match self.local.read(&*self.runtime).await {
             Ok(mut r) => {

@@ -152,11 +152,13 @@ async fn apply(
     State(ctx): Ctx,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ApplyResponse>, ApiErr> {
+    let asked = std::time::Instant::now();
     let req: ApplyRequest = json_body(body)?;
     validate_request(&req)?;
     let secrets = images::seal_pull_secrets(&ctx, &req.pull_secrets)?;
-    // Images built a moment ago must count: refresh our own record first.
-    ctx.refresh_self().await;
+    // Images built a moment ago must count: refresh our own record first
+    // (or share a read that started after this call arrived).
+    ctx.refresh_self_since(asked).await;
     Ok(Json(ctx.control.apply(req.jobs, secrets).await?))
 }
 
