@@ -135,15 +135,7 @@ impl Results {
         what: &'static str,
         measure: impl FnOnce() -> Result<Vec<(&'static str, Duration)>, String>,
     ) {
-        let r =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(measure)).unwrap_or_else(|p| {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panicked".into());
-                Err(format!("panicked: {msg}"))
-            });
+        let r = crate::control::caught(measure);
         match r {
             Ok(v) => {
                 let shown: Vec<String> = v

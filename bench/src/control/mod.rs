@@ -196,18 +196,23 @@ pub(crate) fn wait_running(
 /// failure, with the panic's message. Guards inside it clean up while
 /// unwinding.
 pub(crate) fn attempt<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+    let r = caught(f);
+    if let Err(e) = &r {
+        eprintln!("control: {what} FAILED: {e}");
+    }
+    r
+}
+
+/// Runs `f`; a panic in it becomes an error carrying the panic's message.
+pub(crate) fn caught<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
         let msg = p
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "panicked".into());
         Err(format!("panicked: {msg}"))
-    });
-    if let Err(e) = &r {
-        eprintln!("control: {what} FAILED: {e}");
-    }
-    r
+    })
 }
 
 /// The median of `v` (the upper one of an even count), if any.

@@ -690,7 +690,7 @@ impl Control {
             if quota == Quota::User {
                 check_quota(state.clone(), &cmd)?;
             }
-            let queued = self.enqueue(&mut lane, state, cmd)?;
+            let queued = self.enqueue(&mut lane, state, cmd);
             drop(lane);
             match self.wait(queued).await? {
                 CommandResult::Applied { .. } => {
@@ -779,7 +779,7 @@ impl Control {
         lane: &mut Lane,
         mut base: ClusterState,
         cmd: Command,
-    ) -> Result<tokio::sync::oneshot::Receiver<commit::Answer>, ControlError> {
+    ) -> tokio::sync::oneshot::Receiver<commit::Answer> {
         let key = match next_key() {
             Some(key) if request_ids_enabled(&base) => Some(key),
             _ => None,
@@ -794,7 +794,7 @@ impl Control {
         // The same deterministic apply the state machine will run.
         base.apply(&cmd);
         lane.projected = Some(base);
-        Ok(self.commits.enqueue(cmd))
+        self.commits.enqueue(cmd)
     }
 
     /// Waits until this node is a confirmed leader with everything
@@ -863,7 +863,7 @@ impl Control {
         let mut lane = self.plan_lock.lock().await;
         let base = self.base(&mut lane, false).await?;
         check(&base)?;
-        let queued = self.enqueue(&mut lane, base, cmd)?;
+        let queued = self.enqueue(&mut lane, base, cmd);
         drop(lane);
         self.wait(queued).await
     }

@@ -163,8 +163,17 @@ pub(crate) fn write_durably<T>(
     db: &Database,
     f: impl FnOnce(&WriteTransaction) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
+    write_with(db, Durability::Immediate, f)
+}
+
+/// Runs `f` in one write transaction committed with `durability`.
+fn write_with<T>(
+    db: &Database,
+    durability: Durability,
+    f: impl FnOnce(&WriteTransaction) -> Result<T, DbError>,
+) -> Result<T, DbError> {
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
+    txn.set_durability(durability)?;
     let value = f(&txn)?;
     txn.commit()?;
     Ok(value)
@@ -352,13 +361,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // carries it. A crash may lose the newest value, which only means
         // openraft re-applies fewer entries at start and the rest once the
         // leader's commit index arrives; it never claims too much.
-        let value = committed;
         blocking(&self.db, StorageIOError::write, move |db| {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(Durability::None)?;
-            write_value(&txn, RAFT_META, COMMITTED, &value)?;
-            txn.commit()?;
-            Ok(())
+            write_with(db, Durability::None, |txn| {
+                write_value(txn, RAFT_META, COMMITTED, &committed)
+            })
         })
         .await
     }

@@ -480,41 +480,36 @@ impl ClusterState {
     /// rejected (one that shrinks an oversized state is not).
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
         if self.schema < WEIGHED {
-            return self.apply_encoding_all(cmd);
+            // As clusters below schema 1.2 count the limit (the whole state
+            // encoded, before and after), so that a cluster in the middle
+            // of an upgrade refuses the same commands on every voter.
+            if !cmd.may_grow() {
+                return self.apply_unchecked(cmd);
+            }
+            return self.apply_bounded(cmd, limit_for(self.schema), Self::encoded_len);
         }
         let growth = cmd.growth_bound();
         if growth == 0 || self.weight().saturating_add(growth) <= STATE_LIMIT_BYTES {
             // Far from the limit whatever the command replaces: no copy.
             return self.apply_unchecked(cmd);
         }
-        let before = self.weight();
-        let mut next = self.clone();
-        let result = next.apply_unchecked(cmd);
-        if matches!(result, CommandResult::Applied { .. }) {
-            let after = next.weight();
-            if after > STATE_LIMIT_BYTES && after > before {
-                return too_large(after, before, STATE_LIMIT_BYTES);
-            }
-        }
-        *self = next;
-        result
+        self.apply_bounded(cmd, STATE_LIMIT_BYTES, Self::weight)
     }
 
-    /// [`ClusterState::apply`] as clusters below schema 1.2 count the
-    /// limit: the whole state encoded, before and after. Kept so that a
-    /// cluster in the middle of an upgrade refuses exactly the same
-    /// commands on every voter.
-    fn apply_encoding_all(&mut self, cmd: &Command) -> CommandResult {
-        if !cmd.may_grow() {
-            return self.apply_unchecked(cmd);
-        }
+    /// Applies `cmd` to a copy and keeps it unless it grew the state, as
+    /// `size` counts it, beyond `limit`.
+    fn apply_bounded(
+        &mut self,
+        cmd: &Command,
+        limit: usize,
+        size: impl Fn(&ClusterState) -> usize,
+    ) -> CommandResult {
         let mut next = self.clone();
         let result = next.apply_unchecked(cmd);
         if matches!(result, CommandResult::Applied { .. }) {
-            let limit = limit_for(self.schema);
-            let after = next.encoded_len();
+            let after = size(&next);
             if after > limit {
-                let before = self.encoded_len();
+                let before = size(self);
                 if after > before {
                     return too_large(after, before, limit);
                 }
